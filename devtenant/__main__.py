@@ -1,0 +1,54 @@
+"""Run the emulator: `python -m devtenant [--host 127.0.0.1] [--port 0] [--demo]`.
+
+Prints one line `devtenant listening on http://HOST:PORT` once it accepts connections, so a launcher can
+read the port when it asked for port 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+import sys
+
+from aiohttp import web
+
+from .app import build_app
+
+
+def loopback(host: str) -> str:
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return host
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"--host must be a loopback address (the emulator has no authentication): {host}")
+
+
+async def serve(host: str, port: int) -> None:
+    app = build_app()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - aiohttp exposes no public accessor
+    print(f"devtenant listening on http://{host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtenant", description=__doc__)
+    parser.add_argument("--host", type=loopback, default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

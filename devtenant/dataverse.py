@@ -1,0 +1,376 @@
+"""Emulated Dataverse Web API (v9.2) for the tables the sync reads.
+
+Answers like the documented service (shared/reference/dataverse/examples): `$select`, `$filter`,
+`$expand` of single-valued navigation properties, `$orderby`, `$top`, formatted-value and lookup
+annotations on request, paging with `Prefer: odata.maxpagesize` and `@odata.nextLink`, change tracking
+with `@odata.deltaLink` and `$deletedEntity` rows, `x-ms-dop-hint`, service-protection 429s and 401
+without a bearer token. An org is addressed as `/api/data/v9.2/...` (org "default") or
+`/orgs/{org}/api/data/v9.2/...`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from aiohttp import web
+
+from . import odata
+from .schema import DATAVERSE, Table
+from .tenant import DataverseOrg, Tenant, utcnow
+
+API = "/api/data/v9.2"
+FORMATTED = "OData.Community.Display.V1.FormattedValue"
+LOOKUP_LOGICAL = "Microsoft.Dynamics.CRM.lookuplogicalname"
+NAV_ANNOTATION = "Microsoft.Dynamics.CRM.associatednavigationproperty"
+MAX_PAGE = 5000
+TRACKING_UNSUPPORTED = ("$filter", "$orderby", "$expand", "$top")
+QUERY_SAFE = ",()=$/:'@"
+
+
+class DataverseError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(err: DataverseError, dop_hint: int | None = None) -> web.Response:
+    headers = {"OData-Version": "4.0", **err.headers}
+    if dop_hint:
+        headers["x-ms-dop-hint"] = str(dop_hint)
+    return web.json_response({"error": {"code": err.code, "message": err.message}}, status=err.status, headers=headers)
+
+
+def _property_error(table: Table, name: str) -> DataverseError:
+    return DataverseError(400, "0x80060888",
+                          f"Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{table.logical_name}'.")
+
+
+def parse_prefer(header: str | None) -> dict[str, str]:
+    prefs: dict[str, str] = {}
+    for part in odata.split_top_level(header or "", ","):
+        key, _, value = part.partition("=")
+        prefs[key.strip().lower()] = value.strip().strip('"')
+    return prefs
+
+
+def _format_datetime(value: str) -> str:
+    dt = odata.parse_datetime(value)
+    hour = dt.hour % 12 or 12
+    return f"{dt.month}/{dt.day}/{dt.year} {hour}:{dt.minute:02d} {'AM' if dt.hour < 12 else 'PM'}"
+
+
+class Query:
+    """Evaluates one collection or single-row request against an org."""
+
+    def __init__(self, org: DataverseOrg, table: Table, base_url: str, annotations: str | None):
+        self.org, self.table, self.base_url = org, table, base_url
+        self.annotations = annotations or ""
+
+    def wants(self, annotation: str) -> bool:
+        wanted = [a.strip() for a in self.annotations.split(",") if a.strip()]
+        for pattern in wanted:
+            if pattern == "*" or pattern == annotation or (pattern.endswith(".*") and annotation.startswith(pattern[:-1])):
+                return True
+        return False
+
+    # --- projection ---------------------------------------------------------------------------
+    def project(self, table: Table, row: dict, select: list[str] | None, expand: list[odata.ExpandItem]) -> dict:
+        names = select if select is not None else sorted(k for k in row if k in table.web_api_properties)
+        for name in names:
+            if name not in table.web_api_properties:
+                raise _property_error(table, name)
+        out: dict[str, Any] = {"@odata.etag": f'W/"{row["versionnumber"]}"'}
+        for name in names:
+            value = row.get(name)
+            self._annotate(table, name, value, out)
+            out[name] = value
+        out[table.primary_id] = row[table.primary_id]
+        for item in expand:
+            nav = table.navigations.get(item.name)
+            if nav is None:
+                raise _property_error(table, item.name)
+            target_table = DATAVERSE.tables[nav.target]
+            target_id = row.get(nav.lookup_property)
+            target = self.org.rows[nav.target].get(str(target_id).lower()) if target_id else None
+            out[item.name] = self.project(target_table, target, item.select, item.expand) if target else None
+        return out
+
+    def _annotate(self, table: Table, name: str, value: Any, out: dict) -> None:
+        if value is None:
+            return
+        col = table.column_for_property(name) or {}
+        ctype = col.get("type")
+        formatted = None
+        if name.startswith("_") and name.endswith("_value"):
+            targets = col.get("targets") or []
+            target = next((t for t in targets if str(value).lower() in self.org.rows.get(t, {})), targets[0] if targets else None)
+            if target and target in self.org.rows:
+                trow = self.org.rows[target].get(str(value).lower())
+                if trow:
+                    formatted = trow.get(DATAVERSE.tables[target].primary_name)
+            if target and self.wants(LOOKUP_LOGICAL):
+                out[f"{name}@{LOOKUP_LOGICAL}"] = target
+            nav = next((n.name for n in table.navigations.values() if n.lookup_property == name), None)
+            if nav and self.wants(NAV_ANNOTATION):
+                out[f"{name}@{NAV_ANNOTATION}"] = nav
+        elif ctype in ("Picklist", "State", "Status"):
+            formatted = DATAVERSE.option_label(table.logical_name, name, value)
+        elif ctype == "Boolean":
+            formatted = "Yes" if value else "No"
+        elif ctype == "DateTime":
+            formatted = _format_datetime(value)
+        elif ctype in ("Integer", "BigInt", "Double", "Decimal", "Money"):
+            formatted = f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
+        if formatted is not None and self.wants(FORMATTED):
+            out[f"{name}@{FORMATTED}"] = formatted
+
+    # --- filtering ----------------------------------------------------------------------------
+    def resolver(self, table: Table, row: dict):
+        def resolve(parts: list[str]) -> Any:
+            current_table, current = table, row
+            for i, part in enumerate(parts):
+                if current is None:
+                    return None
+                if i < len(parts) - 1:
+                    nav = current_table.navigations.get(part)
+                    if nav is None:
+                        raise _property_error(current_table, part)
+                    target_id = current.get(nav.lookup_property)
+                    current = self.org.rows[nav.target].get(str(target_id).lower()) if target_id else None
+                    current_table = DATAVERSE.tables[nav.target]
+                else:
+                    if part not in current_table.web_api_properties:
+                        raise _property_error(current_table, part)
+                    return current.get(part)
+            return None
+        return resolve
+
+    def functions(self, table: Table) -> dict:
+        def in_(resolve, PropertyName=None, PropertyValues=None):  # noqa: N803 - Dataverse's parameter names
+            if PropertyName is None or PropertyValues is None:
+                raise odata.ODataSyntaxError("Microsoft.Dynamics.CRM.In requires PropertyName and PropertyValues.")
+            value = resolve(str(PropertyName).split("/"))
+            wanted = {str(v).lower() for v in PropertyValues}
+            return value is not None and str(value).lower() in wanted
+
+        def not_in(resolve, PropertyName=None, PropertyValues=None):  # noqa: N803
+            return not in_(resolve, PropertyName, PropertyValues)
+
+        return {**odata.BASIC_FUNCTIONS, "microsoft.dynamics.crm.in": in_, "microsoft.dynamics.crm.notin": not_in}
+
+    def matches(self, expr: Any, row: dict) -> bool:
+        try:
+            return bool(odata.evaluate(expr, self.resolver(self.table, row), self.functions(self.table)))
+        except odata.ODataSyntaxError as exc:
+            raise DataverseError(400, "0x80060888", str(exc)) from exc
+
+
+def _validate_shape(table: Table, select: list[str] | None, expand: list[odata.ExpandItem]) -> None:
+    for name in select or []:
+        if name not in table.web_api_properties:
+            raise _property_error(table, name)
+    for item in expand:
+        nav = table.navigations.get(item.name)
+        if nav is None:
+            raise _property_error(table, item.name)
+        _validate_shape(DATAVERSE.tables[nav.target], item.select, item.expand)
+
+
+def _query_params(request: web.Request) -> dict[str, str]:
+    # Dataverse accepts query option names case-sensitively as $select etc.; keep raw values.
+    return {k: v for k, v in request.query.items()}
+
+
+def _paging_cookie(page: int, last: str | None, tracking_version: int | None) -> str:
+    inner = f'<cookie page="{page}"><id last="{{{(last or "").upper()}}}" /></cookie>'
+    tracking = "True" if tracking_version is not None else "False"
+    cookie = (f'<cookie pagenumber="{page + 1}" pagingcookie="{quote(quote(inner, safe=""), safe="")}" '
+              f'istracking="{tracking}"' + (f' trackingversion="{tracking_version}"' if tracking_version is not None else "") + " />")
+    return quote(cookie, safe="")
+
+
+def _parse_paging_cookie(token: str) -> tuple[int, int | None]:
+    text = unquote(token)
+    page = re.search(r'pagenumber="(\d+)"', text)
+    version = re.search(r'trackingversion="(\d+)"', text)
+    if not page:
+        raise DataverseError(400, "0x80040203", "Invalid $skiptoken.")
+    return int(page.group(1)), int(version.group(1)) if version else None
+
+
+def _delta_token(version: int) -> str:
+    return quote(f"{version}!{utcnow().strftime('%m/%d/%Y %H:%M:%S')}", safe="")
+
+
+def _parse_delta_token(token: str) -> int:
+    m = re.match(r"(\d+)!", unquote(token))
+    if not m:
+        raise DataverseError(400, "0x80044352", "Version stamp associated with the client has expired. Please perform a full sync.")
+    return int(m.group(1))
+
+
+def _sort_key(value: Any) -> tuple:
+    if value is None:
+        return (0, "")
+    if isinstance(value, (int, float)):
+        return (1, value)
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}T.*", value):
+        return (2, odata.parse_datetime(value).timestamp())
+    return (3, str(value).lower())
+
+
+class DataverseService:
+    def __init__(self, tenant: Tenant):
+        self.tenant = tenant
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.route("*", API + "/{path:.*}", self.handle),
+            web.route("*", "/orgs/{org}" + API + "/{path:.*}", self.handle),
+        ]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        org = self.tenant.org(request.match_info.get("org", "default"))
+        base = str(request.url.origin()) + request.path[: request.path.index(API) + len(API)]
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return web.Response(status=401, headers={
+                "WWW-Authenticate": f"Bearer authorization_uri=https://login.microsoftonline.com/{self.tenant.graph.tenant_id}/oauth2/authorize, resource_id={request.url.origin()}/"})
+        wait = org.admit()
+        if wait is not None:
+            self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=429, mailbox=None)
+            return error_response(DataverseError(429, "0x80072322",
+                                                 f"Number of requests exceeded the limit of {org.request_budget} over time window of {int(org.budget_window_s)} seconds.",
+                                                 {"Retry-After": str(int(round(wait)))}), org.dop_hint)
+        if org.inflight >= org.max_concurrent:
+            return error_response(DataverseError(429, "0x80072326",
+                                                 f"Number of concurrent requests exceeded the limit of {org.max_concurrent}.",
+                                                 {"Retry-After": "1"}), org.dop_hint)
+        org.inflight += 1
+        self.tenant.log.max_concurrency_dataverse = max(self.tenant.log.max_concurrency_dataverse, org.inflight)
+        try:
+            fault = self.tenant.fault_for("dataverse", request.method, request.path)
+            latency = self.tenant.latency_ms.get("dataverse", 0) + (fault.delay_ms if fault and fault.action == "latency" else 0)
+            if latency:
+                await asyncio.sleep(latency / 1000)
+            if fault is not None and fault.action == "status":
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                raise DataverseError(fault.status, fault.code or "0x80040216", "An unexpected error occurred (injected).", headers)
+            if request.method != "GET":
+                raise DataverseError(405, "0x80060888", f"The HTTP method '{request.method}' is not supported by the emulator for this resource; change data through the control API.")
+            body, headers = self.get(org, base, request.match_info["path"], _query_params(request), parse_prefer(request.headers.get("Prefer")))
+            headers.update({"OData-Version": "4.0", "x-ms-dop-hint": str(org.dop_hint)})
+            self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=200, mailbox=None)
+            if fault is not None and fault.action == "drop_after_apply":
+                request.transport.abort()
+                raise asyncio.CancelledError()
+            return web.json_response(body, headers=headers)
+        except DataverseError as err:
+            self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=err.status, mailbox=None)
+            return error_response(err, org.dop_hint)
+        finally:
+            org.inflight -= 1
+
+    def get(self, org: DataverseOrg, base: str, path: str, params: dict, prefs: dict) -> tuple[dict, dict]:
+        if path == "WhoAmI":
+            return ({"@odata.context": f"{base}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+                     "BusinessUnitId": "00000000-0000-0000-0000-000000000001", "UserId": "00000000-0000-0000-0000-0000000000a1",
+                     "OrganizationId": "00000000-0000-0000-0000-0000000000f1"}, {})
+        m = re.fullmatch(r"(\w+)(?:\(([^)]*)\))?", path)
+        table = DATAVERSE.by_entity_set.get(m.group(1)) if m else None
+        if table is None:
+            raise DataverseError(404, "0x80060888", f"Resource not found for the segment '{path.split('(')[0]}'.")
+        annotations = prefs.get("odata.include-annotations")
+        query = Query(org, table, base, annotations)
+        headers: dict[str, str] = {}
+        if annotations:
+            headers["Preference-Applied"] = f'odata.include-annotations="{annotations}"'
+        select = odata.parse_select(params.get("$select"))
+        try:
+            expand = odata.parse_expand(params.get("$expand"))
+        except odata.ODataSyntaxError as exc:
+            raise DataverseError(400, "0x80060888", str(exc)) from exc
+        _validate_shape(table, select, expand)
+        context_cols = f"({','.join(select)})" if select else ""
+        if m.group(2) is not None:
+            key = m.group(2).strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", key):
+                raise DataverseError(400, "0x80060888", f"Bad Request - Error in query syntax: invalid key '{m.group(2)}'.")
+            row = org.rows[table.logical_name].get(key)
+            if row is None:
+                raise DataverseError(404, "0x80040217", f"{table.logical_name} With Id = {key} Does Not Exist")
+            body = {"@odata.context": f"{base}/$metadata#{table.entity_set}{context_cols}/$entity",
+                    **query.project(table, row, select, expand)}
+            return body, headers
+
+        tracking = "odata.track-changes" in prefs or "$deltatoken" in params
+        if tracking:
+            for option in TRACKING_UNSUPPORTED:
+                if option in params:
+                    raise DataverseError(400, "0x80060888", f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
+        page_size = MAX_PAGE
+        if "odata.maxpagesize" in prefs:
+            try:
+                page_size = max(1, min(MAX_PAGE, int(prefs["odata.maxpagesize"])))
+            except ValueError as exc:
+                raise DataverseError(400, "0x80060888", "odata.maxpagesize must be an integer.") from exc
+            headers["Preference-Applied"] = ", ".join(filter(None, [headers.get("Preference-Applied"), f"odata.maxpagesize={page_size}"]))
+        page, start_version = 1, None
+        if "$skiptoken" in params:
+            page, start_version = _parse_paging_cookie(params["$skiptoken"])
+
+        deleted: list[dict] = []
+        delta = "$deltatoken" in params
+        if delta:
+            since = _parse_delta_token(params["$deltatoken"])
+            if since < org.min_valid_version:
+                raise DataverseError(400, "0x80044352", "Version stamp associated with the client has expired. Please perform a full sync.")
+            current = start_version if start_version is not None else org.version
+            rows = [r for r in org.rows[table.logical_name].values() if since < r["versionnumber"] <= current]
+            deleted = [{"@odata.context": f"{base}/$metadata#{table.entity_set}/$deletedEntity", "id": rid, "reason": "deleted"}
+                       for v, rid in org.tombstones[table.logical_name] if since < v <= current]
+        else:
+            current = start_version if start_version is not None else org.version
+            rows = list(org.rows[table.logical_name].values())
+            if tracking:
+                rows = [r for r in rows if r["versionnumber"] <= current]
+        if "$filter" in params:
+            try:
+                expr = odata.parse_filter(params["$filter"])
+            except odata.ODataSyntaxError as exc:
+                raise DataverseError(400, "0x80060888", str(exc)) from exc
+            rows = [r for r in rows if query.matches(expr, r)]
+        order = params.get("$orderby")
+        rows.sort(key=lambda r: r[table.primary_id])
+        if order:
+            for clause in reversed(odata.split_top_level(order, ",")):
+                name, _, direction = clause.partition(" ")
+                if name not in table.web_api_properties:
+                    raise _property_error(table, name)
+                rows.sort(key=lambda r, n=name: _sort_key(r.get(n)), reverse=direction.strip().lower() == "desc")
+        if "$top" in params and "odata.maxpagesize" not in prefs:
+            rows = rows[: int(params["$top"])]
+        items: list[dict] = [query.project(table, r, select, expand) for r in rows] + deleted
+        offset = (page - 1) * page_size
+        chunk = items[offset: offset + page_size]
+        body: dict[str, Any] = {"@odata.context": f"{base}/$metadata#{table.entity_set}{context_cols}" + ("/$delta" if delta else ""),
+                                "value": chunk}
+        if tracking:
+            headers["Preference-Applied"] = ", ".join(filter(None, [headers.get("Preference-Applied"), "odata.track-changes"]))
+        if offset + page_size < len(items):
+            keep = {k: v for k, v in params.items() if k != "$skiptoken"}
+            qs = "&".join(f"{k}={quote(v, safe=QUERY_SAFE)}" for k, v in keep.items())
+            cookie = _paging_cookie(page, chunk[-1].get(table.primary_id) or chunk[-1].get("id"), current if tracking else None)
+            body["@odata.nextLink"] = f"{base}/{table.entity_set}?{qs + '&' if qs else ''}$skiptoken={cookie}"
+        elif tracking:
+            sel = f"$select={params['$select']}&" if "$select" in params else ""
+            body["@odata.deltaLink"] = f"{base}/{table.entity_set}?{sel}$deltatoken={_delta_token(current)}"
+        return body, headers
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, default=lambda o: o.isoformat() if isinstance(o, datetime) else str(o))

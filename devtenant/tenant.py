@@ -1,0 +1,215 @@
+"""The emulated tenant's state: Dataverse organisations, Exchange mailboxes, the request log and faults.
+
+Everything lives in memory and is changed only through the control API (tests, demo, benchmarks) or
+through the emulated service endpoints themselves.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .schema import DATAVERSE
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class DataverseOrg:
+    """One Dataverse environment: rows keyed by Web API property name, with row versions for change tracking."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.rows: dict[str, dict[str, dict]] = {t: {} for t in DATAVERSE.tables}
+        self.tombstones: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        self._version = itertools.count(1_000_000)
+        self.version = next(self._version)
+        self.min_valid_version = 0
+        self.dop_hint = 4
+        self.request_budget = 6000          # service protection: requests per window per caller
+        self.budget_window_s = 300.0
+        self.max_concurrent = 52
+        self.inflight = 0
+        self._window: deque[float] = deque()
+        self.webhooks: list[dict] = []
+
+    def next_version(self) -> int:
+        self.version = next(self._version)
+        return self.version
+
+    def upsert(self, table: str, row: dict) -> dict:
+        meta = DATAVERSE.tables[table]
+        pk = meta.primary_id
+        row = dict(row)
+        row_id = str(row.get(pk) or uuid.uuid4()).lower()
+        row[pk] = row_id
+        current = self.rows[table].get(row_id, {})
+        merged = {**current, **row}
+        now = iso(utcnow())
+        merged.setdefault("createdon", now)
+        merged["modifiedon"] = now
+        merged["versionnumber"] = self.next_version()
+        if "statecode" in meta.columns:
+            merged.setdefault("statecode", 0)
+        self.rows[table][row_id] = merged
+        return merged
+
+    def delete(self, table: str, row_id: str) -> bool:
+        row_id = row_id.lower()
+        if self.rows[table].pop(row_id, None) is None:
+            return False
+        self.tombstones[table].append((self.next_version(), row_id))
+        return True
+
+    def admit(self) -> float | None:
+        """Service protection: returns seconds to wait when the caller is over its budget."""
+        now = time.monotonic()
+        while self._window and now - self._window[0] > self.budget_window_s:
+            self._window.popleft()
+        if len(self._window) >= self.request_budget:
+            return max(1.0, self.budget_window_s - (now - self._window[0]))
+        self._window.append(now)
+        return None
+
+
+@dataclass
+class Mailbox:
+    id: str
+    address: str
+    display_name: str
+    time_zone: str = "UTC"
+    state: str = "enabled"        # enabled | disabled (soft-deleted / inactive / on-premises)
+    in_scope: bool = True         # inside the app's Exchange RBAC for Applications scope
+    events: dict[str, dict] = field(default_factory=dict)
+    calendar_id: str = field(default_factory=lambda: "AAMkCal" + uuid.uuid4().hex[:16] + "AAA=")
+    inflight: int = 0
+    window: deque = field(default_factory=deque)
+
+
+class GraphTenant:
+    def __init__(self) -> None:
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.by_address: dict[str, str] = {}
+        self.tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+        self.mailbox_concurrency = 4
+        self.mailbox_budget = 10_000
+        self.mailbox_window_s = 600.0
+
+    def add(self, mailbox: Mailbox) -> Mailbox:
+        self.mailboxes[mailbox.id] = mailbox
+        self.by_address[mailbox.address.lower()] = mailbox.id
+        return mailbox
+
+    def find(self, key: str) -> Mailbox | None:
+        key = key.lower()
+        if key in self.mailboxes:
+            return self.mailboxes[key]
+        mid = self.by_address.get(key)
+        return self.mailboxes.get(mid) if mid else None
+
+
+@dataclass
+class FaultRule:
+    action: str                       # status | latency | drop_after_apply | reset
+    service: str = "*"                # graph | dataverse | *
+    method: str | None = None
+    path: str | None = None           # regular expression searched in the request path
+    mailbox: str | None = None        # address or id; graph only
+    status: int = 503
+    retry_after: float | None = None
+    delay_ms: float = 0
+    times: int | None = None          # how many matching requests it hits; None = every one
+    skip: int = 0                     # let this many matching requests through first
+    code: str | None = None
+    hits: int = 0
+    seen: int = 0
+
+    def matches(self, service: str, method: str, path: str, mailbox: Mailbox | None) -> bool:
+        if self.service not in ("*", service):
+            return False
+        if self.method and self.method.upper() != method.upper():
+            return False
+        if self.path and not re.search(self.path, path):
+            return False
+        if self.mailbox and (mailbox is None or self.mailbox.lower() not in (mailbox.id, mailbox.address.lower())):
+            return False
+        return True
+
+    def take(self) -> bool:
+        self.seen += 1
+        if self.seen <= self.skip:
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        self.hits += 1
+        return True
+
+
+class RequestLog:
+    def __init__(self) -> None:
+        self.entries: list[dict] = []
+        self.max_concurrency: Counter[str] = Counter()     # per mailbox, counted on arrival
+        self.max_concurrency_dataverse = 0
+
+    def add(self, **entry: Any) -> None:
+        entry["seq"] = len(self.entries)
+        entry["at"] = time.time()
+        self.entries.append(entry)
+
+    def stats(self) -> dict:
+        by = Counter()
+        for e in self.entries:
+            by[(e["service"], e.get("kind", "http"), e["method"], e["status"])] += 1
+        per_service: dict[str, Any] = defaultdict(lambda: {"requests": 0, "operations": 0, "by_status": Counter(), "by_method": Counter()})
+        for (service, kind, method, status), n in by.items():
+            s = per_service[service]
+            if kind == "http":
+                s["requests"] += n
+            if kind in ("op", "batch-item") or (kind == "http" and not (service == "graph" and method == "POST-BATCH")):
+                s["operations"] += n
+            s["by_status"][str(status)] += n
+            s["by_method"][method] += n
+        throttled = sum(1 for e in self.entries if e["status"] == 429)
+        return {
+            "services": {k: {**v, "by_status": dict(v["by_status"]), "by_method": dict(v["by_method"])} for k, v in per_service.items()},
+            "throttled": throttled,
+            "max_concurrency_per_mailbox": dict(self.max_concurrency),
+            "max_concurrency_overall_mailbox": max(self.max_concurrency.values(), default=0),
+            "max_concurrency_dataverse": self.max_concurrency_dataverse,
+            "entries": len(self.entries),
+        }
+
+
+class Tenant:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.orgs: dict[str, DataverseOrg] = {"default": DataverseOrg("default")}
+        self.graph = GraphTenant()
+        self.log = RequestLog()
+        self.faults: list[FaultRule] = []
+        self.latency_ms: dict[str, float] = {"graph": 0.0, "dataverse": 0.0}
+        self.lock = asyncio.Lock()
+
+    def org(self, name: str) -> DataverseOrg:
+        if name not in self.orgs:
+            self.orgs[name] = DataverseOrg(name)
+        return self.orgs[name]
+
+    def fault_for(self, service: str, method: str, path: str, mailbox: Mailbox | None = None) -> FaultRule | None:
+        for rule in self.faults:
+            if rule.matches(service, method, path, mailbox) and rule.take():
+                return rule
+        return None

@@ -1,0 +1,196 @@
+"""The emulated Dataverse Web API answers as Microsoft documents it (shared/reference/dataverse/examples)."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from urllib.parse import unquote
+
+import httpx
+import pytest
+
+from tests.conftest import shared_reference
+
+pytestmark = pytest.mark.stack
+
+FORMATTED = "@OData.Community.Display.V1.FormattedValue"
+
+
+def seed(tenant, entity_set: str, rows: list[dict]) -> list[dict]:
+    return tenant.control("POST", f"/orgs/default/tables/{entity_set}", rows)["value"]
+
+
+def seed_bookings(tenant, n: int) -> list[dict]:
+    wo = seed(tenant, "msdyn_workorders", [{"msdyn_name": "00042"}])[0]
+    return seed(tenant, "bookableresourcebookings", [
+        {"name": f"b{i}", "starttime": f"2026-11-{10 + i % 10:02d}T09:00:00Z", "endtime": f"2026-11-{10 + i % 10:02d}T10:00:00Z",
+         "_msdyn_workorder_value": wo["msdyn_workorderid"] if i % 2 else None, "statecode": i % 3 == 0 and 1 or 0}
+        for i in range(n)])
+
+
+def test_request_without_bearer_token_is_refused(tenant):
+    resp = httpx.get(tenant.emulator_url + "/api/data/v9.2/bookableresourcebookings")
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer authorization_uri=")
+
+
+def test_select_with_formatted_values_has_documented_shape(tenant, dataverse):
+    doc = json.loads((shared_reference() / "dataverse/examples/select.2-formatted-values.json").read_text())
+    status = seed(tenant, "bookingstatuses", [{"name": "Scheduled", "status": 2, "msdyn_fieldservicestatus": 690970000}])[0]
+    seed(tenant, "bookableresourcebookings", [{"name": "b", "starttime": "2026-11-23T09:00:00Z", "endtime": "2026-11-23T10:00:00Z",
+                                               "_bookingstatus_value": status["bookingstatusid"]}])
+    prefer = doc["request"]["headers"]["Prefer"]
+    resp = dataverse.get("bookableresourcebookings", params={"$select": "name,_bookingstatus_value,statecode,starttime"},
+                         headers={"Prefer": prefer})
+    assert resp.status_code == 200
+    assert resp.headers["Preference-Applied"] == doc["response"]["headers"]["Preference-Applied"]
+    row = resp.json()["value"][0]
+    assert row["@odata.etag"].startswith('W/"')
+    assert row["_bookingstatus_value" + FORMATTED] == "Scheduled"
+    assert row["statecode" + FORMATTED] == "Active"
+    assert row["starttime" + FORMATTED] == "11/23/2026 9:00 AM"
+    assert "bookableresourcebookingid" in row  # primary key returned unasked, as documented
+    documented = doc["response"]["body"]["value"][0]
+    assert {k.split("@")[1] for k in documented if "@" in k[1:]} == {k.split("@")[1] for k in row if "@" in k[1:]}
+
+
+def test_unknown_property_in_select_is_a_400_naming_it(dataverse):
+    resp = dataverse.get("bookableresourcebookings", params={"$select": "name,nonsense"})
+    assert resp.status_code == 400
+    err = resp.json()["error"]
+    assert err["code"] == "0x80060888"
+    assert "nonsense" in err["message"] and "bookableresourcebooking" in err["message"]
+
+
+def test_filter_forms_the_client_sends(tenant, dataverse):
+    rows = seed_bookings(tenant, 10)
+    ids = [r["bookableresourcebookingid"] for r in rows]
+
+    def names(flt: str) -> set[str]:
+        resp = dataverse.get("bookableresourcebookings", params={"$select": "name", "$filter": flt})
+        assert resp.status_code == 200, resp.text
+        return {r["name"] for r in resp.json()["value"]}
+
+    assert names("statecode eq 0 and _msdyn_workorder_value ne null") == {"b1", "b5", "b7"}
+    assert names("starttime ge 2026-11-18T00:00:00Z or name eq 'b0'") == {"b0", "b8", "b9"}
+    assert names(f"Microsoft.Dynamics.CRM.In(PropertyName='bookableresourcebookingid',PropertyValues=['{ids[2]}','{ids[4]}'])") == {"b2", "b4"}
+    assert names("name eq 'it''s'") == set()
+    assert names("msdyn_workorder/msdyn_name eq '00042'") == {"b1", "b3", "b5", "b7", "b9"}
+    assert dataverse.get("bookableresourcebookings", params={"$filter": "name eq"}).status_code == 400
+
+
+def test_expand_nested_single_valued_navigation(tenant, dataverse):
+    prio = seed(tenant, "msdyn_priorities", [{"msdyn_name": "High"}])[0]
+    wo = seed(tenant, "msdyn_workorders", [{"msdyn_name": "00077", "_msdyn_priority_value": prio["msdyn_priorityid"]}])[0]
+    seed(tenant, "bookableresourcebookings", [{"name": "b", "_msdyn_workorder_value": wo["msdyn_workorderid"]}])
+    resp = dataverse.get("bookableresourcebookings", params={
+        "$select": "name", "$expand": "msdyn_workorder($select=msdyn_name;$expand=msdyn_priority($select=msdyn_name)),Resource($select=name)"})
+    assert resp.status_code == 200, resp.text
+    row = resp.json()["value"][0]
+    assert row["msdyn_workorder"]["msdyn_name"] == "00077"
+    assert row["msdyn_workorder"]["msdyn_priority"]["msdyn_name"] == "High"
+    assert row["Resource"] is None
+    bad = dataverse.get("bookableresourcebookings", params={"$expand": "WorkOrder"})
+    assert bad.status_code == 400 and "WorkOrder" in bad.json()["error"]["message"]
+
+
+def test_paging_with_maxpagesize_and_next_link(tenant, dataverse):
+    seed_bookings(tenant, 7)
+    doc = json.loads((shared_reference() / "dataverse/examples/paging.1-first-page.json").read_text())
+    seen, pages, url, params = [], 0, "bookableresourcebookings", {"$select": "name"}
+    while url:
+        resp = dataverse.get(url, params=params, headers={"Prefer": "odata.maxpagesize=3"})
+        assert resp.status_code == 200
+        assert resp.headers["Preference-Applied"] == "odata.maxpagesize=3"
+        body = resp.json()
+        assert set(body) <= set(doc["response"]["body"]) | {"@odata.nextLink"}
+        seen += [r["name"] for r in body["value"]]
+        pages += 1
+        url, params = body.get("@odata.nextLink"), None
+        if url:
+            assert "$skiptoken=" in url and unquote(url).count("pagenumber=") == 1
+    assert pages == 3
+    assert sorted(seen) == sorted(f"b{i}" for i in range(7))
+
+
+def test_change_tracking_initial_delta_and_deleted_entities(tenant, dataverse):
+    doc = json.loads((shared_reference() / "dataverse/examples/change-tracking.2-delta.json").read_text())
+    rows = seed_bookings(tenant, 3)
+    first = dataverse.get("bookableresourcebookings", params={"$select": "name"}, headers={"Prefer": "odata.track-changes"})
+    assert first.status_code == 200
+    assert "odata.track-changes" in first.headers["Preference-Applied"]
+    delta_link = first.json()["@odata.deltaLink"]
+    assert "$deltatoken=" in delta_link and len(first.json()["value"]) == 3
+
+    empty = dataverse.get(delta_link)
+    assert empty.json()["value"] == []
+
+    tenant.control("PATCH", f"/orgs/default/tables/bookableresourcebookings/{rows[0]['bookableresourcebookingid']}", {"name": "moved"})
+    tenant.control("DELETE", f"/orgs/default/tables/bookableresourcebookings/{rows[1]['bookableresourcebookingid']}")
+    seed(tenant, "bookableresourcebookings", [{"name": "new"}])
+    delta = dataverse.get(delta_link).json()
+    assert delta["@odata.context"].endswith("/$delta")
+    changed = {r["name"] for r in delta["value"] if "name" in r}
+    deleted = [r for r in delta["value"] if r.get("@odata.context", "").endswith("$deletedEntity")]
+    assert changed == {"moved", "new"}
+    assert [d["id"] for d in deleted] == [rows[1]["bookableresourcebookingid"]]
+    documented_deleted = doc["response"]["body"]["value"][1]
+    assert set(deleted[0]) == set(documented_deleted) and deleted[0]["reason"] == "deleted"
+    assert delta["@odata.deltaLink"] != delta_link
+
+
+@pytest.mark.parametrize("option", ["$filter", "$expand", "$top", "$orderby"])
+def test_change_tracking_refuses_unsupported_query_options(dataverse, option):
+    value = {"$filter": "statecode eq 0", "$expand": "Resource", "$top": "5", "$orderby": "name"}[option]
+    resp = dataverse.get("bookableresourcebookings", params={"$select": "name", option: value}, headers={"Prefer": "odata.track-changes"})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"] == f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.'
+
+
+def test_expired_delta_token_is_refused_with_the_documented_message(tenant, dataverse):
+    seed_bookings(tenant, 1)
+    link = dataverse.get("bookableresourcebookings", params={"$select": "name"}, headers={"Prefer": "odata.track-changes"}).json()["@odata.deltaLink"]
+    tenant.control("POST", "/orgs/default/expire-change-tracking")
+    resp = dataverse.get(link)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"] == "Version stamp associated with the client has expired. Please perform a full sync."
+
+
+def test_dop_hint_header_and_service_protection_429(tenant, dataverse):
+    tenant.control("PUT", "/orgs/default/limits", {"dop_hint": 7, "request_budget": 3, "budget_window_s": 2})
+    statuses = []
+    for _ in range(4):
+        resp = dataverse.get("bookingstatuses")
+        statuses.append(resp.status_code)
+    assert statuses == [200, 200, 200, 429]
+    assert resp.headers["x-ms-dop-hint"] == "7"
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert resp.json()["error"]["code"] == "0x80072322"
+    time.sleep(2.1)
+    assert dataverse.get("bookingstatuses").status_code == 200
+
+
+def test_single_row_by_id_and_guid_validation(tenant, dataverse):
+    row = seed_bookings(tenant, 1)[0]
+    got = dataverse.get(f"bookableresourcebookings({row['bookableresourcebookingid']})", params={"$select": "name"})
+    assert got.status_code == 200 and got.json()["name"] == "b0" and got.json()["@odata.context"].endswith("/$entity")
+    assert dataverse.get(f"bookableresourcebookings({uuid.uuid4()})").status_code == 404
+    assert dataverse.get("bookableresourcebookings(not-a-guid)").status_code == 400
+
+
+def test_injected_faults_and_latency_apply_to_dataverse(tenant, dataverse):
+    tenant.control("PUT", "/faults", {"latency_ms": {"dataverse": 150}, "rules": [
+        {"service": "dataverse", "action": "status", "status": 503, "retry_after": 2, "times": 1}]})
+    started = time.monotonic()
+    first = dataverse.get("bookingstatuses")
+    assert first.status_code == 503 and first.headers["Retry-After"] == "2"
+    assert dataverse.get("bookingstatuses").status_code == 200
+    assert time.monotonic() - started >= 0.3
+    stats = tenant.control("GET", "/stats")
+    assert stats["services"]["dataverse"]["by_status"] == {"503": 1, "200": 1}
+
+
+def test_control_api_rejects_unknown_columns(tenant):
+    with pytest.raises(Exception) as err:
+        tenant.control("POST", "/orgs/default/tables/bookableresourcebookings", [{"not_a_column": 1}])
+    assert "400" in str(err.value)
