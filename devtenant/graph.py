@@ -277,7 +277,7 @@ class GraphService:
             "hasAttachments": False, "subject": body.get("subject", ""), "importance": body.get("importance", "normal"),
             "sensitivity": body.get("sensitivity", "normal"), "isAllDay": body.get("isAllDay", False), "isCancelled": False,
             "isDraft": False, "isOrganizer": True, "responseRequested": body.get("responseRequested", True),
-            "seriesMasterId": None, "showAs": body.get("showAs", "busy"), "type": "singleInstance",
+            "seriesMasterId": None, "showAs": body.get("showAs", "busy"), "type": "singleInstance", "recurrence": None,
             "webLink": f"https://outlook.office365.com/owa/?itemid={event_id}&exvsurl=1&path=/calendar/item",
             "onlineMeetingUrl": None, "isOnlineMeeting": False, "onlineMeetingProvider": "unknown", "onlineMeeting": None,
             "allowNewTimeProposals": body.get("allowNewTimeProposals", True), "hideAttendees": False,
@@ -347,6 +347,7 @@ class GraphService:
         out["start"] = graph_datetime(event["_start"], tz)
         out["end"] = graph_datetime(event["_end"], tz)
         out["@odata.etag"] = f'W/"{event["changeKey"]}"'
+        out["@odata.context"] = f"https://graph.microsoft.com/v1.0/$metadata#users('{mailbox.id}')/events/$entity"
         select = odata.parse_select(query.get("$select"))
         if select:
             out = {k: v for k, v in out.items() if k in select or k in ("id", "@odata.etag")}

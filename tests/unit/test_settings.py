@@ -1,0 +1,46 @@
+"""E4: a missing or malformed setting fails at start, naming the setting and the expected form."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from sync.settings import SettingError, load
+
+GOOD = {"DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com", "STATE_STORAGE_TABLE_ENDPOINT": "https://acct.table.core.windows.net"}
+
+
+def test_r_e4_defaults_are_the_fieldservice_profile():
+    s = load(GOOD)
+    assert s.sync.profile == "fieldservice" and not s.sync.propagate_cancellations and s.sync.logical_deletes == "unlink"
+    assert s.sync.window_past == timedelta(days=7) and s.sync.window_future == timedelta(days=14)
+    assert s.schedule == "0 */15 * * * *"
+
+
+def test_r_e4_enhanced_profile_turns_improvements_on_each_overridable():
+    s = load({**GOOD, "SYNC_PROFILE": "enhanced", "REFRESH_WORK_ORDER_FIELDS": "false"})
+    assert s.sync.propagate_cancellations and s.sync.remove_reassigned_future_events and not s.sync.refresh_work_order_fields
+
+
+@pytest.mark.parametrize("name,value,expected", [
+    ("DATAVERSE_ENVIRONMENTS", "", "environment URLs"),
+    ("DATAVERSE_ENVIRONMENTS", "contoso", "absolute URL"),
+    ("DATAVERSE_ENVIRONMENTS", "http://contoso.crm.dynamics.com", "https"),
+    ("SYNC_PROFILE", "fast", "fieldservice or enhanced"),
+    ("LOGICAL_DELETES", "sometimes", "unlink or delete"),
+    ("PROPAGATE_CANCELLATIONS", "maybe", "true or false"),
+    ("SYNC_WINDOW_PAST_DAYS", "-1", "whole number"),
+    ("SYNC_SCHEDULE", "*/15 * * * *", "six-field NCRONTAB"),
+    ("STATE_TABLE_PREFIX", "bad-prefix", "letters and digits"),
+    ("SYNC_CREDENTIAL", "secret", "managed-identity"),
+])
+def test_r_e4_bad_setting_names_itself_and_the_expected_form(name, value, expected):
+    with pytest.raises(SettingError) as err:
+        load({**GOOD, name: value})
+    assert err.value.setting == name and name in str(err.value) and expected in str(err.value)
+
+
+def test_r_e4_storage_is_required():
+    with pytest.raises(SettingError) as err:
+        load({"DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com"})
+    assert "STATE_STORAGE_TABLE_ENDPOINT" in str(err.value)
