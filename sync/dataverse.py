@@ -1,0 +1,343 @@
+"""BookingSource on the Dataverse Web API, through an azure-core async pipeline.
+
+The pipeline carries a bearer-token policy (scope `{environment}/.default`) and azure-core's retry
+policy, which honours Retry-After on 429/503 and backs off exponentially otherwise, within a bounded
+total time (E1). Concurrency per environment follows the service's `x-ms-dop-hint`, never above 52 (E2).
+Rows become immutable domain objects; a malformed row becomes a SkippedRow with its reason (E3).
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from azure.core import AsyncPipelineClient
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline import policies
+from azure.core.rest import HttpRequest
+
+from .credentials import is_loopback_url
+from .domain import Address, Booking, BookingStatus, SkippedRow, WorkOrder
+from .errors import PermanentError, TransientError
+
+API = "/api/data/v9.2/"
+FORMATTED = "@OData.Community.Display.V1.FormattedValue"
+MAX_DOP = 52
+ID_BATCH = 50                 # ids per In(...) filter: keeps URLs well under Dataverse's 32 KB limit
+MAX_TEXT = 65_536             # a text value longer than this marks the row malformed
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+EMAIL = re.compile(r"^[^@\s<>\"'(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+EXPIRED_TOKEN_CODES = {"0x80044352"}
+KNOWN_STATUS = {1, 2, 3}
+# Characters left as they are when a relative query is encoded: OData syntax, and % because filter
+# literals arrive already percent-encoded (filter_literal).
+URL_SAFE = "$(),;=/:@%[]?&*"
+KNOWN_FS_STATUS = {None, 690970000, 690970001, 690970002, 690970003, 690970004, 690970005}
+
+# Every name the client sends, in one place (tests/contract/test_dataverse_names.py checks them against
+# Microsoft's column reference).
+ENTITY_SETS = {"bookableresourcebooking": "bookableresourcebookings", "msdyn_workorder": "msdyn_workorders",
+               "bookableresource": "bookableresources"}
+BOOKING_SELECT = ["bookableresourcebookingid", "name", "starttime", "endtime", "statecode", "modifiedon",
+                  "_resource_value", "_bookingstatus_value", "_msdyn_workorder_value"]
+RESOURCE_SELECT = ["name", "resourcetype", "_userid_value"]
+USER_SELECT = ["internalemailaddress", "isdisabled"]
+STATUS_SELECT = ["name", "status", "msdyn_fieldservicestatus"]
+WORK_ORDER_SELECT = ["msdyn_name", "_msdyn_priority_value", "_msdyn_workordertype_value", "_msdyn_primaryincidenttype_value",
+                     "msdyn_workordersummary", "_msdyn_serviceaccount_value", "_msdyn_reportedbycontact_value",
+                     "_msdyn_serviceterritory_value", "msdyn_addressname", "msdyn_address1", "msdyn_address2", "msdyn_address3",
+                     "msdyn_city", "msdyn_stateorprovince", "msdyn_postalcode", "msdyn_country", "msdyn_latitude", "msdyn_longitude"]
+NAVIGATIONS = {("bookableresourcebooking", "Resource"), ("bookableresourcebooking", "BookingStatus"),
+               ("bookableresourcebooking", "msdyn_workorder"), ("bookableresource", "UserId")}
+BOOKING_EXPAND = (f"Resource($select={','.join(RESOURCE_SELECT)};$expand=UserId($select={','.join(USER_SELECT)})),"
+                  f"BookingStatus($select={','.join(STATUS_SELECT)}),"
+                  f"msdyn_workorder($select={','.join(WORK_ORDER_SELECT)})")
+
+
+class ChangeTokenExpired(Exception):
+    """Dataverse no longer knows the delta token: read the whole window instead (T4)."""
+
+
+# ---- safety: values that enter a URL or a filter -------------------------------------------------
+
+def checked_guid(value: str) -> str:
+    if not isinstance(value, str) or not GUID.match(value):
+        raise ValueError(f"not a GUID: {value!r}")
+    return value.lower()
+
+
+def filter_literal(value: str) -> str:
+    """An OData string literal: quotes doubled, then percent-encoded so no character can end the query option."""
+    return quote("'" + str(value).replace("'", "''") + "'", safe="")
+
+
+def odata_datetime(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+@dataclass
+class ReadResult:
+    bookings: list[Booking] = field(default_factory=list)
+    skipped: list[SkippedRow] = field(default_factory=list)
+
+    def extend(self, other: "ReadResult") -> None:
+        self.bookings.extend(other.bookings)
+        self.skipped.extend(other.skipped)
+
+
+@dataclass
+class ChangeSet:
+    changed_bookings: set[str] = field(default_factory=set)
+    deleted_bookings: set[str] = field(default_factory=set)
+    changed_work_orders: set[str] = field(default_factory=set)
+    delta_links: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UserResource:
+    resource_id: str
+    user_id: str | None
+    mailbox: str | None
+    disabled: bool
+
+
+# ---- mapping -----------------------------------------------------------------------------------------
+
+def _dt(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _text(row: dict, key: str, formatted: bool = False) -> str | None:
+    value = row.get(key + FORMATTED) if formatted else row.get(key)
+    return None if value is None else str(value)
+
+
+def _oversized(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) > MAX_TEXT
+    if isinstance(value, dict):
+        return any(_oversized(v) for v in value.values())
+    return False
+
+
+def booking_from_row(row: dict, environment: str) -> Booking | SkippedRow:
+    """A Web API row (with the expansions of BOOKING_EXPAND) -> Booking, or the reason it is malformed."""
+    raw_id = row.get("bookableresourcebookingid")
+    if not isinstance(raw_id, str) or not GUID.match(raw_id):
+        return SkippedRow(str(raw_id)[:64], "malformed_id")
+    booking_id = raw_id.lower()
+    start, end = _dt(row.get("starttime")), _dt(row.get("endtime"))
+    if start is None:
+        return SkippedRow(booking_id, "missing_start")
+    if end is None:
+        return SkippedRow(booking_id, "missing_end")
+    if end < start:
+        return SkippedRow(booking_id, "end_before_start")
+    if _oversized(row):
+        return SkippedRow(booking_id, "oversized_text")
+    status_row = row.get("BookingStatus") or {}
+    status = BookingStatus(status_row.get("bookingstatusid"), _text(status_row, "name"), status_row.get("status"),
+                           status_row.get("msdyn_fieldservicestatus"))
+    if status.status not in KNOWN_STATUS or status.field_service_status not in KNOWN_FS_STATUS:
+        return SkippedRow(booking_id, "unknown_status")
+    statecode = row.get("statecode")
+    if statecode not in (0, 1):
+        return SkippedRow(booking_id, "unknown_state")
+    resource = row.get("Resource") or {}
+    user = resource.get("UserId") or {}
+    address = (user.get("internalemailaddress") or "").strip().lower() or None
+    if address is not None and not EMAIL.match(address):
+        return SkippedRow(booking_id, "invalid_mailbox_address")
+    wo_row = row.get("msdyn_workorder")
+    work_order = None
+    if row.get("_msdyn_workorder_value") and wo_row:
+        work_order = WorkOrder(
+            id=str(wo_row.get("msdyn_workorderid", "")).lower(), number=_text(wo_row, "msdyn_name") or "",
+            priority=_text(wo_row, "_msdyn_priority_value", True),
+            work_order_type=_text(wo_row, "_msdyn_workordertype_value", True),
+            work_order_type_id=wo_row.get("_msdyn_workordertype_value"),
+            primary_incident_type=_text(wo_row, "_msdyn_primaryincidenttype_value", True),
+            summary=_text(wo_row, "msdyn_workordersummary"),
+            service_account=_text(wo_row, "_msdyn_serviceaccount_value", True),
+            reported_by_contact=_text(wo_row, "_msdyn_reportedbycontact_value", True),
+            territory=_text(wo_row, "_msdyn_serviceterritory_value", True),
+            territory_id=wo_row.get("_msdyn_serviceterritory_value"),
+            address=Address(name=_text(wo_row, "msdyn_addressname"), line1=_text(wo_row, "msdyn_address1"),
+                            line2=_text(wo_row, "msdyn_address2"), line3=_text(wo_row, "msdyn_address3"),
+                            city=_text(wo_row, "msdyn_city"), state=_text(wo_row, "msdyn_stateorprovince"),
+                            postal_code=_text(wo_row, "msdyn_postalcode"), country=_text(wo_row, "msdyn_country"),
+                            latitude=wo_row.get("msdyn_latitude"), longitude=wo_row.get("msdyn_longitude")))
+    return Booking(id=booking_id, environment=environment.lower(), start=start, end=end, active=statecode == 0, status=status,
+                   resource_id=row.get("_resource_value"), resource_type=resource.get("resourcetype"), mailbox=address,
+                   work_order=work_order, name=_text(row, "name"), modified_on=_dt(row.get("modifiedon")))
+
+
+# ---- the client ----------------------------------------------------------------------------------------
+
+class DataverseClient:
+    """One environment. Async; create it inside the event loop that uses it."""
+
+    def __init__(self, environment_url: str, credential: Any, *, page_size: int = 1000, retry_total: int = 6,
+                 retry_timeout: float = 120.0, retry_backoff_max: float = 30.0, transport: Any = None):
+        self.environment = environment_url.rstrip("/")
+        # Bearer tokens travel over TLS only; the local emulator on loopback is the one exception.
+        self._send_options = {"enforce_https": False} if is_loopback_url(self.environment) else {}
+        self.page_size = page_size
+        self.requests = 0
+        self._dop = 4
+        self._semaphore = asyncio.Semaphore(self._dop)
+        pipeline_policies = [
+            policies.HeadersPolicy({"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}),
+            policies.UserAgentPolicy(user_agent="fieldservice-outlook-sync"),
+            policies.AsyncRetryPolicy(retry_total=retry_total, retry_backoff_factor=0.5, retry_backoff_max=retry_backoff_max,
+                                      timeout=retry_timeout),
+            policies.AsyncBearerTokenCredentialPolicy(credential, f"{self.environment}/.default"),
+            policies.NetworkTraceLoggingPolicy(logging_enable=False),
+        ]
+        self._client = AsyncPipelineClient(base_url=self.environment + API, policies=pipeline_policies, transport=transport)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "DataverseClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- transport ------------------------------------------------------------------------------------
+    async def _get(self, url: str, prefer: list[str]) -> dict:
+        if not url.startswith(("http://", "https://")):
+            url = self.environment + API + quote(url, safe=URL_SAFE)
+        request = HttpRequest("GET", url, headers={"Prefer": ",".join(prefer)} if prefer else None)
+        async with self._semaphore:
+            try:
+                response = await self._client.send_request(request, **self._send_options)
+            except ClientAuthenticationError as exc:
+                raise PermanentError(f"could not get a token for environment {self.environment}: {exc.message}", code="auth_failed") from exc
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                raise TransientError(f"environment {self.environment} did not answer: {type(exc).__name__}", code="network") from exc
+            self.requests += 1
+        self._adjust_dop(response.headers.get("x-ms-dop-hint"))
+        if response.status_code == 200:
+            return response.json()
+        try:
+            error = response.json().get("error", {})
+        except Exception:  # noqa: BLE001 - an error body that is not JSON
+            error = {}
+        code, message = error.get("code", ""), error.get("message", response.reason or "")
+        if code in EXPIRED_TOKEN_CODES:
+            raise ChangeTokenExpired(message)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientError(f"environment {self.environment} answered {response.status_code} after retries: {code}",
+                                 code=f"http_{response.status_code}")
+        if response.status_code in (401, 403):
+            raise PermanentError(f"environment {self.environment} refused the app's identity ({response.status_code}); "
+                                 "check its application user and security role", code="access_denied")
+        raise PermanentError(f"environment {self.environment} rejected a request ({response.status_code} {code}): {message}",
+                             code=f"http_{response.status_code}")
+
+    def _adjust_dop(self, hint: str | None) -> None:
+        if hint and hint.isdigit():
+            dop = max(1, min(MAX_DOP, int(hint)))
+            if dop != self._dop:
+                self._dop = dop
+                self._semaphore = asyncio.Semaphore(dop)
+
+    async def _pages(self, url: str, prefer: list[str]) -> tuple[list[dict], dict]:
+        rows: list[dict] = []
+        prefer = [*prefer, f"odata.maxpagesize={self.page_size}"]
+        while True:
+            body = await self._get(url, prefer)
+            rows.extend(body.get("value", []))
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                return rows, body
+            url = next_link
+
+    def _booking_query(self, filter_expr: str) -> str:
+        return (f"bookableresourcebookings?$select={','.join(BOOKING_SELECT)}&$expand={BOOKING_EXPAND}"
+                f"&$filter={filter_expr}")
+
+    async def _read(self, filter_expr: str) -> ReadResult:
+        rows, _ = await self._pages(self._booking_query(filter_expr), ['odata.include-annotations="OData.Community.Display.V1.FormattedValue"'])
+        result = ReadResult()
+        for row in rows:
+            mapped = booking_from_row(row, self.environment)
+            (result.skipped if isinstance(mapped, SkippedRow) else result.bookings).append(mapped)
+        return result
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    async def read_window(self, start: datetime, end: datetime) -> ReadResult:
+        """Bookings overlapping [start, end), whatever their state (inactive ones matter for D3)."""
+        return await self._read(f"starttime lt {odata_datetime(end)} and endtime gt {odata_datetime(start)}")
+
+    async def read_bookings(self, ids: Iterable[str]) -> ReadResult:
+        return await self._read_in("bookableresourcebookingid", ids)
+
+    async def read_bookings_for_work_orders(self, work_order_ids: Iterable[str], start: datetime, end: datetime) -> ReadResult:
+        window = f"starttime lt {odata_datetime(end)} and endtime gt {odata_datetime(start)}"
+        return await self._read_in("_msdyn_workorder_value", work_order_ids, window)
+
+    async def _read_in(self, prop: str, ids: Iterable[str], extra: str | None = None) -> ReadResult:
+        checked = sorted({checked_guid(i) for i in ids})
+        batches = [checked[i:i + ID_BATCH] for i in range(0, len(checked), ID_BATCH)]
+
+        async def one(batch: list[str]) -> ReadResult:
+            values = ",".join(filter_literal(v) for v in batch)
+            expr = f"Microsoft.Dynamics.CRM.In(PropertyName={filter_literal(prop)},PropertyValues=[{values}])"
+            return await self._read(f"{expr} and {extra}" if extra else expr)
+
+        result = ReadResult()
+        for part in await asyncio.gather(*(one(b) for b in batches)):
+            result.extend(part)
+        return result
+
+    async def read_booking(self, booking_id: str) -> Booking | SkippedRow | None:
+        result = await self.read_bookings([booking_id])
+        return (result.bookings or result.skipped or [None])[0]
+
+    async def read_changes(self, delta_links: dict[str, str] | None) -> ChangeSet:
+        """Ids that changed since the delta links (change tracking rejects $filter/$expand/$top, so ids only).
+
+        Without delta links this starts tracking: the answer lists every row, and the caller reads the window."""
+        changes = ChangeSet()
+        for entity, key in (("bookableresourcebookings", "bookableresourcebookingid"), ("msdyn_workorders", "msdyn_workorderid")):
+            link = (delta_links or {}).get(entity)
+            url = link or f"{entity}?$select={key}"
+            rows, last = await self._pages(url, ["odata.track-changes"])
+            changes.delta_links[entity] = last["@odata.deltaLink"]
+            if link is None:
+                continue
+            for row in rows:
+                if str(row.get("@odata.context", "")).endswith("$deletedEntity"):
+                    if entity == "bookableresourcebookings" and GUID.match(str(row.get("id", ""))):
+                        changes.deleted_bookings.add(row["id"].lower())
+                elif GUID.match(str(row.get(key, ""))):
+                    target = changes.changed_bookings if entity == "bookableresourcebookings" else changes.changed_work_orders
+                    target.add(row[key].lower())
+        changes.changed_bookings -= changes.deleted_bookings
+        return changes
+
+    async def list_user_resources(self) -> list[UserResource]:
+        url = (f"bookableresources?$select={','.join(RESOURCE_SELECT)}&$filter=resourcetype eq 3"
+               f"&$expand=UserId($select={','.join(USER_SELECT)})")
+        rows, _ = await self._pages(url, [])
+        out = []
+        for row in rows:
+            user = row.get("UserId") or {}
+            address = (user.get("internalemailaddress") or "").strip().lower() or None
+            out.append(UserResource(row["bookableresourceid"], row.get("_userid_value"),
+                                    address if address and EMAIL.match(address) else None, bool(user.get("isdisabled"))))
+        return out
