@@ -427,6 +427,12 @@ class GraphService:
             for dep in item.get("dependsOn") or []:
                 if str(dep).lower() not in ids:
                     return bad(f"Request '{item['id']}' depends on '{dep}', which is not in the batch.")
+        if any(item.get("dependsOn") for item in requests):
+            # Graph runs a batch either fully in parallel or as one chain, each item depending on the one before.
+            chained = all([str(d).lower() for d in (item.get("dependsOn") or [])] == ([str(requests[i - 1]["id"]).lower()] if i else [])
+                          for i, item in enumerate(requests))
+            if not chained:
+                return bad("Batch should be either fully sequential or fully parallel")
         results: dict[str, asyncio.Future] = {k: asyncio.get_running_loop().create_future() for k in ids}
 
         async def run(item: dict) -> dict:

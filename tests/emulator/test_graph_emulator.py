@@ -140,9 +140,9 @@ def test_batch_limits_item_status_and_depends_on(tenant, graph):
     assert graph.post("$batch", json=too_many).status_code == 400
     body = {"requests": [
         {"id": "1", "method": "POST", "url": f"/users/{address}/events", "headers": {"Content-Type": "application/json"}, "body": event_body()},
-        {"id": "2", "method": "GET", "url": f"users/{address}/events/does-not-exist"},
+        {"id": "2", "method": "GET", "url": f"users/{address}/events/does-not-exist", "dependsOn": ["1"]},
         {"id": "3", "method": "GET", "url": f"/users/{address}/calendar", "dependsOn": ["2"]},
-        {"id": "4", "method": "POST", "url": f"/users/{address}/events", "body": event_body()},
+        {"id": "4", "method": "POST", "url": f"/users/{address}/events", "body": event_body(), "dependsOn": ["3"]},
     ]}
     resp = graph.post("$batch", json=body)
     # A body without a Content-Type header makes the whole batch malformed, as documented.
@@ -180,8 +180,17 @@ def test_batch_items_count_against_mailbox_concurrency(tenant, graph):
     statuses = sorted(r["status"] for r in graph.post("$batch", json=body).json()["responses"])
     assert statuses == [200] * 4 + [429] * 4
     chained = {"requests": [{"id": str(i), "method": "GET", "url": f"/users/{address}/calendar",
-                             **({"dependsOn": [str(i - 4)]} if i >= 4 else {})} for i in range(8)]}
+                             **({"dependsOn": [str(i - 1)]} if i else {})} for i in range(8)]}
     assert {r["status"] for r in graph.post("$batch", json=chained).json()["responses"]} == {200}
+    assert tenant.control("GET", "/stats")["max_concurrency_per_mailbox"][address] > 4  # from the parallel batch
+
+
+def test_batch_must_be_fully_sequential_or_fully_parallel(tenant, graph):
+    address = mailbox(tenant)
+    lanes = {"requests": [{"id": str(i), "method": "GET", "url": f"/users/{address}/calendar",
+                           **({"dependsOn": [str(i - 2)]} if i >= 2 else {})} for i in range(6)]}
+    resp = graph.post("$batch", json=lanes)
+    assert resp.status_code == 400 and "fully sequential or fully parallel" in resp.json()["error"]["message"]
 
 
 def test_mailbox_request_budget(tenant, graph):

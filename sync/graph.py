@@ -1,0 +1,258 @@
+"""Calendar on Microsoft Graph through msgraph-sdk (GraphServiceClient), with Kiota's retry middleware.
+
+Writes for one mailbox go out as JSON batches: each batch is one `dependsOn` chain of at most 20 items
+(Graph accepts fully sequential or fully parallel batches, and items of a parallel batch to one mailbox
+are throttled one by one), with at most 4 batches in flight per mailbox, Outlook's concurrency limit.
+Items that come back throttled (429) or unexecuted (424 after a failed dependency) are sent again after
+their Retry-After; the SDK does not retry batch items itself. Every status is classified so the engine
+can act (M6, C5, E1-E3).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from kiota_http.middleware.options import RetryHandlerOption
+from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+from msgraph import GraphServiceClient
+from msgraph.generated.models.event import Event
+from msgraph.generated.users.item.events.item.cancel.cancel_post_request_body import CancelPostRequestBody
+from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph_core import GraphClientFactory
+from msgraph_core.requests.batch_request_content import BatchRequestContent
+from msgraph_core.requests.batch_request_item import BatchRequestItem
+
+from .ports import CalendarOp, MailboxProbe, OpKind, OpResult, Outcome
+from .render import TAG_BOOKING, TAG_ENVIRONMENT
+
+MAX_BATCH = 20
+MAILBOX_CONCURRENCY = 4
+MAX_ATTEMPTS = 6
+MAX_WAIT_S = 120.0
+RETRYABLE = {424, 429, 500, 502, 503, 504}
+MAILBOX_CODES = {"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorAccessDenied",
+                 "ErrorMailboxStoreUnavailable", "MailboxNotFound"}
+PROBE_MESSAGES = {
+    "mailbox_not_found": "Exchange Online has no mailbox for this address; check the user's primary email address and licence.",
+    "mailbox_disabled": "The mailbox is inactive, soft-deleted or hosted on-premises; Graph cannot write to it.",
+    "access_denied": "Access denied: the app's Exchange RBAC for Applications scope does not include this mailbox; "
+                     "add it to the management scope of the app's Calendars.ReadWrite role assignment.",
+    "calendar_read_only": "The app can read but not write this mailbox's calendar.",
+    "auth_failed": "The app could not get a token for Microsoft Graph; check its managed identity and Graph permission.",
+}
+
+
+class SequentialBatchItem(BatchRequestItem):
+    """BatchRequestItem that writes `dependsOn`, the key Graph reads (msgraph-sdk-python-core writes
+    `depends_on`, which Graph ignores; see microsoftgraph/msgraph-sdk-python-core PR #996)."""
+
+    def serialize(self, writer) -> None:  # noqa: ANN001 - Kiota's SerializationWriter
+        writer.write_str_value("id", self.id)
+        writer.write_str_value("method", self.method)
+        writer.write_str_value("url", self.url)
+        if self.depends_on:
+            writer.write_collection_of_primitive_values("dependsOn", self.depends_on)
+        writer.write_additional_data_value({"headers": self.headers or {}})
+        if self.body:
+            writer.write_additional_data_value({"body": json.loads(self.body)})
+
+
+def _event_model(payload: dict) -> Event:
+    node = JsonParseNodeFactory().get_root_parse_node("application/json", json.dumps(payload).encode())
+    return node.get_object_value(Event)
+
+
+def _classify(status: int, code: str | None, kind: OpKind | None) -> Outcome:
+    if status < 300:
+        return Outcome.OK
+    if code in MAILBOX_CODES or (status == 403):
+        return Outcome.MAILBOX_UNAVAILABLE
+    if status == 404:
+        return Outcome.GONE if kind != OpKind.CREATE else Outcome.MAILBOX_UNAVAILABLE
+    if status in RETRYABLE:
+        return Outcome.TRANSIENT
+    return Outcome.INVALID
+
+
+def _probe_reason(status: int, code: str | None) -> str:
+    if status == 403 or code == "ErrorAccessDenied":
+        return "access_denied"
+    if code == "MailboxNotEnabledForRESTAPI":
+        return "mailbox_disabled"
+    return "mailbox_not_found"
+
+
+class GraphCalendar:
+    """One Graph endpoint. Async; create it inside the event loop that uses it (msgraph-sdk is async-only)."""
+
+    def __init__(self, base_url: str, credential: Any, *, max_retries: int = 3, timeout_s: float = 60.0,
+                 max_wait_s: float = MAX_WAIT_S):
+        parts = urlsplit(base_url)
+        self.base_url = base_url.rstrip("/")
+        scope = f"{parts.scheme}://{parts.netloc}/.default"
+        auth = AzureIdentityAuthenticationProvider(credential, scopes=[scope], allowed_hosts=[parts.hostname])
+        http = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(timeout=timeout_s), options={RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)})
+        self.adapter = GraphRequestAdapter(auth, client=http)
+        self.adapter.base_url = self.base_url
+        self.client = GraphServiceClient(request_adapter=self.adapter)
+        self.max_wait_s = max_wait_s
+        self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(MAILBOX_CONCURRENCY))
+        self.http_requests = 0
+
+    async def close(self) -> None:
+        await self.adapter._http_client.aclose()  # noqa: SLF001 - the adapter owns the client it was given
+
+    async def __aenter__(self) -> "GraphCalendar":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- mailbox test (M2) ---------------------------------------------------------------------------
+    async def test_mailbox(self, mailbox: str) -> MailboxProbe:
+        user = self.client.users.by_user_id(mailbox)
+        async with self._slots[mailbox.lower()]:
+            try:
+                self.http_requests += 1
+                calendar = await user.calendar.get()
+                self.http_requests += 1
+                settings = await user.mailbox_settings.get()
+            except APIError as err:
+                status, code = err.response_status_code or 0, _error_code(err)
+                if status in RETRYABLE:
+                    return MailboxProbe(False, "transient", f"Graph answered {status}; try again later.", transient=True)
+                reason = _probe_reason(status, code)
+                return MailboxProbe(False, reason, PROBE_MESSAGES[reason])
+            except Exception as exc:  # noqa: BLE001 - token or network failures are reported, not raised
+                name = type(exc).__name__
+                if "Authentication" in name or "Credential" in name:
+                    return MailboxProbe(False, "auth_failed", PROBE_MESSAGES["auth_failed"])
+                return MailboxProbe(False, "transient", f"Graph did not answer ({name}); try again later.", transient=True)
+        if calendar is not None and calendar.can_edit is False:
+            return MailboxProbe(False, "calendar_read_only", PROBE_MESSAGES["calendar_read_only"])
+        return MailboxProbe(True, time_zone=(settings.time_zone if settings else None) or "UTC")
+
+    # -- ownership tag lookup ----------------------------------------------------------------------------
+    async def find_tagged(self, mailbox: str, environment: str, booking_id: str) -> list[str]:
+        flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_BOOKING}' and ep/value eq '{_literal(booking_id.lower())}')")
+        expand = (f"singleValueExtendedProperties($filter=id eq '{TAG_ENVIRONMENT}' or id eq '{TAG_BOOKING}')")
+        params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(filter=flt, expand=[expand], select=["id"], top=50)
+        config = RequestConfiguration(query_parameters=params)
+        async with self._slots[mailbox.lower()]:
+            self.http_requests += 1
+            page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
+        found = []
+        for event in (page.value if page else []) or []:
+            tags = {p.id.lower(): p.value for p in event.single_value_extended_properties or []}
+            if tags.get(TAG_ENVIRONMENT.lower(), "").lower() == environment.lower() and tags.get(TAG_BOOKING.lower(), "").lower() == booking_id.lower():
+                found.append(event.id)
+        return found
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def _request_information(self, mailbox: str, op: CalendarOp):
+        events = self.client.users.by_user_id(mailbox).events
+        if op.kind == OpKind.CREATE:
+            return events.to_post_request_information(_event_model(op.payload))
+        item = events.by_event_id(op.event_id)
+        if op.kind == OpKind.UPDATE:
+            return item.to_patch_request_information(_event_model(op.payload))
+        if op.kind == OpKind.DELETE:
+            return item.to_delete_request_information()
+        return item.cancel.to_post_request_information(CancelPostRequestBody(comment=op.comment or ""))
+
+    async def apply(self, mailbox: str, ops: Sequence[CalendarOp]) -> dict[str, OpResult]:
+        pending = list(ops)
+        attempts: dict[str, int] = defaultdict(int)
+        results: dict[str, OpResult] = {}
+        deadline = time.monotonic() + self.max_wait_s
+        while pending:
+            chains = [pending[i:i + MAX_BATCH] for i in range(0, len(pending), MAX_BATCH)]
+            outcomes = await asyncio.gather(*(self._send_chain(mailbox, chain) for chain in chains))
+            retry, wait = [], 0.0
+            for chain, (answers, retry_after) in zip(chains, outcomes):
+                for op in chain:
+                    status, code, message, event_id = answers[op.key]
+                    attempts[op.key] += 1
+                    outcome = _classify(status, code, op.kind)
+                    if outcome == Outcome.OK and op.kind in (OpKind.DELETE, OpKind.CANCEL):
+                        event_id = op.event_id
+                    if outcome == Outcome.TRANSIENT and attempts[op.key] < MAX_ATTEMPTS and time.monotonic() < deadline:
+                        retry.append(op)
+                        wait = max(wait, retry_after.get(op.key, 0.0))
+                        continue
+                    results[op.key] = OpResult(op.key, outcome, event_id, status, code, message)
+            if any(r.outcome == Outcome.MAILBOX_UNAVAILABLE for r in results.values()):
+                for op in retry:   # the mailbox itself is gone: nothing else will succeed this cycle
+                    results[op.key] = OpResult(op.key, Outcome.TRANSIENT, None, None, "mailbox_unavailable", "not attempted")
+                break
+            pending = retry
+            if pending:
+                await asyncio.sleep(min(wait or 1.0, max(0.0, deadline - time.monotonic())))
+        return results
+
+    async def _send_chain(self, mailbox: str, chain: list[CalendarOp]) -> tuple[dict[str, tuple], dict[str, float]]:
+        """One batch whose items run in order: at most one request in flight for the mailbox per chain."""
+        content = BatchRequestContent()
+        previous = None
+        ids = {}
+        for index, op in enumerate(chain):
+            item = SequentialBatchItem(self._request_information(mailbox, op), id=str(index + 1),
+                                       depends_on=[previous] if previous else None)
+            item.url = item.url if item.url.startswith("/") else "/" + item.url
+            content.add_request(item.id, item)
+            ids[item.id] = op.key
+            previous = item.id
+        answers: dict[str, tuple] = {}
+        retry_after: dict[str, float] = {}
+        async with self._slots[mailbox.lower()]:
+            self.http_requests += 1
+            try:
+                # The SDK builds and sends the batch (auth, retry middleware); its BatchResponseItem drops JSON
+                # item bodies (it reads them as base64 bytes), so the raw answer is parsed here.
+                request_info = await self.client.batch.to_post_request_information(content)
+                raw = await self.adapter.send_primitive_async(request_info, "bytes", {})
+            except APIError as err:
+                status = err.response_status_code or 503
+                return {op.key: (status, _error_code(err), "batch refused", None) for op in chain}, {}
+            except (httpx.TransportError, asyncio.TimeoutError) as exc:
+                # Applied or not, every item is safe to send again: creates carry their transactionId,
+                # and a repeated delete or cancel answers 404, which counts as done.
+                return {op.key: (503, "network", type(exc).__name__, None) for op in chain}, {}
+        try:
+            responses = {str(r.get("id")): r for r in json.loads(raw or b"{}").get("responses", [])}
+        except (json.JSONDecodeError, AttributeError):
+            responses = {}
+        for item_id, key in ids.items():
+            item = responses.get(item_id)
+            if item is None:
+                answers[key] = (503, "missing", "no response for this item", None)
+                continue
+            body = item.get("body") if isinstance(item.get("body"), dict) else {}
+            error = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+            headers = {str(k).lower(): v for k, v in (item.get("headers") or {}).items()}
+            if "retry-after" in headers:
+                try:
+                    retry_after[key] = float(headers["retry-after"])
+                except ValueError:
+                    retry_after[key] = 1.0
+            answers[key] = (int(item.get("status") or 0), error.get("code"), error.get("message"), body.get("id"))
+        return answers, retry_after
+
+
+def _error_code(err: APIError) -> str | None:
+    error = getattr(err, "error", None)
+    return getattr(error, "code", None)
+
+
+def _literal(value: str) -> str:
+    return value.replace("'", "''")
