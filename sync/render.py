@@ -36,6 +36,10 @@ class RenderedEvent:
     trigger_fingerprint: str
     content_fingerprint: str
 
+    def payload_for_update(self) -> dict:
+        """The PATCH body: everything but transactionId, which only guards creates."""
+        return {k: v for k, v in self.payload.items() if k != "transactionId"}
+
 
 def clean_text(value: object, limit: int = MAX_FIELD) -> str:
     """Printable text, bounded: control characters go, length is capped with an ellipsis."""

@@ -1,0 +1,247 @@
+"""The engine on in-memory fakes: collect -> plan -> execute -> record, rule by rule, including crashes."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from sync.domain import MailboxTestStatus
+from sync.ports import Outcome
+from sync.render import TAG_BOOKING
+from sync.settings import SyncSettings
+from tests.factories import CANCELED, NOW, booking, moved
+from tests.world import World
+
+A, B = "a@contoso.example", "b@contoso.example"
+
+
+async def test_r_c1_first_cycle_creates_events_with_ownership_tag():
+    w = World()
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    result = await w.cycle()
+    assert result[A]["counts"]["created"] == 1
+    (event,) = w.events(A)
+    assert event["tags"][TAG_BOOKING] == b.id and event["start"] == b.start
+
+
+async def test_r_c4_second_cycle_without_change_writes_nothing():
+    w = World()
+    await w.enable(A)
+    w.put(*[booking(A, start=NOW + timedelta(hours=h)) for h in range(5)])
+    await w.cycle()
+    graph_before, links_before = w.calendar.writes, w.store.link_writes
+    result = await w.cycle()
+    assert result == {} and w.calendar.writes == graph_before and w.store.link_writes == links_before
+
+
+async def test_r_c2_moved_booking_updates_in_place():
+    w = World()
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    event_id = w.events(A)[0]["id"]
+    w.put(moved(b, timedelta(hours=3)))
+    result = await w.cycle()
+    assert result[A]["counts"] == {"updated": 1}
+    (event,) = w.events(A)
+    assert event["id"] == event_id and event["start"] == b.start + timedelta(hours=3)
+
+
+async def test_r_c5_event_deleted_by_owner_comes_back_on_next_booking_change_only():
+    w = World()
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.calendar.mailbox(A).events.clear()
+    await w.cycle()
+    assert w.events(A) == []                       # C5: no read-back for drift
+    w.put(moved(b, timedelta(hours=1)))
+    result = await w.cycle()
+    assert result[A]["counts"]["recreated"] == 1
+    assert len(w.events(A)) == 1 and (await w.store.links(A))[b.id].generation == 1
+
+
+async def test_r_c6_reassignment_creates_in_new_mailbox_and_unlinks_old():
+    w = World()
+    await w.enable(A)
+    await w.enable(B)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.put(replace(b, mailbox=B))
+    result = await w.cycle()
+    assert result[A]["counts"] == {"unlinked": 1} and result[B]["counts"] == {"created": 1}
+    assert len(w.events(A)) == 1 and len(w.events(B)) == 1        # fieldservice profile: old event stays (D3)
+    assert await w.store.links(A) == {}
+
+
+async def test_r_c6_enhanced_removes_old_future_event():
+    w = World(SyncSettings().with_profile("enhanced"))
+    await w.enable(A)
+    await w.enable(B)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.put(replace(b, mailbox=B))
+    await w.cycle()
+    assert w.events(A) == [] and len(w.events(B)) == 1
+
+
+async def test_r_d1_deleted_future_booking_deletes_event_and_past_one_stays():
+    w = World()
+    await w.enable(A)
+    future, past = booking(A), booking(A, start=NOW - timedelta(days=2))
+    w.put(future, past)
+    await w.cycle()
+    assert len(w.events(A)) == 2
+    w.source.delete(future.id)
+    w.source.delete(past.id)
+    result = await w.cycle()
+    assert result[A]["counts"] == {"deleted": 1, "unlinked": 1}
+    assert [e["start"] for e in w.events(A)] == [past.start]        # D4
+    assert await w.store.links(A) == {}
+
+
+async def test_r_d4_untagged_personal_events_are_never_touched():
+    w = World(SyncSettings().with_profile("enhanced"))
+    await w.enable(A)
+    w.calendar.add_personal_event(A, NOW + timedelta(days=1), NOW + timedelta(days=1, hours=1))
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.source.delete(b.id)
+    await w.cycle()
+    assert [e["subject"] for e in w.events(A)] == ["Personal"] and w.calendar.touched_untagged == 0
+
+
+async def test_r_x2_enhanced_cancels_future_canceled_booking():
+    w = World(SyncSettings().with_profile("enhanced"))
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.put(replace(b, status=CANCELED))
+    result = await w.cycle()
+    assert result[A]["counts"] == {"deleted": 1} and w.events(A) == []
+
+
+async def test_r_s3_booking_enters_window_with_time_and_syncs_unedited():
+    w = World()
+    await w.enable(A)
+    far = booking(A, start=NOW + timedelta(days=16))
+    w.put(far)
+    await w.cycle()
+    assert w.events(A) == []
+    w.now = NOW + timedelta(days=3)
+    await w.cycle()
+    assert len(w.events(A)) == 1
+
+
+async def test_r_m6_broken_mailbox_is_marked_and_others_go_on():
+    w = World()
+    await w.enable(A)
+    await w.enable(B)
+    w.put(booking(A), booking(B))
+    w.calendar.mailbox(A).state = "denied"
+    result = await w.cycle()
+    assert result[A]["outcome"] == "failed" and "access_denied" in result[A]["error"]
+    assert result[B]["counts"] == {"created": 1}
+    mailbox = await w.store.get_mailbox(A)
+    assert mailbox.test_status == MailboxTestStatus.FAILURE and not mailbox.eligible
+    assert len(await w.store.pending(A)) == 1                       # nothing lost: it waits for the mailbox to be fixed
+
+
+async def test_r_m6_transient_failure_keeps_status_and_retries_next_cycle():
+    w = World()
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    w.calendar.faults[b.id] = [Outcome.TRANSIENT]
+    result = await w.cycle()
+    assert result[A]["outcome"] == "transient"
+    assert (await w.store.get_mailbox(A)).test_status == MailboxTestStatus.SUCCESS
+    await w.cycle()
+    assert len(w.events(A)) == 1 and (await w.store.pending(A)) == []
+
+
+async def test_r_m5_disabled_mailbox_keeps_links_and_resumes_without_duplicates():
+    w = World()
+    mailbox = await w.enable(A)
+    b1, b2 = booking(A), booking(A, start=NOW + timedelta(days=2))
+    w.put(b1)
+    await w.cycle()
+    await w.store.put_mailbox(replace(mailbox, enabled=False))
+    w.put(b2, moved(b1, timedelta(hours=1)))
+    await w.cycle()
+    assert len(w.events(A)) == 1 and len(await w.store.links(A)) == 1
+    await w.store.put_mailbox(replace(mailbox, enabled=True))
+    await w.cycle()
+    assert len(w.events(A)) == 2 and w.events(A)[0]["start"] == b1.start + timedelta(hours=1)
+
+
+async def test_r_d5_mass_delete_guard_blocks_and_keeps_pending():
+    w = World()
+    await w.enable(A)
+    bookings = [booking(A, start=NOW + timedelta(hours=h + 1)) for h in range(12)]
+    w.put(*bookings)
+    await w.cycle()
+    for b in bookings:
+        w.source.delete(b.id)
+    result = await w.cycle()
+    assert result[A]["outcome"] == "blocked" and len(w.events(A)) == 12
+    result = await w.cycle(force=True)
+    assert result[A]["counts"]["deleted"] == 12 and w.events(A) == []
+
+
+@pytest.mark.parametrize("point", ["after-intents", "after-graph", "after-links"])
+async def test_r_c1_crash_between_side_effects_never_duplicates(point):
+    w = World()
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+
+    async def crash(where: str) -> None:
+        if where == point:
+            raise RuntimeError(f"crash {where}")
+
+    with pytest.raises(RuntimeError):
+        await w.cycle(crash=crash)
+    await w.cycle()
+    await w.cycle()
+    assert len(w.tagged(A)) == 1
+    link = (await w.store.links(A))[b.id]
+    assert link.event_id == w.tagged(A)[0]["id"] and link.state.value == "linked"
+
+
+async def test_r_e3_graph_rejected_item_is_skipped_with_reason_others_go_on():
+    w = World()
+    await w.enable(A)
+    bad, good = booking(A), booking(A)
+    w.put(bad, good)
+    w.calendar.faults[bad.id] = [Outcome.INVALID]
+    result = await w.cycle()
+    assert result[A]["counts"]["created"] == 1 and result[A]["counts"]["invalid"] == 1
+    assert "rejected" in (await w.store.outcome(A, bad.id))["error"]
+
+
+async def test_r_t4_expired_token_full_read_gives_same_calendar():
+    w1, w2 = World(), World()
+    for w in (w1, w2):
+        await w.enable(A)
+    bookings = [booking(A, start=NOW + timedelta(hours=h + 1)) for h in range(4)]
+    for w in (w1, w2):
+        w.put(*bookings)
+        await w.cycle()
+        w.put(moved(bookings[0], timedelta(hours=2)))
+        w.source.delete(bookings[1].id)
+        w.put(booking(A, id="00000000-0000-0000-0000-00000000000a"))
+    w2.source.expire_tokens()
+    await w1.cycle()
+    await w2.cycle()
+    shape = lambda w: [(e["start"], e["tags"][TAG_BOOKING]) for e in w.tagged(A)]
+    assert shape(w1) == shape(w2) and len(shape(w1)) == 4

@@ -1,0 +1,45 @@
+"""A whole small deployment in memory: a booking source, Exchange, the state store and the engine."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from sync.domain import Booking, Mailbox, MailboxTestStatus
+from sync.engine import MailboxSync, collect
+from sync.fakes import FakeBookingSource, FakeCalendar, InMemoryStateStore
+from sync.settings import SyncSettings
+from tests.factories import ENV, NOW
+
+
+class World:
+    def __init__(self, settings: SyncSettings | None = None, now: datetime = NOW):
+        self.source = FakeBookingSource(ENV)
+        self.calendar = FakeCalendar()
+        self.store = InMemoryStateStore()
+        self.settings = settings or SyncSettings()
+        self.now = now
+
+    async def enable(self, address: str, **mailbox_kw) -> Mailbox:
+        self.calendar.mailbox(address)
+        mailbox = Mailbox(address=address.lower(), environment=ENV, approved=True, test_status=MailboxTestStatus.SUCCESS, **mailbox_kw)
+        await self.store.put_mailbox(mailbox)
+        return mailbox
+
+    def put(self, *bookings: Booking) -> None:
+        for b in bookings:
+            self.source.put(b)
+
+    async def cycle(self, crash=None, force: bool = False) -> dict[str, dict]:
+        await collect(self.source, self.store, self.settings, self.now)
+        results = {}
+        kwargs = {"crash": crash} if crash else {}
+        for mailbox in await self.store.pending_mailboxes():
+            sync = MailboxSync(self.store, self.calendar, self.settings, self.now, **kwargs)
+            results[mailbox] = (await sync.run(mailbox, force=force)).to_dict()
+        return results
+
+    def events(self, address: str) -> list[dict]:
+        return sorted(self.calendar.mailbox(address).events.values(), key=lambda e: (e["start"], e["id"]))
+
+    def tagged(self, address: str) -> list[dict]:
+        return [e for e in self.events(address) if e["tags"]]
