@@ -123,6 +123,8 @@ class Mailbox:
 class LinkState(str, Enum):
     LINKED = "linked"
     CREATING = "creating"     # intent recorded before the Graph create; resolved on the next run
+    UNLINKED = "unlinked"     # logically deleted (D3): the event stays in Outlook untouched; relinked if the booking returns
+    REMOVED = "removed"       # this service deleted the event; kept so a return creates with the next generation
 
 
 @dataclass(frozen=True)

@@ -225,16 +225,18 @@ class _Run:
             intent = action.link
             found = await self.calendar.find_tagged(self.mailbox.address, intent.environment, intent.booking_id)
             _count(self.counts, "recovered")
-            links: dict[str, Link] = {}
             if found:
-                links[intent.booking_id] = await self.store.put_link(
-                    replace(intent, event_id=found[0], state=LinkState.LINKED, written_at=self.sync.now))
+                links = {intent.booking_id: await self.store.put_link(
+                    replace(intent, event_id=found[0], state=LinkState.LINKED, written_at=self.sync.now))}
             else:
-                await self.store.delete_link(intent)                     # the create never reached Graph
+                # Never reached Graph: planning against a removal one generation back makes the next create
+                # reuse the intent's transactionId, so a create Graph did apply but did not list is still caught.
+                links = {intent.booking_id: replace(intent, state=LinkState.REMOVED, generation=intent.generation - 1)}
             booking = self.bookings.get(intent.booking_id)
-            deleted = {intent.booking_id} & self.deleted
-            again = plan({booking.id: booking} if booking else {}, deleted, links, self.mailbox, self.sync.settings, self.sync.now,
-                         global_filters=self.sync.global_filters, force=True)
+            again = plan({booking.id: booking} if booking else {}, {intent.booking_id} & self.deleted, links, self.mailbox,
+                         self.sync.settings, self.sync.now, global_filters=self.sync.global_filters, force=True)
+            if not found and not any(a.kind in (Kind.CREATE, Kind.FORGET) for a in again.actions):
+                await self.store.delete_link(intent)                     # nothing was created and nothing will be
             actions.extend(again.actions)
         return actions
 
@@ -243,10 +245,13 @@ class _Run:
         for action in actions:
             if action.kind == Kind.SKIP:
                 _count(self.counts, "skipped")
-        for action in [a for a in actions if a.kind == Kind.UNLINK]:
-            await self.store.delete_link(action.link)                      # D2, D3: the event stays
-            _count(self.counts, "unlinked")
-            self.outcomes[action.booking_id] = {"action": "unlink", "reason": action.reason.value, "error": None}
+        for action in [a for a in actions if a.kind in (Kind.UNLINK, Kind.FORGET)]:
+            if action.kind == Kind.FORGET or action.reason == Reason.DELETED_PAST:
+                await self.store.delete_link(action.link)                  # D2: the booking is gone; the event stays
+            else:
+                await self.store.put_link(replace(action.link, state=LinkState.UNLINKED, written_at=self.sync.now))   # D3
+            _count(self.counts, "unlinked" if action.kind == Kind.UNLINK else "forgotten")
+            self.outcomes[action.booking_id] = {"action": action.kind.value, "reason": action.reason.value, "error": None}
             await self.crash("after-unlink")
         creates = [a for a in actions if a.kind == Kind.CREATE]
         calls = [a for a in actions if a.kind in (Kind.UPDATE, Kind.DELETE, Kind.CANCEL)]
@@ -277,8 +282,11 @@ class _Run:
                 _count(self.counts, "invalid")
                 self.outcomes[booking_id] = {"action": action.kind.value, "reason": action.reason.value,
                                              "error": f"rejected by Graph: {result.code or result.status}"}
-                if action.kind == Kind.CREATE:
-                    await self.store.delete_link(link)                       # drop the intent: nothing was created
+                if action.kind == Kind.CREATE:                               # nothing was created: back to what was there
+                    if action.link is not None:
+                        await self.store.put_link(replace(action.link, etag=link.etag))
+                    else:
+                        await self.store.delete_link(link)
                 continue
             if action.kind == Kind.CREATE:
                 new_links.append(self._linked(action, link, result.event_id))
@@ -290,7 +298,10 @@ class _Run:
                 new_links.append(self._linked(action, link, result.event_id or link.event_id))
                 _count(self.counts, "updated")
             else:                                                            # delete / cancel: done, or already gone
-                await self.store.delete_link(link)
+                if action.reason == Reason.DELETED:
+                    await self.store.delete_link(link)                       # D1: the booking is gone for good
+                else:                                                        # it may come back: remember the generation
+                    await self.store.put_link(replace(link, state=LinkState.REMOVED, event_id=None, written_at=self.sync.now))
                 _count(self.counts, "cancelled" if action.kind == Kind.CANCEL else "deleted")
             self.outcomes[booking_id] = {"action": action.kind.value, "reason": action.reason.value, "error": None,
                                          "event_id": result.event_id or ""}
@@ -305,12 +316,13 @@ class _Run:
         for a in actions:
             generation = a.link.generation + 1                                # a new transactionId: the old event is gone
             rendered = render(a.booking, self.mailbox.address, self.mailbox.time_zone, generation)
-            await self.store.delete_link(a.link)
-            rebuilt.append(Action(Kind.CREATE, a.booking_id, Reason.TIME_OR_LOCATION_CHANGED, a.booking, None, rendered, generation))
+            rebuilt.append(Action(Kind.CREATE, a.booking_id, a.reason, a.booking, a.link, rendered, generation))
         before = self.counts.get("created", 0)
         await self._apply(rebuilt)
         _count(self.counts, "recreated", self.counts.get("created", 0) - before)
         self.counts["created"] = before
+        if not self.counts["created"]:
+            del self.counts["created"]
 
     async def _record_intents(self, creates: list[Action]) -> dict[str, Link]:
         if not creates:
@@ -318,7 +330,7 @@ class _Run:
         intents = [Link(booking_id=a.booking_id, mailbox=self.mailbox.address, environment=a.booking.environment, event_id=None,
                         generation=a.generation, trigger_fingerprint=a.rendered.trigger_fingerprint,
                         content_fingerprint=a.rendered.content_fingerprint, event_start=a.booking.start, event_end=a.booking.end,
-                        state=LinkState.CREATING) for a in creates]
+                        state=LinkState.CREATING, etag=a.link.etag if a.link else None) for a in creates]
         saved = await self.store.put_links(intents)
         await self.crash("after-intents")
         return {l.booking_id: l for l in saved}

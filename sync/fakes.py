@@ -13,7 +13,7 @@ from .dataverse import ChangeSet, ChangeTokenExpired, ReadResult
 from .domain import Booking, Link, Mailbox, SkippedRow
 from .ports import CalendarOp, MailboxProbe, OpKind, OpResult, Outcome
 from .render import TAG_BOOKING, TAG_ENVIRONMENT
-from .store import StoreConflict, key
+from .store import StoreConflict, key, normalized
 
 
 class InMemoryStateStore:
@@ -82,6 +82,7 @@ class InMemoryStateStore:
         return replace(row["link"], etag=row["etag"]) if row else None
 
     async def put_link(self, link: Link) -> Link:
+        link = normalized(link)
         self._t("bookingindex")[(key(link.environment), f"{key(link.booking_id)}|{key(link.mailbox)}")] = {
             "booking_id": link.booking_id, "mailbox": link.mailbox, "etag": "-"}
         etag = self._put("links", key(link.mailbox), key(link.booking_id), {"link": replace(link, etag=None)}, link.etag, must_be_new=True)

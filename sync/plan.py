@@ -25,7 +25,8 @@ class Kind(str, Enum):
     UPDATE = "update"
     CANCEL = "cancel"      # Graph cancel action: the event has attendees (X2)
     DELETE = "delete"
-    UNLINK = "unlink"      # forget the link, leave the event as it is
+    UNLINK = "unlink"      # stop tracking the event and leave it as it is
+    FORGET = "forget"      # drop a tombstone (the booking is gone for good); no Graph call
     RECOVER = "recover"    # a create was in flight when the last run stopped: find it by tag before creating again
     SKIP = "skip"
 
@@ -51,6 +52,7 @@ class Reason(str, Enum):
     LOGICAL_DELETE = "logical_delete"
     REASSIGNED_FUTURE = "reassigned_future_event"
     CREATE_IN_FLIGHT = "create_in_flight"
+    RELINKED = "back_in_scope"
     UNCHANGED = "unchanged"
 
 
@@ -138,8 +140,11 @@ def plan(bookings: Mapping[str, Booking], deleted: Iterable[str], links: Mapping
 
 
 def _physical_delete(link: Link, now: datetime) -> Action:
+    if link.state != LinkState.LINKED:                                  # a tombstone: the booking is gone for good
+        return Action(Kind.FORGET, link.booking_id, Reason.DELETED, link=link)
     # D1: linked (the link exists only for events this service created and tagged), organizer (created in
-    # this mailbox), in the future, not logically deleted -> delete. D2/D4: otherwise unlink and leave it.
+    # this mailbox), in the future, not logically deleted (those are tombstones, above) -> delete.
+    # D2/D4: otherwise unlink and leave the event.
     if link.event_start > now:
         return Action(Kind.DELETE, link.booking_id, Reason.DELETED, link=link)
     return Action(Kind.UNLINK, link.booking_id, Reason.DELETED_PAST, link=link)
@@ -147,25 +152,30 @@ def _physical_delete(link: Link, now: datetime) -> Action:
 
 def _decide(booking: Booking, link: Link | None, mailbox: Mailbox, settings: SyncSettings, now: datetime,
             global_filters: tuple[SyncFilter, ...]) -> Action:
+    linked = link is not None and link.state == LinkState.LINKED
     out_of_scope = scope_reason(booking, mailbox, settings, now, global_filters)
     if out_of_scope is not None:
-        if link is None:
-            return Action(Kind.SKIP, booking.id, out_of_scope, booking)
+        if not linked:
+            return Action(Kind.SKIP, booking.id, out_of_scope, booking, link)
         return _logical_delete(booking, link, out_of_scope, settings, now)
     if booking.status.canceled:
-        if link is None:
-            return Action(Kind.SKIP, booking.id, Reason.CANCELED_NOT_PROPAGATED if not settings.propagate_cancellations else Reason.CANCELED, booking)
+        if not linked:
+            return Action(Kind.SKIP, booking.id, Reason.CANCELED if settings.propagate_cancellations else Reason.CANCELED_NOT_PROPAGATED, booking, link)
         if not settings.propagate_cancellations:                       # X1: leave the event as it is
             return Action(Kind.SKIP, booking.id, Reason.CANCELED_NOT_PROPAGATED, booking, link)
         if link.event_start <= now:                                     # X2: past events stay
             return Action(Kind.SKIP, booking.id, Reason.CANCELED_IN_PAST, booking, link)
         kind = Kind.CANCEL if link.has_attendees else Kind.DELETE       # X2
         return Action(kind, booking.id, Reason.CANCELED, booking, link)
-    if link is None:
+    if not linked:
         if not in_window(booking, settings, now):                       # S3: synced once it enters the window
-            return Action(Kind.SKIP, booking.id, Reason.OUTSIDE_WINDOW, booking)
-        rendered = render(booking, mailbox.address, mailbox.time_zone, 0)
-        return Action(Kind.CREATE, booking.id, Reason.NEW, booking, None, rendered, generation=0)   # C1
+            return Action(Kind.SKIP, booking.id, Reason.OUTSIDE_WINDOW, booking, link)
+        if link is not None and link.state == LinkState.UNLINKED:      # back in scope: take the old event up again
+            rendered = render(booking, mailbox.address, mailbox.time_zone, link.generation)
+            return Action(Kind.UPDATE, booking.id, Reason.RELINKED, booking, link, rendered, link.generation)
+        generation = link.generation + 1 if link is not None else 0    # after a removal: a fresh transactionId
+        rendered = render(booking, mailbox.address, mailbox.time_zone, generation)
+        return Action(Kind.CREATE, booking.id, Reason.NEW, booking, link, rendered, generation=generation)   # C1
     rendered = render(booking, mailbox.address, mailbox.time_zone, link.generation)
     if rendered.trigger_fingerprint != link.trigger_fingerprint:        # C2 (C5: a gone event is re-created by the executor)
         return Action(Kind.UPDATE, booking.id, Reason.TIME_OR_LOCATION_CHANGED, booking, link, rendered, link.generation)
@@ -186,10 +196,11 @@ def _logical_delete(booking: Booking, link: Link, reason: Reason, settings: Sync
 def _guard_mass_delete(result: Plan, links: Mapping[str, Link], settings: SyncSettings, force: bool) -> None:
     """D5: an empty answer caused by a permission or filter mistake must not wipe calendars."""
     destructive = [a for a in result.actions if a.kind in (Kind.DELETE, Kind.UNLINK, Kind.CANCEL)]
-    share = 100.0 * len(destructive) / max(1, len(links))
+    linked = sum(1 for l in links.values() if l.state == LinkState.LINKED)
+    share = 100.0 * len(destructive) / max(1, linked)
     if not force and len(destructive) >= settings.mass_delete_min and share > settings.mass_delete_percent:
-        message = (f"mass-delete guard: this cycle would remove {len(destructive)} of {len(links)} links "
+        message = (f"mass-delete guard: this cycle would remove {len(destructive)} of {linked} links "
                    f"({share:.0f} % > {settings.mass_delete_percent:.0f} %); nothing was changed for this mailbox. "
                    f"Check permissions and filters, then run again with --force if it is intended.")
-        result.blocked = MassDeleteBlocked(len(destructive), len(links), message)
+        result.blocked = MassDeleteBlocked(len(destructive), linked, message)
         result.actions = [a for a in result.actions if a.kind == Kind.SKIP]

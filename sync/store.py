@@ -63,6 +63,12 @@ def _etag(entity: Any) -> str | None:
     return (getattr(entity, "metadata", None) or {}).get("etag")
 
 
+def normalized(link: Link) -> Link:
+    """Ids and addresses compare case-insensitively everywhere; links store them lower case."""
+    from dataclasses import replace
+    return replace(link, booking_id=link.booking_id.lower(), mailbox=link.mailbox.lower(), environment=link.environment.lower())
+
+
 def link_to_entity(link: Link) -> dict:
     return {"PartitionKey": key(link.mailbox), "RowKey": key(link.booking_id), "booking_id": link.booking_id.lower(),
             "mailbox": link.mailbox.lower(), "environment": link.environment.lower(), "event_id": link.event_id or "",

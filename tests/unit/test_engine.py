@@ -77,7 +77,37 @@ async def test_r_c6_reassignment_creates_in_new_mailbox_and_unlinks_old():
     result = await w.cycle()
     assert result[A]["counts"] == {"unlinked": 1} and result[B]["counts"] == {"created": 1}
     assert len(w.events(A)) == 1 and len(w.events(B)) == 1        # fieldservice profile: old event stays (D3)
-    assert await w.store.links(A) == {}
+    assert [l.state.value for l in (await w.store.links(A)).values()] == ["unlinked"]
+
+
+async def test_r_d3_booking_back_in_scope_takes_its_old_event_up_again_without_duplicate():
+    w = World()
+    await w.enable(A)
+    await w.enable(B)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.put(replace(b, mailbox=B))
+    await w.cycle()
+    back = moved(replace(b, mailbox=A), timedelta(hours=2))
+    w.put(back)
+    result = await w.cycle()
+    assert result[A]["counts"] == {"updated": 1}
+    assert [(e["start"], e["tags"][TAG_BOOKING]) for e in w.tagged(A)] == [(back.start, b.id)]
+
+
+async def test_r_d3_logical_delete_with_delete_setting_then_return_creates_with_next_generation():
+    w = World(SyncSettings(logical_deletes="delete"))
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.put(replace(b, active=False))
+    await w.cycle()
+    assert w.events(A) == []
+    w.put(b)
+    await w.cycle()
+    assert len(w.tagged(A)) == 1 and (await w.store.links(A))[b.id].generation == 1
 
 
 async def test_r_c6_enhanced_removes_old_future_event():

@@ -208,3 +208,29 @@ def test_r_c1_interrupted_create_is_recovered_not_repeated():
     b = booking()
     p = one([b], [link_for(b, state=LinkState.CREATING, event_id=None)])
     assert kinds(p) == [(Kind.RECOVER, Reason.CREATE_IN_FLIGHT)]
+
+
+def test_r_d3_unlinked_tombstone_is_relinked_when_back_in_scope_and_ignored_otherwise():
+    b = booking()
+    tomb = link_for(b, state=LinkState.UNLINKED)
+    assert kinds(one([moved(b, timedelta(hours=1))], [tomb])) == [(Kind.UPDATE, Reason.RELINKED)]
+    assert kinds(one([replace(b, active=False)], [tomb])) == [(Kind.SKIP, Reason.INACTIVE)]   # no second unlink
+
+
+def test_r_d3_removed_tombstone_creates_with_the_next_generation():
+    b = booking()
+    (action,) = one([b], [link_for(b, state=LinkState.REMOVED, generation=2, event_id=None)]).actions
+    assert (action.kind, action.generation) == (Kind.CREATE, 3)
+
+
+def test_r_d2_deleting_a_booking_forgets_its_tombstones_without_graph():
+    b = booking()
+    for state in (LinkState.UNLINKED, LinkState.REMOVED):
+        assert kinds(one([], [link_for(b, state=state)], deleted=[b.id])) == [(Kind.FORGET, Reason.DELETED)]
+
+
+def test_r_d5_guard_counts_only_live_links():
+    bookings = [booking() for _ in range(12)]
+    links = [link_for(b) for b in bookings[:6]] + [link_for(b, state=LinkState.UNLINKED) for b in bookings[6:]]
+    p = one([], links, deleted=[b.id for b in bookings])
+    assert p.blocked is None      # 6 deletes < the minimum of 10; tombstones are not counted as links

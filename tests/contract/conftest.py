@@ -1,0 +1,21 @@
+"""Fixtures that give each contract suite both implementations of a port."""
+from __future__ import annotations
+
+import pytest
+
+from sync.fakes import InMemoryStateStore
+from sync.store import TableStateStore
+
+
+@pytest.fixture(params=["memory", "azurite"])
+async def state_store(request, table_prefix):
+    if request.param == "memory":
+        yield InMemoryStateStore()
+        return
+    stack = request.getfixturevalue("stack")
+    store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
+    await store.ensure_tables()
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -1,0 +1,101 @@
+"""BookingSource contract: FakeBookingSource and DataverseClient (azure-core -> emulator) behave the same."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sync.credentials import LoopbackDevCredential
+from sync.dataverse import ChangeTokenExpired, DataverseClient
+from sync.fakes import FakeBookingSource
+from tests.dvseed import DvSeed, iso
+from tests.factories import booking
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0, second=0)
+ADDRESS = "tech@contoso.example"
+
+
+class FakeSide:
+    def __init__(self):
+        self.source = FakeBookingSource("https://contoso.crm.dynamics.com")
+
+    def add(self, start):
+        b = booking(ADDRESS, start=start)
+        self.source.put(b)
+        return b.id
+
+    def move(self, booking_id, start):
+        b = self.source.bookings[booking_id]
+        self.source.put(replace(b, start=start, end=start + (b.end - b.start)))
+
+    def delete(self, booking_id):
+        self.source.delete(booking_id)
+
+    def expire(self):
+        self.source.expire_tokens()
+
+
+class EmulatorSide:
+    def __init__(self, stack):
+        self.stack, self.seed = stack, DvSeed(stack)
+        self.tech = self.seed.technician(ADDRESS)
+        self.source = DataverseClient(stack.emulator_url + "/orgs/default", LoopbackDevCredential(), page_size=3)
+
+    def add(self, start):
+        return self.seed.booking(self.tech, start)
+
+    def move(self, booking_id, start):
+        self.seed.update("bookableresourcebookings", booking_id, {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
+
+    def delete(self, booking_id):
+        self.seed.delete("bookableresourcebookings", booking_id)
+
+    def expire(self):
+        self.stack.control("POST", "/orgs/default/expire-change-tracking")
+
+
+@pytest.fixture(params=["fake", "emulator"])
+async def side(request):
+    if request.param == "fake":
+        yield FakeSide()
+        return
+    s = EmulatorSide(request.getfixturevalue("tenant"))
+    yield s
+    await s.source.close()
+
+
+async def test_window_read_returns_overlapping_bookings(side):
+    inside = {side.add(NOW + timedelta(days=d)) for d in (0, 3, 13)}
+    side.add(NOW + timedelta(days=20))
+    side.add(NOW - timedelta(days=10))
+    result = await side.source.read_window(NOW - timedelta(days=7), NOW + timedelta(days=14))
+    assert {b.id for b in result.bookings} == inside
+    assert all(b.mailbox == ADDRESS for b in result.bookings)
+
+
+async def test_changes_since_a_token(side):
+    a, b = side.add(NOW + timedelta(days=1)), side.add(NOW + timedelta(days=2))
+    start = await side.source.read_changes(None)
+    assert not start.changed_bookings and not start.deleted_bookings
+    side.move(a, NOW + timedelta(days=4))
+    side.delete(b)
+    c = side.add(NOW + timedelta(days=5))
+    changes = await side.source.read_changes(start.delta_links)
+    assert changes.changed_bookings == {a, c} and changes.deleted_bookings == {b}
+    read = await side.source.read_bookings(changes.changed_bookings)
+    assert {x.id: x.start for x in read.bookings}[a] == NOW + timedelta(days=4)
+    assert not (await side.source.read_changes(changes.delta_links)).changed_bookings
+
+
+async def test_expired_token_is_reported(side):
+    side.add(NOW)
+    start = await side.source.read_changes(None)
+    side.expire()
+    with pytest.raises(ChangeTokenExpired):
+        await side.source.read_changes(start.delta_links)
+
+
+async def test_read_one_booking(side):
+    a = side.add(NOW + timedelta(days=1))
+    assert (await side.source.read_booking(a)).id == a

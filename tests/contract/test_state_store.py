@@ -1,0 +1,131 @@
+"""StateStore contract: the in-memory fake and Table Storage (Azurite) behave the same."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sync.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
+from sync.store import StoreConflict, key, unkey
+
+ENV = "https://contoso.crm.dynamics.com"
+NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+HOSTILE_IDS = ["a/b\\c#d?e", "tab\there\x01", "ünïcødé@例え.jp", "%2F already escaped", "O'Brien|x"]
+
+
+def link(booking_id: str, mailbox: str = "tech@contoso.example", **kw) -> Link:
+    base = dict(booking_id=booking_id, mailbox=mailbox, environment=ENV, event_id="evt-1", generation=0, trigger_fingerprint="t",
+                content_fingerprint="c", event_start=NOW, event_end=NOW + timedelta(hours=1), state=LinkState.LINKED)
+    base.update(kw)
+    return Link(**base)
+
+
+def test_keys_escape_forbidden_characters_and_round_trip():
+    for value in HOSTILE_IDS:
+        k = key(value)
+        assert not any(ch in k for ch in "/\\#?") and all(ord(ch) >= 32 for ch in k)
+        assert unkey(k) == value.lower()
+
+
+async def test_mailbox_round_trip_and_field_merge(state_store):
+    m = Mailbox("tech@contoso.example", ENV, approved=True, test_status=MailboxTestStatus.SUCCESS, time_zone="Pacific Standard Time",
+                filters=(SyncFilter("north", territories=frozenset({"North"})),))
+    await state_store.put_mailbox(m)
+    await state_store.update_mailbox_fields(m.address, last_outcome="synced", count_created=3)
+    assert await state_store.get_mailbox(m.address) == m
+    row = await state_store.get_mailbox_row(m.address)
+    assert row["last_outcome"] == "synced" and row["count_created"] == 3
+    await state_store.put_mailbox(replace(m, approved=False))
+    row = await state_store.get_mailbox_row(m.address)
+    assert row["last_outcome"] == "synced"                 # a status change keeps the cycle fields
+    assert [r["address"] for r in await state_store.list_mailboxes()] == [m.address]
+
+
+@pytest.mark.parametrize("booking_id", HOSTILE_IDS)
+async def test_links_with_any_id_round_trip(state_store, booking_id):
+    saved = await state_store.put_link(link(booking_id, mailbox="odd/mail#box@x.example"))
+    got = await state_store.links("odd/mail#box@x.example")
+    assert list(got) == [booking_id.lower()] and got[booking_id.lower()].event_id == "evt-1"
+    assert saved.etag
+
+
+async def test_link_writes_are_guarded_by_etag(state_store):
+    first = await state_store.put_link(link("b1"))
+    with pytest.raises(StoreConflict):
+        await state_store.put_link(link("b1"))            # a second create of the same link
+    updated = await state_store.put_link(replace(first, generation=1))
+    with pytest.raises(StoreConflict):
+        await state_store.put_link(replace(first, generation=2))   # stale etag: someone else wrote since
+    with pytest.raises(StoreConflict):
+        await state_store.delete_link(first)
+    await state_store.delete_link(updated)
+    assert await state_store.links("tech@contoso.example") == {}
+
+
+async def test_put_links_chunks_over_100_in_one_partition(state_store):
+    links = [link(f"b{i:03d}") for i in range(130)]
+    saved = await state_store.put_links(links)
+    assert len(saved) == 130 and all(l.etag for l in saved)
+    assert len(await state_store.links("tech@contoso.example")) == 130
+    again = await state_store.put_links([replace(l, generation=1) for l in saved])
+    assert {l.generation for l in (await state_store.links("tech@contoso.example")).values()} == {1} and len(again) == 130
+
+
+async def test_booking_index_routes_by_booking(state_store):
+    await state_store.put_link(link("b1", "a@x.example"))
+    await state_store.put_link(link("b1", "b@x.example"))
+    await state_store.put_link(link("b2", "a@x.example"))
+    assert await state_store.mailboxes_for_bookings(ENV, ["b1", "b3"]) == {"b1": {"a@x.example", "b@x.example"}}
+    assert await state_store.linked_bookings(ENV) == {"b1": {"a@x.example", "b@x.example"}, "b2": {"a@x.example"}}
+    await state_store.delete_link((await state_store.links("b@x.example"))["b1"])
+    assert await state_store.mailboxes_for_bookings(ENV, ["b1"]) == {"b1": {"a@x.example"}}
+
+
+async def test_pending_latest_wins_and_clear_keeps_newer(state_store):
+    await state_store.add_pending("a@x.example", {"b1": {"v": 1}, "b2": None})
+    first = await state_store.pending("a@x.example")
+    assert {p["booking_id"]: p["deleted"] for p in first} == {"b1": False, "b2": True}
+    await state_store.add_pending("a@x.example", {"b1": {"v": 2}})      # arrives while the sync works
+    await state_store.clear_pending("a@x.example", first)
+    left = await state_store.pending("a@x.example")
+    assert [(p["booking_id"], p["booking"]) for p in left] == [("b1", {"v": 2})]
+    assert await state_store.pending_mailboxes() == {"a@x.example"}
+
+
+async def test_pending_transactions_over_100(state_store):
+    await state_store.add_pending("a@x.example", {f"b{i}": {"i": i} for i in range(250)})
+    rows = await state_store.pending("a@x.example")
+    assert len(rows) == 250
+    await state_store.clear_pending("a@x.example", rows)
+    assert await state_store.pending("a@x.example") == []
+
+
+async def test_cursor_is_guarded(state_store):
+    await state_store.put_cursor(ENV, {"bookableresourcebookings": "d1"}, NOW, None)
+    cursor = await state_store.get_cursor(ENV)
+    assert cursor["delta_links"] == {"bookableresourcebookings": "d1"} and cursor["horizon"] == NOW
+    await state_store.put_cursor(ENV, {"bookableresourcebookings": "d2"}, NOW, cursor["etag"])
+    with pytest.raises(StoreConflict):
+        await state_store.put_cursor(ENV, {"bookableresourcebookings": "d3"}, NOW, cursor["etag"])
+    with pytest.raises(StoreConflict):
+        await state_store.put_cursor(ENV, {}, NOW, None)
+    assert (await state_store.get_cursor(ENV))["delta_links"] == {"bookableresourcebookings": "d2"}
+
+
+async def test_lease_has_one_holder_at_a_time(state_store):
+    results = await asyncio.gather(*(state_store.acquire_lease("cycle", f"h{i}", NOW, 60) for i in range(5)))
+    assert sum(results) == 1
+    holder = [f"h{i}" for i, ok in enumerate(results) if ok][0]
+    other = "h9"
+    assert not await state_store.acquire_lease("cycle", other, NOW + timedelta(seconds=30), 60)
+    assert await state_store.acquire_lease("cycle", other, NOW + timedelta(seconds=61), 60)     # expired
+    await state_store.release_lease("cycle", holder)                                               # not the holder any more
+    assert not await state_store.acquire_lease("cycle", holder, NOW + timedelta(seconds=62), 60)
+
+
+async def test_runs_newest_first(state_store):
+    for i in range(3):
+        await state_store.record_run({"id": f"r{i}", "started": (NOW + timedelta(minutes=15 * i)).isoformat(), "outcome": "ok"})
+    assert [r["id"] for r in await state_store.recent_runs(2)] == ["r2", "r1"]
