@@ -7,6 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Bounded in the default test command; `HYPOTHESIS_PROFILE=long make test` explores much further.
+settings.register_profile("default", max_examples=150, stateful_step_count=30, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=2000, stateful_step_count=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from devtenant.stack import LocalStack
 

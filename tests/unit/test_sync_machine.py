@@ -1,0 +1,208 @@
+"""A Hypothesis state machine over the whole engine on in-memory fakes (model: vdirsyncer's SyncMachine).
+
+Random booking creates, edits, reassignments, cancels, deletes, clock moves, mailbox toggles, events
+deleted by their owner, transient Graph failures, and crashes injected between any two side effects.
+After every sync (and a clean follow-up sync that recovers from the crash):
+- no booking has two events in one mailbox;
+- no untagged (personal) event was touched;
+- no past event was deleted (D4);
+- every in-scope booking's event matches its booking (C1, C2, S1-S5, X1, C5);
+- a further sync with no change makes zero Graph writes and zero link writes (C4).
+Run longer with HYPOTHESIS_PROFILE=long (see tests/conftest.py).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+
+from sync.ports import Outcome
+from sync.render import TAG_BOOKING
+from sync.settings import SyncSettings
+from tests.factories import CANCELED, NOW, SCHEDULED, booking, work_order
+from tests.world import World
+
+MAILBOXES = ["a@contoso.example", "b@contoso.example", "c@contoso.example"]
+CRASH_POINTS = [None, None, "after-intents", "after-graph", "after-links", "after-unlink"]
+
+
+class Crash(Exception):
+    pass
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class SyncMachine(RuleBasedStateMachine):
+    profile = SyncSettings()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = World(self.profile)
+        self.disabled: set[str] = set()
+        self.owner_deleted: set[tuple[str, str]] = set()       # (booking, mailbox) whose event the owner removed
+        self.personal: dict[str, str] = {}
+        for address in MAILBOXES:
+            run(self.w.enable(address))
+            self.personal[address] = self.w.calendar.add_personal_event(address, NOW + timedelta(days=1), NOW + timedelta(days=1, hours=1))
+
+    bookings = Bundle("bookings")
+
+    # -- Field Service side -----------------------------------------------------------------------------------
+    @rule(target=bookings, mailbox=st.sampled_from(MAILBOXES), hours=st.integers(-10 * 24, 20 * 24), length=st.integers(1, 4),
+          with_work_order=st.sampled_from([True, True, True, False]), resource_type=st.sampled_from([3, 3, 3, 6]))
+    def create(self, mailbox, hours, length, with_work_order, resource_type):
+        b = booking(mailbox, start=self.w.now + timedelta(hours=hours), hours=length,
+                    work_order=work_order() if with_work_order else None, resource_type=resource_type)
+        self.w.put(b)
+        return b.id
+
+    def _current(self, booking_id):
+        return self.w.source.bookings.get(booking_id)
+
+    @rule(booking_id=bookings, hours=st.integers(-48, 48).filter(bool))
+    def move(self, booking_id, hours):
+        b = self._current(booking_id)
+        if b is not None:
+            self.w.put(replace(b, start=b.start + timedelta(hours=hours), end=b.end + timedelta(hours=hours)))
+            self.owner_deleted = {(i, m) for i, m in self.owner_deleted if i != booking_id}
+
+    @rule(booking_id=bookings, summary=st.text(max_size=40))
+    def edit_work_order(self, booking_id, summary):
+        b = self._current(booking_id)
+        if b is not None and b.work_order is not None:
+            self.w.put(replace(b, work_order=replace(b.work_order, summary=summary)))
+
+    @rule(booking_id=bookings, mailbox=st.sampled_from(MAILBOXES))
+    def reassign(self, booking_id, mailbox):
+        b = self._current(booking_id)
+        if b is not None:
+            self.w.put(replace(b, mailbox=mailbox))
+
+    @rule(booking_id=bookings)
+    def toggle_cancel(self, booking_id):
+        b = self._current(booking_id)
+        if b is not None:
+            self.w.put(replace(b, status=SCHEDULED if b.status.canceled else CANCELED))
+
+    @rule(booking_id=bookings)
+    def toggle_active(self, booking_id):
+        b = self._current(booking_id)
+        if b is not None:
+            self.w.put(replace(b, active=not b.active))
+
+    @rule(booking_id=bookings)
+    def delete(self, booking_id):
+        self.w.source.delete(booking_id)
+
+    # -- the rest of the world ----------------------------------------------------------------------------------------
+    @rule(hours=st.integers(1, 72))
+    def advance_clock(self, hours):
+        self.w.now += timedelta(hours=hours)
+
+    @rule(mailbox=st.sampled_from(MAILBOXES))
+    def toggle_mailbox(self, mailbox):
+        current = run(self.w.store.get_mailbox(mailbox))
+        run(self.w.store.put_mailbox(replace(current, enabled=not current.enabled)))
+        self.disabled ^= {mailbox}
+
+    @rule(booking_id=bookings, mailbox=st.sampled_from(MAILBOXES))
+    def owner_deletes_event(self, booking_id, mailbox):
+        events = self.w.calendar.mailbox(mailbox).events
+        for event_id, e in list(events.items()):
+            if e["tags"].get(TAG_BOOKING) == booking_id:
+                del events[event_id]
+                self.owner_deleted.add((booking_id, mailbox))
+
+    @rule(booking_id=bookings)
+    def transient_failure(self, booking_id):
+        self.w.calendar.faults[booking_id] = [Outcome.TRANSIENT]
+
+    @rule(booking_id=bookings)
+    def lost_answer(self, booking_id):
+        self.w.calendar.lose_answers.add(booking_id)
+
+    # -- syncing and the invariants ------------------------------------------------------------------------------------------
+    @rule(point=st.sampled_from(CRASH_POINTS))
+    def sync(self, point):
+        before = self._tagged()
+        fired = []
+
+        async def crash(where: str) -> None:
+            if where == point and not fired:
+                fired.append(where)
+                raise Crash(where)
+
+        try:
+            run(self.w.cycle(crash=crash, force=True))
+        except Crash:
+            pass
+        self._check_no_past_event_deleted(before)
+        self.w.calendar.faults.clear()
+        self.w.calendar.lose_answers.clear()
+        before = self._tagged()
+        run(self.w.cycle(force=True))                      # a clean cycle recovers whatever the last one left
+        self._check_no_past_event_deleted(before)
+        self._check_calendars_match_bookings()
+        graph, links = self.w.calendar.writes, self.w.store.link_writes
+        run(self.w.cycle(force=True))
+        assert (self.w.calendar.writes, self.w.store.link_writes) == (graph, links), "a cycle with no change wrote something"
+
+    def _tagged(self) -> dict[str, dict]:
+        return {e["id"]: {**e, "mailbox": m} for m in MAILBOXES for e in self.w.calendar.mailbox(m).events.values() if e["tags"]}
+
+    def _check_no_past_event_deleted(self, before: dict[str, dict]) -> None:
+        after = self._tagged()
+        for event_id, e in before.items():
+            if event_id not in after:
+                assert e["start"] > self.w.now, f"a past event was deleted ({e['start']} <= {self.w.now})"
+
+    def _in_scope(self, b) -> bool:
+        low, high = self.w.now - self.profile.window_past, self.w.now + self.profile.window_future
+        return (b.work_order is not None and b.resource_type == 3 and b.active and not b.status.canceled
+                and b.start < high and b.end > low)
+
+    def _check_calendars_match_bookings(self) -> None:
+        for mailbox in MAILBOXES:
+            if mailbox in self.disabled:
+                continue
+            events = self.w.calendar.mailbox(mailbox).events.values()
+            by_booking: dict[str, list[dict]] = {}
+            for e in events:
+                if e["tags"]:
+                    by_booking.setdefault(e["tags"][TAG_BOOKING], []).append(e)
+            for b in self.w.source.bookings.values():
+                if b.mailbox != mailbox or not self._in_scope(b) or (b.id, mailbox) in self.owner_deleted:
+                    continue
+                found = by_booking.get(b.id, [])
+                assert len(found) == 1, f"in-scope booking has {len(found)} events in its mailbox"
+                assert (found[0]["start"], found[0]["end"]) == (b.start, b.end), "event does not match its booking"
+
+    @invariant()
+    def one_event_per_booking_per_mailbox(self):
+        for mailbox in MAILBOXES:
+            tags = [e["tags"][TAG_BOOKING] for e in self.w.calendar.mailbox(mailbox).events.values() if e["tags"]]
+            assert len(tags) == len(set(tags)), "a booking has two events in one mailbox"
+
+    @invariant()
+    def personal_events_untouched(self):
+        assert self.w.calendar.touched_untagged == 0
+        for mailbox, event_id in self.personal.items():
+            assert event_id in self.w.calendar.mailbox(mailbox).events
+
+
+class EnhancedSyncMachine(SyncMachine):
+    profile = SyncSettings().with_profile("enhanced")
+
+
+class DeleteLogicalSyncMachine(SyncMachine):
+    profile = SyncSettings(logical_deletes="delete", propagate_cancellations=True)
+
+
+TestSyncMachine = SyncMachine.TestCase
+TestEnhancedSyncMachine = EnhancedSyncMachine.TestCase
+TestDeleteLogicalSyncMachine = DeleteLogicalSyncMachine.TestCase
