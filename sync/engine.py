@@ -60,8 +60,10 @@ async def collect(source: Any, store: Any, settings: SyncSettings, now: datetime
     cursor = await store.get_cursor(environment)
     observed: dict[str, Booking | None] = {}
     skipped = []
-    registered = {m["address"] for m in await store.list_mailboxes()}
-    initial = {m["address"] for m in await store.list_mailboxes() if m.get("needs_initial_read")}
+    rows = await store.list_mailboxes()
+    registered = {m["address"] for m in rows}
+    initial = {m["address"] for m in rows if m.get("needs_initial_read")}
+    initial_read: dict[str, Booking] = {}
     mode = "delta"
     try:
         if cursor is None:
@@ -77,7 +79,9 @@ async def collect(source: Any, store: Any, settings: SyncSettings, now: datetime
         if horizon is None or high > horizon:                            # S3: the slice that entered the window
             reads.append(await source.read_window(max(horizon or low, low), high))
         if initial:                                                      # newly enabled mailboxes start from the window
-            reads.append(await source.read_window(low, high))
+            window_read = await source.read_window(low, high)
+            initial_read = {b.id: b for b in window_read.bookings if b.mailbox in initial}
+            skipped.extend(window_read.skipped)
         for result in reads:
             observed.update({b.id: b for b in result.bookings})
             skipped.extend(result.skipped)
@@ -117,6 +121,9 @@ async def collect(source: Any, store: Any, settings: SyncSettings, now: datetime
                 outcome.unregistered += 1
                 continue
             per_mailbox.setdefault(mailbox, {})[booking_id] = booking_to_dict(booking) if booking is not None else None
+    for booking_id, booking in initial_read.items():
+        if booking_id not in observed:
+            per_mailbox.setdefault(booking.mailbox, {})[booking_id] = booking_to_dict(booking)
     for mailbox, observations in sorted(per_mailbox.items()):
         await store.add_pending(mailbox, observations)
         outcome.routed[mailbox] = len(observations)

@@ -158,6 +158,16 @@ class GraphCalendar:
                 found.append(event.id)
         return found
 
+    async def list_events(self, mailbox: str, top: int = 50) -> list[dict]:
+        """A mailbox's events, soonest first (for people looking at a calendar: the demo and diagnose)."""
+        params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(select=["subject", "start", "end", "showAs"], top=top,
+                                                                              orderby=["start/dateTime"])
+        async with self._slots[mailbox.lower()]:
+            self.http_requests += 1
+            page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=RequestConfiguration(query_parameters=params))
+        return [{"id": e.id, "subject": e.subject, "start": e.start.date_time if e.start else None,
+                 "end": e.end.date_time if e.end else None, "tagged": None} for e in (page.value if page else []) or []]
+
     # -- writes ---------------------------------------------------------------------------------------
     def _request_information(self, mailbox: str, op: CalendarOp):
         events = self.client.users.by_user_id(mailbox).events

@@ -1,0 +1,259 @@
+"""`python -m sync ...`: the administrator's command line, over the same code the Functions app runs.
+
+Exit codes: 0 done; 1 done, but some mailboxes failed or were blocked; 2 bad usage or settings; 3 refused.
+Every command takes --json for scripts. Output carries ids and counts; addresses only where the
+administrator asked about a mailbox.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from .settings import AppSettings, SettingError, load
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def table(rows: list[dict], columns: Sequence[str]) -> str:
+    if not rows:
+        return "(none)"
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    line = "  ".join(c.ljust(widths[c]) for c in columns)
+    out = [line, "  ".join("-" * widths[c] for c in columns)]
+    out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(out)
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled:
+            width = 30
+            filled = int(width * done / max(1, total))
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _cycle_rows(summary: dict) -> list[dict]:
+    rows = []
+    for r in summary.get("mailboxes", []):
+        counts = r.get("counts") or {}
+        rows.append({"mailbox": r["mailbox"], "outcome": r["outcome"], "created": counts.get("created", 0), "updated": counts.get("updated", 0),
+                     "deleted": counts.get("deleted", 0) + counts.get("cancelled", 0), "unlinked": counts.get("unlinked", 0),
+                     "skipped": counts.get("skipped", 0), "failed": counts.get("failed", 0) + counts.get("invalid", 0),
+                     "error": (r.get("error") or "")[:60]})
+    return rows
+
+
+CYCLE_COLUMNS = ("mailbox", "outcome", "created", "updated", "deleted", "unlinked", "skipped", "failed", "error")
+
+
+async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
+    from .activities import Activities
+    from .local import local_runtime
+    from .orchestration import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR
+    from .runtime import Runtime
+    from .singleton import LEASE, LEASE_TTL_S
+
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        holder = f"cli-{os.getpid()}"
+        if not await rt.store.acquire_lease(LEASE, holder, _now(), LEASE_TTL_S):
+            raise RefusedError("a sync cycle is already running (the cycle lease is held); try again when it finishes")
+        try:
+            activities = Activities(lambda: settings)
+            runtime = local_runtime(activities)
+            return await runtime.run(CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger},
+                                     instance_id=CYCLE_INSTANCE_ID)
+        finally:
+            await rt.store.release_lease(LEASE, holder)
+
+
+class RefusedError(Exception):
+    pass
+
+
+def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
+    print(json.dumps(payload, indent=2, default=str) if args.json else human)
+
+
+# ---- commands ---------------------------------------------------------------------------------------------
+
+async def cmd_run(args: argparse.Namespace, settings: AppSettings) -> int:
+    summary = await _run_cycle(settings, args.force, "manual")
+    rows = _cycle_rows(summary)
+    _print(args, summary, table(rows, CYCLE_COLUMNS) + f"\n\ntotals: {summary.get('totals', {})}  outcomes: {summary.get('outcomes', {})}")
+    return EXIT_OK if all(r["outcome"] in ("synced", "skipped") for r in summary.get("mailboxes", [])) else EXIT_PARTIAL
+
+
+async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
+    from .admin import MailboxAdmin
+    from .runtime import Runtime
+
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        admin = MailboxAdmin(rt.store, rt.calendar)
+        for environment in settings.environments:
+            found = await admin.discover(rt.source(environment))
+            print(f"discovered mailboxes in {environment}: {found}")
+        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
+        await admin.approve(addresses, Progress("approving", not args.json))
+        reports = await admin.test_and_enable(addresses, _now(), progress=Progress("testing", not args.json))
+        failed = [r for r in reports if not r.ok]
+        print(f"tested {len(reports)} mailboxes: {len(reports) - len(failed)} enabled, {len(failed)} failed")
+        for r in failed:
+            print(f"  {r.address}: {r.reason} - {r.message}")
+
+    before = _emulator_stats()
+    first = await _run_cycle(settings, False, "demo")
+    after_first = _emulator_stats()
+    print("\ncycle 1:")
+    print(table(_cycle_rows(first), CYCLE_COLUMNS))
+    print(f"totals: {first.get('totals')}")
+    if before and after_first:
+        print(f"Graph HTTP requests: {_graph_requests(after_first) - _graph_requests(before)}, "
+              f"Graph operations: {_graph_ops(after_first) - _graph_ops(before)}")
+
+    shown = next((r["mailbox"] for r in first.get("mailboxes", []) if (r.get("counts") or {}).get("created")), None)
+    if shown:
+        async with Runtime(settings) as rt:
+            events = await rt.calendar.list_events(shown, top=8)
+        print(f"\n{shown}: the first {len(events)} events in Outlook")
+        print(table([{"start (UTC)": (e["start"] or "")[:16], "end": (e["end"] or "")[11:16], "subject": e["subject"]} for e in events],
+                    ("start (UTC)", "end", "subject")))
+
+    after_first = _emulator_stats()       # the calendar shown above is not part of the second cycle
+    second = await _run_cycle(settings, False, "demo")
+    after_second = _emulator_stats()
+    writes = sum(v for k, v in (second.get("totals") or {}).items() if k not in ("skipped",))
+    print(f"\ncycle 2 (nothing changed): {writes} calendar writes"
+          + (f", {_graph_requests(after_second) - _graph_requests(after_first)} Graph requests" if after_first and after_second else ""))
+    return EXIT_OK if writes == 0 else EXIT_PARTIAL
+
+
+def _emulator_stats() -> dict | None:
+    url = os.environ.get("DEVTENANT_URL")
+    if not url:
+        return None
+    with urllib.request.urlopen(url + "/_control/stats", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _graph_requests(stats: dict) -> int:
+    return stats["services"].get("graph", {}).get("requests", 0)
+
+
+def _graph_ops(stats: dict) -> int:
+    return stats["services"].get("graph", {}).get("operations", 0)
+
+
+async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
+    from .admin import AdminError, MailboxAdmin
+    from .runtime import Runtime
+
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        admin = MailboxAdmin(rt.store, rt.calendar)
+        rows = await rt.store.list_mailboxes()
+        targets = [r["address"] for r in rows] if getattr(args, "all", False) else [a.lower() for a in getattr(args, "addresses", []) or []]
+        try:
+            if args.action == "discover":
+                environments = [args.environment] if args.environment else list(settings.environments)
+                result = {env: await admin.discover(rt.source(env)) for env in environments}
+                _print(args, result, "\n".join(f"{env}: {counts}" for env, counts in result.items()))
+            elif args.action == "register":
+                for address in targets:
+                    await admin.register(address, args.environment or settings.environments[0])
+                _print(args, {"registered": targets}, f"registered {len(targets)} mailbox(es) as pending")
+            elif args.action == "approve":
+                n = await admin.approve(targets, Progress("approving", not args.json))
+                _print(args, {"approved": n}, f"approved {n} mailbox(es)")
+            elif args.action == "test":
+                reports = await admin.test_and_enable(targets, _now(), args.environment, Progress("testing", not args.json))
+                data = [{"mailbox": r.address, "result": "success" if r.ok else "failure", "reason": r.reason or "", "message": r.message or ""}
+                        for r in reports]
+                _print(args, data, table(data, ("mailbox", "result", "reason", "message")))
+                return EXIT_OK if all(r.ok for r in reports) else EXIT_PARTIAL
+            elif args.action in ("enable", "disable"):
+                for address in targets:
+                    await admin.set_enabled(address, args.action == "enable")
+                _print(args, {args.action + "d": targets}, f"{args.action}d {len(targets)} mailbox(es)")
+            elif args.action == "move":
+                for address in targets:
+                    await admin.move(address, args.environment)
+                _print(args, {"moved": targets, "environment": args.environment},
+                       f"moved {len(targets)} mailbox(es) to {args.environment}; test them again to enable sync")
+            elif args.action == "list":
+                from .status import mailbox_status_rows
+                data = mailbox_status_rows(rows)
+                _print(args, data, table(data, ("mailbox", "environment", "sync_method", "approved", "test", "reason", "enabled",
+                                                "last_cycle", "outcome", "written", "last_error")))
+        except AdminError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+    return EXIT_OK
+
+
+async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
+    from .runtime import Runtime
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        runs = await rt.store.recent_runs(args.limit)
+    data = [{"started": r.get("started", "")[:19], "trigger": r.get("trigger"), "outcomes": r.get("outcomes"), "totals": r.get("totals")} for r in runs]
+    _print(args, runs, table(data, ("started", "trigger", "outcomes", "totals")))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sync", description="Field Service bookings -> Outlook calendars")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one sync cycle now (the same orchestration the timer starts)")
+    run.add_argument("--force", action="store_true", help="let a cycle pass the mass-delete guard (D5)")
+    sub.add_parser("demo", help="enable the demo organisation's mailboxes, sync twice and show the result")
+    mb = sub.add_parser("mailboxes", help="register, approve, test & enable, disable, move and list mailboxes")
+    mb.add_argument("action", choices=["discover", "register", "approve", "test", "enable", "disable", "move", "list"])
+    mb.add_argument("addresses", nargs="*")
+    mb.add_argument("--all", action="store_true", help="every registered mailbox")
+    mb.add_argument("--environment", help="environment URL (discover, register, move)")
+    runs = sub.add_parser("runs", help="the most recent cycles")
+    runs.add_argument("--limit", type=int, default=10)
+    for child in (run, mb, runs):
+        child.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load()
+    except SettingError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "mailboxes" and args.action == "move" and not args.environment:
+        print("mailboxes move needs --environment URL", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except RefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
