@@ -1,0 +1,118 @@
+"""The Functions blueprint: triggers only. Every body hands plain dicts to sync/ and returns what it got.
+
+Heavy imports (msgraph-sdk, azure-data-tables) happen inside the activities, so a cold start that only
+runs the timer or an orchestrator replay stays light.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from datetime import datetime, timezone
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from . import orchestration
+from .settings import SettingError
+
+bp = df.Blueprint()
+log = logging.getLogger("sync.functions")
+
+# Orchestrators: the same generator functions the local runner drives.
+bp.orchestration_trigger(context_name="context", orchestration=orchestration.CYCLE_ORCHESTRATOR)(orchestration.sync_cycle)
+bp.orchestration_trigger(context_name="context", orchestration=orchestration.GROUP_ORCHESTRATOR)(orchestration.sync_mailbox_group)
+
+_activities = None
+
+
+def activities():
+    global _activities
+    if _activities is None:
+        from .activities import Activities
+        _activities = Activities()
+    return _activities
+
+
+@bp.activity_trigger(input_name="payload")
+async def collect_environment(payload: dict) -> dict:
+    return await activities().collect_environment(payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def sync_mailbox(payload: dict) -> dict:
+    return await activities().sync_mailbox(payload)
+
+
+@bp.activity_trigger(input_name="payload")
+async def record_run(payload: dict) -> dict:
+    return await activities().record_run(payload)
+
+
+async def _start(client: df.DurableOrchestrationClient, trigger: str, force: bool = False) -> str | None:
+    from .runtime import Runtime
+    from .singleton import start_cycle_once
+
+    settings = activities().settings
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        return await start_cycle_once(client, rt.store, datetime.now(timezone.utc), f"{trigger}-{uuid.uuid4()}",
+                                      orchestration.CYCLE_INSTANCE_ID, orchestration.CYCLE_ORCHESTRATOR,
+                                      {"environments": list(settings.environments), "force": force, "trigger": trigger})
+
+
+@bp.timer_trigger(schedule="%SYNC_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+@bp.durable_client_input(client_name="client")
+async def sync_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """T1: every 15 minutes by default; never a second cycle while one runs."""
+    started = await _start(client, "timer")
+    log.info("timer fired: started=%s past_due=%s", bool(started), timer.past_due)
+
+
+def _json(status: int, body: dict) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+
+
+@bp.route(route="sync/run", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Start a cycle now: POST /api/sync/run with an optional body {"force": true}."""
+    force = False
+    if req.get_body():
+        try:
+            body = req.get_json()
+        except ValueError:
+            return _json(400, {"error": "the body must be JSON, for example {\"force\": true}"})
+        if not isinstance(body, dict) or set(body) - {"force"} or not isinstance(body.get("force", False), bool):
+            return _json(400, {"error": "the body accepts one optional field: force (true or false)"})
+        force = body.get("force", False)
+    try:
+        started = await _start(client, "http", force)
+    except SettingError as exc:
+        return _json(500, {"error": str(exc)})
+    if started is None:
+        return _json(409, {"error": "a sync cycle is already running", "instanceId": orchestration.CYCLE_INSTANCE_ID})
+    return client.create_check_status_response(req, started)
+
+
+@bp.route(route="sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def sync_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """The current cycle (runtime status, custom status) and the last recorded runs."""
+    from .runtime import Runtime
+    status = await client.get_status(orchestration.CYCLE_INSTANCE_ID)
+    current = None
+    if status is not None and getattr(status, "runtime_status", None) is not None:
+        current = {"runtimeStatus": status.runtime_status.value, "customStatus": status.custom_status,
+                   "createdTime": status.created_time, "lastUpdatedTime": status.last_updated_time}
+    async with Runtime(activities().settings) as rt:
+        await rt.store.ensure_tables()
+        runs = await rt.store.recent_runs(5)
+    return _json(200, {"current": current, "recent": runs})
+
+
+def environment_ok() -> None:
+    """E4 at start: fail naming the setting, before any trigger runs."""
+    from .settings import load
+    load(os.environ)

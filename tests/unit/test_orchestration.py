@@ -1,0 +1,130 @@
+"""The orchestrators, run through the Durable SDK's own replay executor (sync/durable_local.py) with
+activities that stand in for Dataverse and Graph work (T1, T2, M6, E1)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from sync.durable_local import LocalDurableRuntime
+from sync.errors import TransientError
+from sync.orchestration import CYCLE_ORCHESTRATOR, GROUP_ORCHESTRATOR, MAILBOX_GROUP, sync_cycle, sync_mailbox_group
+
+
+class Activities:
+    def __init__(self, mailboxes_by_env: dict[str, list[str]], mailbox_outcomes: dict[str, list[dict]] | None = None,
+                 collect_failures: dict[str, int] | None = None):
+        self.mailboxes_by_env = mailboxes_by_env
+        self.mailbox_outcomes = mailbox_outcomes or {}
+        self.collect_failures = dict(collect_failures or {})
+        self.calls: Counter[str] = Counter()
+        self.recorded: list[dict] = []
+
+    async def collect_environment(self, payload):
+        env = payload["environment"]
+        self.calls["collect:" + env] += 1
+        if self.collect_failures.get(env, 0) > 0:
+            self.collect_failures[env] -= 1
+            raise TransientError(f"{env} answered 503 after retries")
+        return {"environment": env, "mode": "delta", "mailboxes": self.mailboxes_by_env[env]}
+
+    async def sync_mailbox(self, payload):
+        mailbox = payload["mailbox"]
+        self.calls["sync:" + mailbox] += 1
+        queued = self.mailbox_outcomes.get(mailbox)
+        if queued:
+            return {"mailbox": mailbox, **queued.pop(0)}
+        return {"mailbox": mailbox, "outcome": "synced", "counts": {"created": 1}, "retryable": False}
+
+    async def record_run(self, run):
+        self.recorded.append(run)
+        return {"recorded": run["id"]}
+
+
+def runtime(acts: Activities) -> LocalDurableRuntime:
+    return LocalDurableRuntime({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
+                               {"collect_environment": acts.collect_environment, "sync_mailbox": acts.sync_mailbox,
+                                "record_run": acts.record_run})
+
+
+async def run(acts: Activities, environments=("https://a.crm.dynamics.com",), **input_):
+    rt = runtime(acts)
+    output = await rt.run(CYCLE_ORCHESTRATOR, {"environments": list(environments), **input_}, "cycle")
+    return output, rt
+
+
+async def test_r_t2_fans_out_one_activity_per_mailbox():
+    mailboxes = [f"m{i:02d}@x.example" for i in range(12)]
+    acts = Activities({"https://a.crm.dynamics.com": mailboxes})
+    output, rt = await run(acts)
+    assert sorted(r["mailbox"] for r in output["mailboxes"]) == mailboxes
+    assert all(acts.calls["sync:" + m] == 1 for m in mailboxes)
+    assert output["totals"] == {"created": 12} and output["outcomes"] == {"synced": 12}
+    assert acts.recorded[0]["id"] == output["id"]
+    assert rt.instances["cycle"].custom_status["phase"] == "done"
+
+
+async def test_r_t2_large_organisations_fan_out_through_sub_orchestrations_with_small_histories():
+    mailboxes = [f"m{i:03d}@x.example" for i in range(3 * MAILBOX_GROUP + 7)]
+    acts = Activities({"https://a.crm.dynamics.com": mailboxes})
+    output, rt = await run(acts)
+    assert len(output["mailboxes"]) == len(mailboxes) and output["outcomes"] == {"synced": len(mailboxes)}
+    groups = [i for i in rt.instances.values() if i.name == GROUP_ORCHESTRATOR]
+    assert len(groups) == 4
+    # the cycle's own history holds 4 sub-orchestrations, not 157 activities
+    assert rt.instances["cycle"].history_events < 40
+    assert max(len(g.activities) for g in groups) == MAILBOX_GROUP
+
+
+async def test_r_m6_one_mailbox_failing_permanently_does_not_stop_the_others():
+    mailboxes = ["a@x.example", "b@x.example", "c@x.example"]
+    acts = Activities({"https://a.crm.dynamics.com": mailboxes},
+                      {"b@x.example": [{"outcome": "failed", "error": "access_denied", "counts": {}, "retryable": False}]})
+    output, _ = await run(acts)
+    assert output["outcomes"] == {"synced": 2, "failed": 1}
+    assert acts.calls["sync:b@x.example"] == 1                          # permanent: not retried
+
+
+async def test_r_e1_transient_mailbox_failure_is_retried_in_a_later_round():
+    acts = Activities({"https://a.crm.dynamics.com": ["a@x.example", "b@x.example"]},
+                      {"a@x.example": [{"outcome": "error", "error": "503", "counts": {}, "retryable": True}]})
+    output, rt = await run(acts)
+    assert output["outcomes"] == {"synced": 2}
+    assert acts.calls["sync:a@x.example"] == 2 and acts.calls["sync:b@x.example"] == 1
+    assert rt.instances["cycle"].episodes >= 4                          # collect, sync, timer, retry, record
+
+
+async def test_r_e1_transient_collect_failure_is_retried_by_the_activity_retry_options():
+    acts = Activities({"https://a.crm.dynamics.com": ["a@x.example"]}, collect_failures={"https://a.crm.dynamics.com": 2})
+    output, _ = await run(acts)
+    assert acts.calls["collect:https://a.crm.dynamics.com"] == 3
+    assert output["outcomes"] == {"synced": 1}
+
+
+async def test_an_environment_that_stays_unreachable_does_not_stop_the_others():
+    acts = Activities({"https://a.crm.dynamics.com": ["a@x.example"], "https://b.crm.dynamics.com": ["b@x.example"]},
+                      collect_failures={"https://a.crm.dynamics.com": 99})
+    output, _ = await run(acts, environments=("https://a.crm.dynamics.com", "https://b.crm.dynamics.com"))
+    assert acts.calls["collect:https://a.crm.dynamics.com"] == 3            # max_number_of_attempts
+    errors = {e["environment"]: e.get("error") for e in output["environments"]}
+    assert "503" in errors["https://a.crm.dynamics.com"] and errors["https://b.crm.dynamics.com"] is None
+    assert [r["mailbox"] for r in output["mailboxes"]] == ["b@x.example"]
+
+
+async def test_orchestration_time_comes_from_the_context_not_the_clock():
+    from datetime import datetime, timezone
+    fixed = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    acts = Activities({"https://a.crm.dynamics.com": ["a@x.example"]})
+    seen = []
+    original = acts.sync_mailbox
+
+    async def capture(payload):
+        seen.append(payload["now"])
+        return await original(payload)
+
+    acts.sync_mailbox = capture
+    rt = LocalDurableRuntime({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
+                             {"collect_environment": acts.collect_environment, "sync_mailbox": capture, "record_run": acts.record_run},
+                             clock=lambda: fixed)
+    output = await rt.run(CYCLE_ORCHESTRATOR, {"environments": ["https://a.crm.dynamics.com"]}, "cycle")
+    assert output["started"] == fixed.isoformat() and seen == [fixed.isoformat()]
