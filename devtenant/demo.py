@@ -137,8 +137,11 @@ def generate(now: datetime | None = None, seed: int = 7, technicians: int = 25, 
             "_msdyn_workorder_value": wo_id, "statecode": state, "bookingtype": 1,
         })["bookableresourcebookingid"]
 
+    def tech(i: int) -> str:
+        return techs[i % len(techs)]
+
     day0 = now.replace(hour=0, minute=0)
-    regular = bookings - 14
+    regular = max(0, bookings - 14)
     for i in range(regular):
         day = rng.randint(-14, 20)
         start = day0 + timedelta(days=day, hours=rng.choice([7, 8, 9, 10, 11, 13, 14, 15]), minutes=rng.choice([0, 30]))
@@ -146,21 +149,21 @@ def generate(now: datetime | None = None, seed: int = 7, technicians: int = 25, 
         booking(techs[i % len(techs)], start, rng.choice([1, 1.5, 2, 3, 4]), status)
 
     soon = day0 + timedelta(days=2, hours=9)
-    org.case("no_work_order", booking(techs[0], soon, wo=None))
+    org.case("no_work_order", booking(tech(0), soon, wo=None))
     org.case("crew_resource", booking(crew, soon))
     org.case("equipment_resource", booking(equipment, soon))
     org.case("facility_resource", booking(facility, soon))
     org.case("user_without_mailbox", booking(no_mail, soon))
     org.case("mailbox_not_found_booking", booking(missing, soon))
     org.case("mailbox_access_denied_booking", booking(outside, soon))
-    org.case("canceled", booking(techs[1], soon + timedelta(hours=3), status="Canceled"))
-    org.case("inactive", booking(techs[2], soon + timedelta(hours=3), state=1))
-    org.case("outside_window_past", booking(techs[3], now - timedelta(days=10)))
-    org.case("two_weeks_ahead", booking(techs[4], now + timedelta(days=14, hours=6)))
-    org.case("reassigned", booking(techs[5], soon + timedelta(hours=5)))
-    org.case("hostile_text", booking(techs[6], soon + timedelta(days=1), wo=work_order(99999, HOSTILE * 30)))
-    org.case("reassign_target", techs[7])
-    org.case("proposed", booking(techs[8], soon + timedelta(days=1, hours=2), status="Proposed"))
+    org.case("canceled", booking(tech(1), soon + timedelta(hours=3), status="Canceled"))
+    org.case("inactive", booking(tech(2), soon + timedelta(hours=3), state=1))
+    org.case("outside_window_past", booking(tech(3), now - timedelta(days=10)))
+    org.case("two_weeks_ahead", booking(tech(4), now + timedelta(days=14, hours=6)))
+    org.case("reassigned", booking(tech(5), soon + timedelta(hours=5)))
+    org.case("hostile_text", booking(tech(6), soon + timedelta(days=1), wo=work_order(99999, HOSTILE * 30)))
+    org.case("reassign_target", tech(7))
+    org.case("proposed", booking(tech(8), soon + timedelta(days=1, hours=2), status="Proposed"))
 
     org.personal_events.append((org.mailboxes[0]["address"], {
         "subject": "Dentist", "start": {"dateTime": iso(soon + timedelta(hours=4))[:-1], "timeZone": "UTC"},

@@ -60,7 +60,7 @@ class Activities:
         started = time.monotonic()
         try:
             async with Runtime(self.settings) as rt:
-                sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now)
+                sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await rt.store.global_filters())
                 result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False))).to_dict()
                 result["graph_requests"] = rt.calendar.http_requests if rt._calendar else 0   # noqa: SLF001
         except (TransientError, AzureError, OSError) as exc:

@@ -27,10 +27,14 @@ def _now() -> datetime:
 def table(rows: list[dict], columns: Sequence[str]) -> str:
     if not rows:
         return "(none)"
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    def cell(r: dict, c: str) -> str:
+        value = r.get(c)
+        return "" if value is None else str(value)
+
+    widths = {c: max(len(c), *(len(cell(r, c)) for r in rows)) for c in columns}
     line = "  ".join(c.ljust(widths[c]) for c in columns)
     out = [line, "  ".join("-" * widths[c] for c in columns)]
-    out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    out += ["  ".join(cell(r, c).ljust(widths[c]) for c in columns).rstrip() for r in rows]
     return "\n".join(out)
 
 
@@ -164,49 +168,90 @@ def _graph_ops(stats: dict) -> int:
 
 
 async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .admin import AdminError, MailboxAdmin
+    from .adminops import AdminError, InvalidRequest, mailbox_action, validate
     from .runtime import Runtime
 
+    try:
+        addresses = validate(args.action, args.addresses, args.all, args.environment, settings.environments)
+    except InvalidRequest as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
     async with Runtime(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
-        rows = await rt.store.list_mailboxes()
-        targets = [r["address"] for r in rows] if getattr(args, "all", False) else [a.lower() for a in getattr(args, "addresses", []) or []]
         try:
-            if args.action == "discover":
-                environments = [args.environment] if args.environment else list(settings.environments)
-                result = {env: await admin.discover(rt.source(env)) for env in environments}
-                _print(args, result, "\n".join(f"{env}: {counts}" for env, counts in result.items()))
-            elif args.action == "register":
-                for address in targets:
-                    await admin.register(address, args.environment or settings.environments[0])
-                _print(args, {"registered": targets}, f"registered {len(targets)} mailbox(es) as pending")
-            elif args.action == "approve":
-                n = await admin.approve(targets, Progress("approving", not args.json))
-                _print(args, {"approved": n}, f"approved {n} mailbox(es)")
-            elif args.action == "test":
-                reports = await admin.test_and_enable(targets, _now(), args.environment, Progress("testing", not args.json))
-                data = [{"mailbox": r.address, "result": "success" if r.ok else "failure", "reason": r.reason or "", "message": r.message or ""}
-                        for r in reports]
-                _print(args, data, table(data, ("mailbox", "result", "reason", "message")))
-                return EXIT_OK if all(r.ok for r in reports) else EXIT_PARTIAL
-            elif args.action in ("enable", "disable"):
-                for address in targets:
-                    await admin.set_enabled(address, args.action == "enable")
-                _print(args, {args.action + "d": targets}, f"{args.action}d {len(targets)} mailbox(es)")
-            elif args.action == "move":
-                for address in targets:
-                    await admin.move(address, args.environment)
-                _print(args, {"moved": targets, "environment": args.environment},
-                       f"moved {len(targets)} mailbox(es) to {args.environment}; test them again to enable sync")
-            elif args.action == "list":
-                from .status import mailbox_status_rows
-                data = mailbox_status_rows(rows)
-                _print(args, data, table(data, ("mailbox", "environment", "sync_method", "approved", "test", "reason", "enabled",
-                                                "last_cycle", "outcome", "written", "last_error")))
+            result = await mailbox_action(rt, settings, args.action, addresses, args.all, args.environment, _now(),
+                                          Progress(args.action, not args.json))
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+    if args.action == "test":
+        _print(args, result, table(result["results"], ("mailbox", "result", "reason", "message")))
+        return EXIT_OK if result["succeeded"] == result["tested"] else EXIT_PARTIAL
+    if args.action == "list":
+        _print(args, result, table(result["mailboxes"], ("mailbox", "environment", "sync_method", "approved", "test", "reason", "enabled",
+                                                         "last_cycle", "outcome", "written", "last_error")))
+        return EXIT_OK
+    _print(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return EXIT_OK
+
+
+async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
+    from .dataverse import GUID
+    from .diagnose import diagnose
+    from .runtime import Runtime
+    if not GUID.match(args.booking_id):
+        print(f"not a booking id (a GUID): {args.booking_id}", file=sys.stderr)
+        return EXIT_USAGE
+    environment = args.environment or settings.environments[0]
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        result = await diagnose(args.booking_id, rt.source(environment), rt.store, settings.sync, _now())
+    lines = [f"{result.code}: {result.sentence}"]
+    lines += [f"  {k}: {v}" for k, v in result.details.items() if v not in (None, "")]
+    _print(args, result.to_dict(), "\n".join(lines))
+    return EXIT_OK
+
+
+async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
+    from dataclasses import replace
+    from .admin import AdminError
+    from .domain import SyncFilter
+    from .runtime import Runtime
+    from .serialize import filter_to_dict
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        if args.mailbox:
+            mailbox = await rt.store.get_mailbox(args.mailbox.lower())
+            if mailbox is None:
+                print(f"refused: mailbox {args.mailbox} is not registered", file=sys.stderr)
+                return EXIT_REFUSED
+            current = mailbox.filters
+        else:
+            current = await rt.store.global_filters()
+        if args.action == "add":
+            if not (args.status or args.type or args.territory):
+                print("a filter needs at least one of --status, --type, --territory", file=sys.stderr)
+                return EXIT_USAGE
+            new = SyncFilter(args.name, frozenset(args.status or ()), frozenset(args.type or ()), frozenset(args.territory or ()))
+            current = tuple(f for f in current if f.name != args.name) + (new,)
+        elif args.action == "remove":
+            if not any(f.name == args.name for f in current):
+                print(f"refused: no filter named {args.name}", file=sys.stderr)
+                return EXIT_REFUSED
+            current = tuple(f for f in current if f.name != args.name)
+        if args.action != "list":
+            if args.mailbox:
+                from .admin import MailboxAdmin
+                await MailboxAdmin(rt.store).set_filters(args.mailbox, current)
+            else:
+                await rt.store.put_global_filters(current)
+                for row in await rt.store.list_mailboxes():      # changed scope: each mailbox re-reads its window
+                    await rt.store.update_mailbox_fields(row["address"], needs_initial_read=True)
+    data = [filter_to_dict(f) for f in current]
+    human = table([{"name": d["name"], "booking statuses": ",".join(d["booking_statuses"]), "work order types": ",".join(d["work_order_types"]),
+                    "territories": ",".join(d["territories"])} for d in data], ("name", "booking statuses", "work order types", "territories"))
+    scope = f"mailbox {args.mailbox}" if args.mailbox else "all mailboxes (global)"
+    _print(args, {"scope": scope, "filters": data}, f"filters for {scope} (a booking syncs when it matches any; none = all of the user's bookings):\n{human}")
     return EXIT_OK
 
 
@@ -234,12 +279,22 @@ def parser() -> argparse.ArgumentParser:
     mb.add_argument("--environment", help="environment URL (discover, register, move)")
     runs = sub.add_parser("runs", help="the most recent cycles")
     runs.add_argument("--limit", type=int, default=10)
-    for child in (run, mb, runs):
-        child.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    diag = sub.add_parser("diagnose", help="is this booking in Outlook, and if not, why (G1)")
+    diag.add_argument("booking_id")
+    diag.add_argument("--environment", help="environment URL (default: the first configured)")
+    flt = sub.add_parser("filters", help="sync filters, global or per mailbox (S5)")
+    flt.add_argument("action", choices=["list", "add", "remove"])
+    flt.add_argument("name", nargs="?")
+    flt.add_argument("--mailbox", help="a mailbox's own filters instead of the global ones")
+    flt.add_argument("--status", action="append", help="booking status name (repeatable)")
+    flt.add_argument("--type", action="append", help="work order type name (repeatable)")
+    flt.add_argument("--territory", action="append", help="territory name (repeatable)")
+    for child in (run, mb, runs, diag, flt):
+        child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose, "filters": cmd_filters}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,8 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "mailboxes" and args.action == "move" and not args.environment:
-        print("mailboxes move needs --environment URL", file=sys.stderr)
+    if args.command == "filters" and args.action in ("add", "remove") and not args.name:
+        print(f"filters {args.action} needs a NAME", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(COMMANDS[args.command](args, settings))

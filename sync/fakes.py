@@ -73,6 +73,12 @@ class InMemoryStateStore:
     async def list_mailboxes(self) -> list[dict]:
         return [{"address": r["mailbox"].address, **r.get("fields", {}), "etag": r["etag"]} for r in self._rows("mailboxes", "mailbox")]
 
+    async def global_filters(self) -> tuple:
+        return self._t("mailboxes").get(("config", "filters"), {}).get("filters", ())
+
+    async def put_global_filters(self, filters: tuple) -> None:
+        self._put("mailboxes", "config", "filters", {"filters": tuple(filters)}, None)
+
     # -- links ------------------------------------------------------------------------------------------------------------
     async def links(self, mailbox: str) -> dict[str, Link]:
         return {r["link"].booking_id: replace(r["link"], etag=r["etag"]) for r in self._rows("links", key(mailbox))}

@@ -116,3 +116,63 @@ def environment_ok() -> None:
     """E4 at start: fail naming the setting, before any trigger runs."""
     from .settings import load
     load(os.environ)
+
+
+# ---- administration over HTTP: the same operations as `python -m sync mailboxes|diagnose` ----------------------
+
+@bp.route(route="mailboxes", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def mailboxes_status(req: func.HttpRequest) -> func.HttpResponse:
+    """G2: the mailbox status listing."""
+    return await _mailbox_action(req, "list")
+
+
+@bp.route(route="mailboxes/{action}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def mailboxes_admin(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/mailboxes/{discover|register|approve|test|enable|disable|move} with
+    {"addresses": [...]} or {"all": true}, and "environment" for discover/register/move."""
+    return await _mailbox_action(req, req.route_params.get("action", ""))
+
+
+async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
+    from .adminops import AdminError, InvalidRequest, mailbox_action, validate
+    from .runtime import Runtime
+    body: dict = {}
+    if req.get_body():
+        try:
+            body = req.get_json()
+        except ValueError:
+            return _json(400, {"error": "the body must be JSON"})
+        if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment"}:
+            return _json(400, {"error": "the body accepts addresses, all and environment"})
+    settings = activities().settings
+    try:
+        addresses = validate(action, body.get("addresses"), body.get("all", False), body.get("environment"), settings.environments)
+    except InvalidRequest as exc:
+        return _json(400, {"error": str(exc)})
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        try:
+            result = await mailbox_action(rt, settings, action, addresses, body.get("all", False), body.get("environment"),
+                                          datetime.now(timezone.utc))
+        except AdminError as exc:
+            return _json(409, {"error": str(exc)})
+    return _json(200, result)
+
+
+@bp.route(route="bookings/{booking_id}/diagnosis", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
+    """G1: GET /api/bookings/{id}/diagnosis[?environment=URL]."""
+    from .dataverse import GUID
+    from .diagnose import diagnose
+    from .runtime import Runtime
+    booking_id = req.route_params.get("booking_id", "")
+    if not GUID.match(booking_id):
+        return _json(400, {"error": "booking id must be a GUID"})
+    settings = activities().settings
+    environment = req.params.get("environment") or settings.environments[0]
+    if environment.rstrip("/").lower() not in {e.lower() for e in settings.environments}:
+        return _json(400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"})
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        result = await diagnose(booking_id, rt.source(environment.rstrip("/")), rt.store, settings.sync, datetime.now(timezone.utc))
+    return _json(200, result.to_dict())

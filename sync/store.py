@@ -218,6 +218,15 @@ class TableStateStore:
     async def list_mailboxes(self) -> list[dict]:
         return [{**dict(e), "etag": _etag(e)} async for e in self._query("mailboxes", "mailbox")]
 
+    async def global_filters(self) -> tuple:
+        entity = await self._get("mailboxes", "config", "filters")
+        return tuple(filter_from_dict(f) for f in json.loads(entity["filters"])) if entity else ()
+
+    async def put_global_filters(self, filters: tuple) -> None:
+        entity = {"PartitionKey": "config", "RowKey": "filters", "filters": json.dumps([filter_to_dict(f) for f in filters])}
+        await self.table("mailboxes").upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self.writes += 1
+
     # -- links --------------------------------------------------------------------------------------------------
     async def links(self, mailbox: str) -> dict[str, Link]:
         return {l.booking_id: l for l in [link_from_entity(e) async for e in self._query("links", key(mailbox))]}

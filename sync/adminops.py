@@ -1,0 +1,75 @@
+"""Mailbox operations as one function shared by the command line and the HTTP functions (two faces, one
+implementation). Input is validated here; the result is a plain dict."""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from .admin import AdminError, MailboxAdmin, Progress, _none
+from .status import mailbox_status_rows
+
+ACTIONS = ("discover", "register", "approve", "test", "enable", "disable", "move", "list")
+ADDRESS = re.compile(r"^[^@\s<>\"'(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+MAX_ADDRESSES = 5000
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+def validate(action: str, addresses: Any, all_: Any, environment: Any, environments: tuple[str, ...]) -> list[str]:
+    if action not in ACTIONS:
+        raise InvalidRequest(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    if not isinstance(all_, bool):
+        raise InvalidRequest("'all' must be true or false")
+    if addresses is None:
+        addresses = []
+    if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+        raise InvalidRequest("'addresses' must be a list of email addresses")
+    if len(addresses) > MAX_ADDRESSES:
+        raise InvalidRequest(f"at most {MAX_ADDRESSES} addresses per call")
+    bad = [a for a in addresses if not ADDRESS.match(a)]
+    if bad:
+        raise InvalidRequest(f"{len(bad)} value(s) are not email addresses")
+    if environment is not None and (not isinstance(environment, str) or environment.rstrip("/").lower() not in {e.lower() for e in environments}):
+        raise InvalidRequest("'environment' must be one of the configured DATAVERSE_ENVIRONMENTS")
+    if action == "move" and not environment:
+        raise InvalidRequest("move needs 'environment'")
+    if action in ("register", "approve", "test", "enable", "disable", "move") and not addresses and not all_:
+        raise InvalidRequest(f"{action} needs 'addresses' or 'all': true")
+    return [a.lower() for a in addresses]
+
+
+async def mailbox_action(rt: Any, settings: Any, action: str, addresses: list[str], all_: bool, environment: str | None,
+                         now: datetime, progress: Progress = _none) -> dict:
+    admin = MailboxAdmin(rt.store, rt.calendar)
+    environment = environment.rstrip("/") if environment else None
+    rows = await rt.store.list_mailboxes()
+    targets = [r["address"] for r in rows] if all_ else addresses
+    if action == "discover":
+        environments = [environment] if environment else list(settings.environments)
+        return {"discovered": {env: await admin.discover(rt.source(env)) for env in environments}}
+    if action == "register":
+        for address in targets:
+            await admin.register(address, environment or settings.environments[0])
+        return {"registered": len(targets)}
+    if action == "approve":
+        return {"approved": await admin.approve(targets, progress)}
+    if action == "test":
+        reports = await admin.test_and_enable(targets, now, environment, progress)
+        return {"tested": len(reports), "succeeded": sum(r.ok for r in reports),
+                "results": [{"mailbox": r.address, "result": "success" if r.ok else "failure", "reason": r.reason, "message": r.message}
+                            for r in reports]}
+    if action in ("enable", "disable"):
+        for address in targets:
+            await admin.set_enabled(address, action == "enable")
+        return {action + "d": len(targets)}
+    if action == "move":
+        for address in targets:
+            await admin.move(address, environment)
+        return {"moved": len(targets), "environment": environment}
+    return {"mailboxes": mailbox_status_rows(rows)}
+
+
+__all__ = ["ACTIONS", "AdminError", "InvalidRequest", "mailbox_action", "validate"]
