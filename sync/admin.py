@@ -81,18 +81,24 @@ class MailboxAdmin:
                               progress: Progress = _none) -> list[TestReport]:
         """M2: check with the app's own Graph identity that each mailbox exists and its calendar can be written."""
         addresses = [a.lower() for a in addresses]
+        mailboxes = {}
+        for address in addresses:
+            mailbox = await self._require(address)
+            if environment and mailbox.environment and mailbox.environment != environment.lower():
+                raise AdminError(f"mailbox {address} syncs with {mailbox.environment}; use `move` to change it")
+            mailboxes[address] = mailbox
+        approved = [a for a in addresses if mailboxes[a].approved]
+        probes = await self.calendar.test_mailboxes(approved) if approved else {}
         slots = asyncio.Semaphore(self.concurrency)
         done = [0]
 
-        async def one(address: str) -> TestReport:
+        async def record(address: str) -> TestReport:
+            mailbox = mailboxes[address]
             async with slots:
-                mailbox = await self._require(address)
-                if environment and mailbox.environment and mailbox.environment != environment.lower():
-                    raise AdminError(f"mailbox {address} syncs with {mailbox.environment}; use `move` to change it")
                 if not mailbox.approved:
                     report = TestReport(address, False, "not_approved", "Approve the mailbox before testing it.")
                 else:
-                    probe = await self.calendar.test_mailbox(address)
+                    probe = probes[address]
                     report = TestReport(address, probe.ok, probe.reason, probe.message)
                     if not probe.transient:
                         status = MailboxTestStatus.SUCCESS if probe.ok else MailboxTestStatus.FAILURE
@@ -104,7 +110,7 @@ class MailboxAdmin:
                 progress(done[0], len(addresses))
                 return report
 
-        return list(await asyncio.gather(*(one(a) for a in addresses)))
+        return list(await asyncio.gather(*(record(a) for a in addresses)))
 
     async def set_enabled(self, address: str, enabled: bool) -> Mailbox:
         """M5: off deletes nothing and syncs nothing new; on resumes without duplicates."""

@@ -221,6 +221,9 @@ class FakeCalendar:
             return MailboxProbe(False, "mailbox_disabled", "The mailbox is inactive.")
         return MailboxProbe(True, time_zone=m.time_zone)
 
+    async def test_mailboxes(self, mailboxes: Sequence[str]) -> dict[str, MailboxProbe]:
+        return {m: await self.test_mailbox(m) for m in mailboxes}
+
     async def find_tagged(self, mailbox: str, environment: str, booking_id: str) -> list[str]:
         m = self.mailboxes.get(mailbox.lower())
         return [e["id"] for e in (m.events.values() if m else [])

@@ -119,3 +119,13 @@ async def test_probe_ok(side):
     side.add_mailbox(ADDRESS)
     probe = await side.calendar.test_mailbox(ADDRESS)
     assert probe.ok and probe.time_zone
+
+
+async def test_bulk_mailbox_test_matches_one_by_one(side):
+    states = {f"m{i}@contoso.example": state for i, state in enumerate(["ok", "missing", "denied", "disabled"] * 6)}
+    for address, state in states.items():
+        side.add_mailbox(address, state)
+    bulk = await side.calendar.test_mailboxes(list(states))
+    single = {a: await side.calendar.test_mailbox(a) for a in states}
+    assert {a: (p.ok, p.reason) for a, p in bulk.items()} == {a: (p.ok, p.reason) for a, p in single.items()}
+    assert sum(p.ok for p in bulk.values()) == 6
