@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from azure.core.exceptions import AzureError
 
+from . import telemetry
 from .engine import MailboxSync, collect
 from .errors import PermanentError, TransientError
 from .runtime import Runtime
@@ -42,7 +43,8 @@ class Activities:
         async with Runtime(self.settings) as rt:
             await rt.store.ensure_tables()
             try:
-                result = await collect(rt.source(environment), rt.store, self.settings.sync, now)
+                with telemetry.span("sync.collect", environment=environment):
+                    result = await collect(rt.source(environment), rt.store, self.settings.sync, now)
             except TransientError:
                 raise                                          # the orchestrator's retry options take it from here
             except PermanentError as exc:
@@ -51,6 +53,7 @@ class Activities:
             out = result.to_dict()
             out["seconds"] = round(time.monotonic() - started, 3)
             out["dataverse_requests"] = rt.source(environment).requests
+        telemetry.record_collect(out)
         log.info("collected: environment=%s mode=%s read=%d deleted=%d mailboxes=%d", environment, out["mode"],
                  out["bookings_read"], out["deleted"], len(out["mailboxes"]))
         return out
@@ -58,24 +61,33 @@ class Activities:
     async def sync_mailbox(self, payload: dict) -> dict:
         mailbox, now = payload["mailbox"], datetime.fromisoformat(payload["now"])
         started = time.monotonic()
+        ref = "mbx-unknown"
         try:
             async with Runtime(self.settings) as rt:
-                sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await rt.store.global_filters())
-                result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False))).to_dict()
-                result["graph_requests"] = rt.calendar.http_requests if rt._calendar else 0   # noqa: SLF001
+                ref = telemetry.mailbox_ref(await rt.store.telemetry_key(), mailbox)
+                with telemetry.span("sync.mailbox", mailbox_ref=ref) as current:
+                    sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await rt.store.global_filters())
+                    result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False))).to_dict()
+                    result["graph_requests"] = rt.calendar.http_requests if rt._calendar else 0   # noqa: SLF001
+                    current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
         except (TransientError, AzureError, OSError) as exc:
-            log.warning("mailbox sync failed transiently: error=%s", type(exc).__name__)
-            return {"mailbox": mailbox, "outcome": "error", "retryable": True, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "counts": {}}
+            log.warning("mailbox sync failed transiently: mailbox_ref=%s error=%s", ref, type(exc).__name__)
+            result = {"mailbox": mailbox, "outcome": "error", "retryable": True, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "counts": {}}
         except Exception as exc:  # noqa: BLE001 - reported per mailbox; the cycle goes on
-            log.exception("mailbox sync failed")
-            return {"mailbox": mailbox, "outcome": "error", "retryable": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "counts": {}}
-        result["seconds"] = round(time.monotonic() - started, 3)
-        result["retryable"] = result["outcome"] == "transient"
-        log.info("mailbox synced: outcome=%s counts=%s", result["outcome"], result["counts"])
+            # the type only: exception texts can quote addresses
+            log.error("mailbox sync failed: mailbox_ref=%s error=%s", ref, type(exc).__name__)
+            result = {"mailbox": mailbox, "outcome": "error", "retryable": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "counts": {}}
+        seconds = time.monotonic() - started
+        result["seconds"] = round(seconds, 3)
+        result.setdefault("retryable", result["outcome"] == "transient")
+        telemetry.record_mailbox(result, ref, seconds)
+        log.info("mailbox synced: mailbox_ref=%s outcome=%s counts=%s", ref, result["outcome"], result["counts"])
         return result
 
     async def record_run(self, summary: dict) -> dict:
         async with Runtime(self.settings) as rt:
             await rt.store.ensure_tables()
             await rt.store.record_run({k: v for k, v in summary.items() if k != "mailboxes"})
+        started, finished = datetime.fromisoformat(summary["started"]), datetime.fromisoformat(summary["finished"])
+        telemetry.record_cycle(summary, (finished - started).total_seconds())
         return {"recorded": summary["id"]}

@@ -73,6 +73,10 @@ class InMemoryStateStore:
     async def list_mailboxes(self) -> list[dict]:
         return [{"address": r["mailbox"].address, **r.get("fields", {}), "etag": r["etag"]} for r in self._rows("mailboxes", "mailbox")]
 
+    async def telemetry_key(self) -> str:
+        row = self._t("mailboxes").setdefault(("config", "telemetry"), {"key": uuid.uuid4().hex, "etag": "-"})
+        return row["key"]
+
     async def global_filters(self) -> tuple:
         return self._t("mailboxes").get(("config", "filters"), {}).get("filters", ())
 

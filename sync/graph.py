@@ -20,7 +20,10 @@ import httpx
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from kiota_http.kiota_client_factory import KiotaClientFactory
+from kiota_http.middleware import UrlReplaceHandler
 from kiota_http.middleware.options import RetryHandlerOption
+from kiota_http.observability_options import ObservabilityOptions
 from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from msgraph import GraphServiceClient
 from msgraph.generated.models.event import Event
@@ -28,6 +31,7 @@ from msgraph.generated.users.item.events.item.cancel.cancel_post_request_body im
 from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory
+from msgraph_core.middleware import GraphTelemetryHandler
 from msgraph_core.requests.batch_request_content import BatchRequestContent
 from msgraph_core.requests.batch_request_item import BatchRequestItem
 
@@ -100,10 +104,16 @@ class GraphCalendar:
         self.base_url = base_url.rstrip("/")
         scope = f"{parts.scheme}://{parts.netloc}/.default"
         auth = AzureIdentityAuthenticationProvider(credential, scopes=[scope], allowed_hosts=[parts.hostname])
-        http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(timeout=timeout_s), options={RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)})
+        # Kiota's default middleware, less UrlReplaceHandler: it only rewrites /users/me-token-to-replace, which
+        # this service never calls, and it records the full URL (which holds the mailbox address) on its span.
+        middleware = [m for m in KiotaClientFactory.get_default_middleware(
+            {RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}) if not isinstance(m, UrlReplaceHandler)]
+        middleware.append(GraphTelemetryHandler())
+        http = GraphClientFactory.create_with_custom_middleware(middleware, client=httpx.AsyncClient(timeout=timeout_s))
         self.adapter = GraphRequestAdapter(auth, client=http)
         self.adapter.base_url = self.base_url
+        # No end-user identifiable attributes (request URLs) on Kiota's spans.
+        self.adapter.observability_options = ObservabilityOptions(include_euii_attributes=False)
         self.client = GraphServiceClient(request_adapter=self.adapter)
         self.max_wait_s = max_wait_s
         self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(MAILBOX_CONCURRENCY))

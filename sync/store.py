@@ -218,6 +218,18 @@ class TableStateStore:
     async def list_mailboxes(self) -> list[dict]:
         return [{**dict(e), "etag": _etag(e)} async for e in self._query("mailboxes", "mailbox")]
 
+    async def telemetry_key(self) -> str:
+        """The per-deployment key of mailbox_ref pseudonyms; made once, kept with the state."""
+        entity = await self._get("mailboxes", "config", "telemetry")
+        if entity is not None:
+            return entity["key"]
+        import secrets
+        try:
+            await self.table("mailboxes").create_entity({"PartitionKey": "config", "RowKey": "telemetry", "key": secrets.token_hex(32)})
+        except ResourceExistsError:
+            pass
+        return (await self._get("mailboxes", "config", "telemetry"))["key"]
+
     async def global_filters(self) -> tuple:
         entity = await self._get("mailboxes", "config", "filters")
         return tuple(filter_from_dict(f) for f in json.loads(entity["filters"])) if entity else ()

@@ -1,0 +1,105 @@
+"""Telemetry carries ids and counts, never personal data: a full cycle of the demo org with in-memory
+OpenTelemetry exporters, searched for every address, name, subject and summary the org contains."""
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timezone
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from devtenant import demo
+from sync.admin import MailboxAdmin
+from sync.local import run_cycle
+from sync.runtime import Runtime
+from sync.settings import load
+
+pytestmark = pytest.mark.stack
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+@pytest.fixture(scope="module")
+def exporters():
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(tracer_provider)
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    logs = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    handler = LoggingHandler(logger_provider=logger_provider)
+    root = logging.getLogger("sync")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield spans, reader, logs
+    root.removeHandler(handler)
+
+
+def strings_in(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in strings_in(v)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in strings_in(k) + strings_in(v)]
+    return []
+
+
+async def test_no_personal_data_in_spans_metrics_or_logs(exporters, tenant, table_prefix, monkeypatch):
+    spans, reader, logs = exporters
+    summary = tenant.control("POST", "/demo", {})
+    for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
+        monkeypatch.setenv(key, value)
+    settings = load()
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        admin = MailboxAdmin(rt.store, rt.calendar)
+        await admin.discover(rt.source(settings.environments[0]))
+        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
+        await admin.approve(addresses)
+        await admin.test_and_enable(addresses, datetime.now(timezone.utc))
+    result = await run_cycle(settings)
+    assert result["totals"]["created"] > 100
+    async with Runtime(settings) as rt:                          # the direct (non-batch) Graph paths too
+        await rt.calendar.find_tagged(addresses[0], settings.environments[0], "00000000-0000-0000-0000-000000000000")
+        await rt.calendar.test_mailbox(addresses[0])
+        await rt.calendar.list_events(addresses[0])
+
+    texts: list[str] = []
+    for s in spans.get_finished_spans():
+        texts += [s.name] + strings_in(dict(s.attributes or {}))
+    data = reader.get_metrics_data()
+    points = 0
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    points += 1
+                    texts += strings_in(dict(point.attributes or {}))
+    records = logs.get_finished_logs()
+    for record in records:
+        texts += strings_in(str(record.log_record.body)) + strings_in(dict(record.log_record.attributes or {}))
+    assert spans.get_finished_spans() and points and records        # telemetry was really produced
+
+    people = {f"{first} {last}" for first in demo.FIRST for last in demo.LAST} | set(demo.FIRST) | set(demo.LAST)
+    rows = lambda s: tenant.control("GET", f"/orgs/default/tables/{s}")["value"]
+    from urllib.parse import quote
+    forbidden = set(summary["mailboxes"]) | {quote(a, safe="") for a in summary["mailboxes"]} | {a.split("@")[0] for a in summary["mailboxes"]}
+    forbidden |= {r["name"] for r in rows("accounts")} | {r["fullname"] for r in rows("contacts")}
+    forbidden |= {r["msdyn_workordersummary"][:40] for r in rows("msdyn_workorders") if r.get("msdyn_workordersummary")}
+    forbidden |= {r["msdyn_name"] + " " for r in rows("msdyn_workorders")}                         # subjects start "<number> "
+    blob = "\n".join(texts)
+    assert not EMAIL.search(blob), EMAIL.search(blob)
+    leaked = [f for f in forbidden if f and f in blob] + [p for p in people if re.search(rf"\b{re.escape(p)}\b", blob)]
+    assert not leaked, leaked[:5]
+    assert re.search(r"mbx-[0-9a-f]{12}", blob)                  # mailboxes are followed by pseudonym
