@@ -6,13 +6,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo emulator clean
-setup: $(VENV)/.installed node_modules/.installed
+.PHONY: setup test demo emulator check-infra clean
+IAC_VENV := .venv-iac
+setup: $(VENV)/.installed node_modules/.installed $(IAC_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(IAC_VENV)/.installed: requirements-iac.txt
+	$(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -25,8 +32,11 @@ test: setup
 demo: setup
 	$(PY) -m devtenant.stack --demo -- $(PY) -m sync demo
 
+check-infra: $(IAC_VENV)/.installed
+	$(IAC_VENV)/bin/python tools/check_infra.py infra
+
 emulator: setup
 	$(PY) -m devtenant.stack --demo --print-env
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(IAC_VENV) node_modules .pytest_cache .hypothesis

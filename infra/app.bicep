@@ -1,0 +1,331 @@
+// The resource group's contents: identity, storage, monitoring, Flex Consumption plan and Function App.
+param location string
+param tags object
+param resourceToken string
+param dataverseEnvironments string
+param syncSchedule string
+param syncProfile string
+param operatorPrincipalId string
+
+var storageName = 'st${resourceToken}'
+var deploymentContainer = 'app-package'
+var taskHub = 'fssync${take(resourceToken, 8)}'
+// Built-in role definition ids
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+var storageTableDataReader = '76199698-9eea-4c19-bc75-cec21354c6b6'
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  #checkov:skip=CKV_AZURE_59:Flex Consumption without a virtual network reaches its storage over the public endpoint; access is identity-only (shared keys off) over TLS 1.2
+  #checkov:skip=CKV_AZURE_35:Same reason: without a virtual network the default network rule must allow the Functions host; no key or SAS can be used against it
+  #checkov:skip=CKV_AZURE_206:Locally redundant storage is enough for sync state; the next cycle rebuilds what it needs from Dataverse
+  #checkov:skip=CKV_AZURE_43:The name is 'st' + uniqueString(), always 15 lowercase letters and digits; the check cannot evaluate the expression
+  name: storageName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    defaultToOAuthAuthentication: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainer
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    retentionInDays: 90
+    sku: {
+      name: 'PerGB2018'
+    }
+  }
+}
+
+resource insights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logs.id
+    DisableLocalAuth: true
+  }
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  #checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy is not offered in every region and would fail the deployment there; a missed cycle is caught by the next one
+  name: 'plan-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  #checkov:skip=CKV_AZURE_17:No client certificates: the HTTP functions are administrator endpoints protected by function keys
+  #checkov:skip=CKV_AZURE_222:Public network access stays on for the administration HTTP functions (function keys); the timer needs no inbound call
+  #checkov:skip=CKV_AZURE_212:Flex Consumption scales instances by itself; a missed cycle is caught by the next timer
+  #checkov:skip=CKV_AZURE_213:Flex Consumption instances are managed by the platform; there is no load-balanced web front end to health-check
+  name: 'func-${resourceToken}'
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'sync'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: 40
+        instanceMemoryMB: 2048
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: [
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storage.name
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identity.properties.clientId
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: insights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+        }
+        {
+          name: 'DURABLE_TASK_HUB'
+          value: taskHub
+        }
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: identity.properties.clientId
+        }
+        {
+          name: 'SYNC_CREDENTIAL'
+          value: 'managed-identity'
+        }
+        {
+          name: 'DATAVERSE_ENVIRONMENTS'
+          value: dataverseEnvironments
+        }
+        {
+          name: 'GRAPH_BASE_URL'
+          value: 'https://graph.microsoft.com/v1.0'
+        }
+        {
+          name: 'STATE_STORAGE_TABLE_ENDPOINT'
+          value: storage.properties.primaryEndpoints.table
+        }
+        {
+          name: 'STATE_STORAGE_CONNECTION_STRING'
+          value: ''
+        }
+        {
+          name: 'STATE_TABLE_PREFIX'
+          value: 'fssync'
+        }
+        {
+          name: 'SYNC_SCHEDULE'
+          value: syncSchedule
+        }
+        {
+          name: 'SYNC_PROFILE'
+          value: syncProfile
+        }
+        {
+          name: 'SYNC_WINDOW_PAST_DAYS'
+          value: '7'
+        }
+        {
+          name: 'SYNC_WINDOW_FUTURE_DAYS'
+          value: '14'
+        }
+        {
+          name: 'PROPAGATE_CANCELLATIONS'
+          value: syncProfile == 'enhanced' ? 'true' : 'false'
+        }
+        {
+          name: 'LOGICAL_DELETES'
+          value: 'unlink'
+        }
+        {
+          name: 'REFRESH_WORK_ORDER_FIELDS'
+          value: syncProfile == 'enhanced' ? 'true' : 'false'
+        }
+        {
+          name: 'REMOVE_REASSIGNED_FUTURE_EVENTS'
+          value: syncProfile == 'enhanced' ? 'true' : 'false'
+        }
+        {
+          name: 'MASS_DELETE_THRESHOLD_PERCENT'
+          value: '50'
+        }
+        {
+          name: 'MASS_DELETE_MIN_COUNT'
+          value: '10'
+        }
+      ]
+    }
+  }
+}
+
+// The Functions host, Durable Functions and the sync state reach storage with the identity only.
+resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, storageBlobDataOwner)
+  scope: storage
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+  }
+}
+
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, storageQueueDataContributor)
+  scope: storage
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+  }
+}
+
+resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, storageTableDataContributor)
+  scope: storage
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+  }
+}
+
+resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(insights.id, identity.id, monitoringMetricsPublisher)
+  scope: insights
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+  }
+}
+
+resource operatorTableReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(storage.id, operatorPrincipalId, storageTableDataReader)
+  scope: storage
+  properties: {
+    principalId: operatorPrincipalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataReader)
+  }
+}
+
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, 'fieldservice-outlook-sync-health')
+  location: location
+  tags: tags
+  kind: 'shared'
+  properties: {
+    displayName: 'Field Service Outlook sync health'
+    category: 'workbook'
+    sourceId: insights.id
+    serializedData: loadTextContent('workbook.json')
+  }
+}
+
+output functionAppName string = functionApp.name
+output identityClientId string = identity.properties.clientId
+output identityPrincipalId string = identity.properties.principalId
+output tableEndpoint string = storage.properties.primaryEndpoints.table
+output applicationInsightsName string = insights.name

@@ -1,0 +1,61 @@
+// Field Service bookings -> Outlook calendars: everything the Functions app needs, identity-only.
+// Deploy with `azd up`, or `az deployment sub create -l <region> -f infra/main.bicep -p infra/main.parameters.json`.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(40)
+@description('Name of the environment (azd), used in resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource.')
+param location string
+
+@description('Comma-separated Dataverse environment URLs, e.g. https://contoso.crm.dynamics.com')
+param dataverseEnvironments string
+
+@description('NCRONTAB schedule of the sync timer.')
+param syncSchedule string = '0 */15 * * * *'
+
+@allowed([
+  'fieldservice'
+  'enhanced'
+])
+@description('fieldservice = documented Dynamics 365 behaviour; enhanced = improvements on.')
+param syncProfile string = 'fieldservice'
+
+@description('Optional: object id of a person or group allowed to read the state tables (troubleshooting).')
+param operatorPrincipalId string = ''
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  workload: 'fieldservice-outlook-sync'
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module app 'app.bicep' = {
+  name: 'fieldservice-outlook-sync'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    dataverseEnvironments: dataverseEnvironments
+    syncSchedule: syncSchedule
+    syncProfile: syncProfile
+    operatorPrincipalId: operatorPrincipalId
+  }
+}
+
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output MANAGED_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
+output MANAGED_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
+output STATE_STORAGE_TABLE_ENDPOINT string = app.outputs.tableEndpoint
+output APPLICATIONINSIGHTS_NAME string = app.outputs.applicationInsightsName
