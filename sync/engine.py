@@ -313,7 +313,7 @@ class _Run:
             self.outcomes[booking_id] = {"action": action.kind.value, "reason": action.reason.value, "error": None,
                                          "event_id": result.event_id or ""}
         if new_links:
-            await self.store.put_links(new_links)
+            await self.store.put_links(new_links, index=False)     # the intents wrote the index rows
             await self.crash("after-links")
         if recreate:
             await self._recreate(recreate)
@@ -338,9 +338,10 @@ class _Run:
                         generation=a.generation, trigger_fingerprint=a.rendered.trigger_fingerprint,
                         content_fingerprint=a.rendered.content_fingerprint, event_start=a.booking.start, event_end=a.booking.end,
                         state=LinkState.CREATING, etag=a.link.etag if a.link else None) for a in creates]
-        saved = await self.store.put_links(intents)
+        await self.store.put_links(intents)
         await self.crash("after-intents")
-        return {l.booking_id: l for l in saved}
+        fresh = await self.store.links(self.mailbox.address)            # the etags the next write must match
+        return {l.booking_id: fresh[l.booking_id] for l in intents}
 
     def _op(self, action: Action) -> CalendarOp:
         if action.kind == Kind.UPDATE:

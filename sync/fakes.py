@@ -98,12 +98,13 @@ class InMemoryStateStore:
         etag = self._put("links", key(link.mailbox), key(link.booking_id), {"link": replace(link, etag=None)}, link.etag, must_be_new=True)
         return replace(link, etag=etag)
 
-    async def put_links(self, links: list[Link]) -> list[Link]:
+    async def put_links(self, links: list[Link], *, index: bool = True) -> None:
         for link in links:   # all or nothing, as a Table transaction
             current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
             if (link.etag is None and current is not None) or (link.etag is not None and (current is None or current["etag"] != link.etag)):
                 raise StoreConflict("links: a row in the transaction changed concurrently")
-        return [await self.put_link(link) for link in links]
+        for link in links:
+            await self.put_link(link)
 
     async def delete_link(self, link: Link) -> None:
         current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
@@ -153,7 +154,10 @@ class InMemoryStateStore:
     # -- outcomes, cursors, runs, leases ------------------------------------------------------------------------------------------
     async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict]) -> None:
         for booking_id, outcome in outcomes.items():
-            self._put("outcomes", key(mailbox), key(booking_id), {"booking_id": booking_id, **outcome}, None)
+            if outcome.get("error"):
+                self._put("outcomes", key(mailbox), key(booking_id), {"booking_id": booking_id, **outcome}, None)
+            elif self._t("outcomes").pop((key(mailbox), key(booking_id)), None) is not None:
+                self.writes += 1
 
     async def outcome(self, mailbox: str, booking_id: str) -> dict | None:
         row = self._t("outcomes").get((key(mailbox), key(booking_id)))

@@ -19,15 +19,14 @@ from urllib.parse import urlsplit
 import httpx
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import UrlReplaceHandler
 from kiota_http.middleware.options import RetryHandlerOption
 from kiota_http.observability_options import ObservabilityOptions
-from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from msgraph import GraphServiceClient
-from msgraph.generated.models.event import Event
-from msgraph.generated.users.item.events.item.cancel.cancel_post_request_body import CancelPostRequestBody
 from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory
@@ -70,9 +69,11 @@ class SequentialBatchItem(BatchRequestItem):
             writer.write_additional_data_value({"body": json.loads(self.body)})
 
 
-def _event_model(payload: dict) -> Event:
-    node = JsonParseNodeFactory().get_root_parse_node("application/json", json.dumps(payload).encode())
-    return node.get_object_value(Event)
+def _json_request(builder: Any, method: Method, payload: dict) -> RequestInformation:
+    info = RequestInformation(method, builder.url_template, builder.path_parameters)
+    info.headers.try_add("Accept", "application/json")
+    info.set_stream_content(json.dumps(payload).encode(), "application/json")
+    return info
 
 
 def _classify(status: int, code: str | None, kind: OpKind | None) -> Outcome:
@@ -222,16 +223,18 @@ class GraphCalendar:
                  "end": e.end.date_time if e.end else None, "tagged": None} for e in (page.value if page else []) or []]
 
     # -- writes ---------------------------------------------------------------------------------------
-    def _request_information(self, mailbox: str, op: CalendarOp):
+    def _request_information(self, mailbox: str, op: CalendarOp) -> RequestInformation:
+        """The SDK's request builders give the URL, method and headers; the body is the payload as rendered.
+        (Parsing the payload into the SDK's Event model first costs about 50 ms of CPU per event.)"""
         events = self.client.users.by_user_id(mailbox).events
         if op.kind == OpKind.CREATE:
-            return events.to_post_request_information(_event_model(op.payload))
+            return _json_request(events, Method.POST, op.payload)
         item = events.by_event_id(op.event_id)
         if op.kind == OpKind.UPDATE:
-            return item.to_patch_request_information(_event_model(op.payload))
+            return _json_request(item, Method.PATCH, op.payload)
         if op.kind == OpKind.DELETE:
             return item.to_delete_request_information()
-        return item.cancel.to_post_request_information(CancelPostRequestBody(comment=op.comment or ""))
+        return _json_request(item.cancel, Method.POST, {"Comment": op.comment or ""})
 
     async def apply(self, mailbox: str, ops: Sequence[CalendarOp]) -> dict[str, OpResult]:
         pending = list(ops)

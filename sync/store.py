@@ -105,6 +105,7 @@ class TableStateStore:
         self.service, self.prefix = service, prefix
         self.writes = 0
         self._tables: dict[str, TableClient] = {name: service.get_table_client(prefix + name) for name in TABLES}
+        self._leases: dict[tuple[str, str], str] = {}
 
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, credential: Any, prefix: str) -> "TableStateStore":
@@ -255,30 +256,25 @@ class TableStateStore:
         etag = await self._write("links", link_to_entity(link), link.etag)
         return _with_etag(link, etag)
 
-    async def put_links(self, links: list[Link]) -> list[Link]:
-        """Several links of one mailbox: index rows first, then the links, in transactions of <= 100."""
+    async def put_links(self, links: list[Link], *, index: bool = True) -> None:
+        """Several links of one mailbox: index rows first (unless the caller wrote them already), then the links,
+        in transactions of <= 100. Transactions return no per-entity etag; callers reload links when they need one."""
         if not links:
-            return []
-        by_env: dict[str, list[tuple]] = {}
-        for link in links:
-            by_env.setdefault(key(link.environment), []).append(("upsert", self._index_entity(link), {"mode": UpdateMode.REPLACE}))
-        for ops in by_env.values():
-            await self._transact("bookingindex", ops)
-        ops = []
+            return
+        if index:
+            by_env: dict[str, list[tuple]] = {}
+            for link in links:
+                by_env.setdefault(key(link.environment), []).append(("upsert", self._index_entity(link), {"mode": UpdateMode.REPLACE}))
+            for ops in by_env.values():
+                await self._transact("bookingindex", ops)
+        partitions: dict[str, list[tuple]] = {}
         for link in links:
             entity = link_to_entity(link)
-            if link.etag:
-                ops.append(("update", entity, {"mode": UpdateMode.REPLACE, "etag": link.etag, "match_condition": MatchConditions.IfNotModified}))
-            else:
-                ops.append(("create", entity))
-        partitions: dict[str, list[tuple]] = {}
-        for op in ops:
-            partitions.setdefault(op[1]["PartitionKey"], []).append(op)
+            op = (("update", entity, {"mode": UpdateMode.REPLACE, "etag": link.etag, "match_condition": MatchConditions.IfNotModified})
+                  if link.etag else ("create", entity))
+            partitions.setdefault(entity["PartitionKey"], []).append(op)
         for chunk in partitions.values():
             await self._transact("links", chunk)
-        # Transactions return no per-entity etag: read the rows back so later guarded writes have them.
-        fresh = await self.links(links[0].mailbox) if len(partitions) == 1 else {}
-        return [fresh.get(l.booking_id, l) for l in links]
 
     async def delete_link(self, link: Link) -> None:
         await self._delete("links", key(link.mailbox), key(link.booking_id), link.etag)
@@ -348,10 +344,15 @@ class TableStateStore:
 
     # -- outcomes (for diagnose) -------------------------------------------------------------------------------------
     async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict]) -> None:
+        """Keep the last error per booking (for diagnose); a booking that succeeds loses its old error."""
+        failed = {b: o for b, o in outcomes.items() if o.get("error")}
+        stale = [e["booking_id"] async for e in self._query("outcomes", key(mailbox))
+                 if e["booking_id"] in outcomes and e["booking_id"] not in failed] if len(failed) < len(outcomes) else []
         now = _iso(datetime.now(timezone.utc))
         ops = [("upsert", {"PartitionKey": key(mailbox), "RowKey": key(booking_id), "booking_id": booking_id, "at": now,
                            **{k: ("" if v is None else v) for k, v in outcome.items()}}, {"mode": UpdateMode.REPLACE})
-               for booking_id, outcome in sorted(outcomes.items())]
+               for booking_id, outcome in sorted(failed.items())]
+        ops += [("delete", {"PartitionKey": key(mailbox), "RowKey": key(booking_id)}) for booking_id in stale]
         await self._transact("outcomes", ops)
 
     async def outcome(self, mailbox: str, booking_id: str) -> dict | None:
@@ -393,24 +394,33 @@ class TableStateStore:
 
     async def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
         """Take the named lease if it is free or expired; ETag-guarded, so two callers never both win."""
-        entity = await self._get("leases", "lease", key(name))
         row = {"PartitionKey": "lease", "RowKey": key(name), "holder": holder,
                "expires": datetime.fromtimestamp(now.timestamp() + ttl_s, timezone.utc).isoformat()}
+        try:
+            self._leases[(name, holder)] = await self._write("leases", row, None)        # free: one insert
+            return True
+        except StoreConflict:
+            pass
+        entity = await self._get("leases", "lease", key(name))
         if entity is not None and _dt(entity["expires"]) > now and entity["holder"] != holder:
             return False
         try:
-            await self._write("leases", row, _etag(entity) if entity is not None else None)
+            self._leases[(name, holder)] = await self._write("leases", row, _etag(entity) if entity is not None else None)
             return True
         except StoreConflict:
             return False
 
     async def release_lease(self, name: str, holder: str) -> None:
-        entity = await self._get("leases", "lease", key(name))
-        if entity is not None and entity["holder"] == holder:
-            try:
-                await self._delete("leases", "lease", key(name), _etag(entity))
-            except StoreConflict:
-                pass
+        etag = self._leases.pop((name, holder), None)
+        if etag is None:
+            entity = await self._get("leases", "lease", key(name))
+            if entity is None or entity["holder"] != holder:
+                return
+            etag = _etag(entity)
+        try:
+            await self._delete("leases", "lease", key(name), etag)
+        except StoreConflict:
+            pass                                            # expired and taken over by someone else: theirs now
 
 
 def _with_etag(link: Link, etag: str | None) -> Link:
