@@ -37,6 +37,8 @@ class ControlApi:
             web.patch(p + "/orgs/{org}/tables/{set}/{id}", self.update_row),
             web.delete(p + "/orgs/{org}/tables/{set}/{id}", self.delete_row),
             web.post(p + "/orgs/{org}/expire-change-tracking", self.expire_tokens),
+            web.post(p + "/orgs/{org}/webhooks", self.register_webhook),
+            web.get(p + "/orgs/{org}/webhooks", self.webhook_status),
             web.put(p + "/orgs/{org}/limits", self.org_limits),
             web.post(p + "/mailboxes", self.add_mailboxes),
             web.get(p + "/mailboxes", self.list_mailboxes),
@@ -85,8 +87,12 @@ class ControlApi:
             problem = self._check_columns(table, row)
             if problem:
                 return _bad(problem)
-        saved = [org.upsert(table.logical_name, row) for row in rows]
-        await self._notify(org, table.logical_name, "Create", saved)
+        saved = []
+        for row in rows:
+            pk = row.get(table.primary_id)
+            before = org.rows[table.logical_name].get(str(pk).lower()) if pk else None
+            saved.append(org.upsert(table.logical_name, row))
+            await self._notify(org, table.logical_name, "Update" if before else "Create", saved[-1], dict(before) if before else None)
         return web.json_response({"value": saved}, status=201)
 
     async def update_row(self, request: web.Request) -> web.Response:
@@ -98,8 +104,9 @@ class ControlApi:
         problem = self._check_columns(table, body)
         if problem:
             return _bad(problem)
+        before = dict(org.rows[table.logical_name][row_id])
         saved = org.upsert(table.logical_name, {**body, table.primary_id: row_id})
-        await self._notify(org, table.logical_name, "Update", [saved])
+        await self._notify(org, table.logical_name, "Update", saved, before)
         return web.json_response(saved)
 
     async def delete_row(self, request: web.Request) -> web.Response:
@@ -108,12 +115,23 @@ class ControlApi:
         before = org.rows[table.logical_name].get(row_id)
         if not org.delete(table.logical_name, row_id):
             return _bad("no such row", 404)
-        await self._notify(org, table.logical_name, "Delete", [before])
+        await self._notify(org, table.logical_name, "Delete", before, before)
         return web.Response(status=204)
 
-    async def _notify(self, org, table: str, message: str, rows: list[dict]) -> None:
-        """Hook for webhook delivery (registered service endpoints); nothing is registered by default."""
-        return None
+    async def _notify(self, org, table: str, message: str, row: dict, before: dict | None) -> None:
+        """Registered service endpoints hear about booking changes, as Dataverse webhook steps post them."""
+        if table == "bookableresourcebooking":
+            org.webhooks.notify(org.name, message, row, before)
+
+    async def register_webhook(self, request: web.Request) -> web.Response:
+        org = self.tenant.org(request.match_info["org"])
+        body = await request.json()
+        if not isinstance(body, dict) or not str(body.get("url", "")).startswith("http"):
+            return _bad("a webhook needs a url; optional headers, drop (lose the next N), size_exceeded, delay_ms")
+        return web.json_response(org.webhooks.register(body), status=201)
+
+    async def webhook_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.tenant.org(request.match_info["org"]).webhooks.status())
 
     async def expire_tokens(self, request: web.Request) -> web.Response:
         org = self.tenant.org(request.match_info["org"])

@@ -42,7 +42,8 @@ class DataverseOrg:
         self.max_concurrent = 52
         self.inflight = 0
         self._window: deque[float] = deque()
-        self.webhooks: list[dict] = []
+        from .webhooks import WebhookRegistry
+        self.webhooks = WebhookRegistry()
 
     def next_version(self) -> int:
         self.version = next(self._version)

@@ -256,6 +256,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'MASS_DELETE_MIN_COUNT'
           value: '10'
         }
+        {
+          name: 'WEBHOOK_HEADER_SECRET'
+          value: ''
+        }
       ]
     }
   }

@@ -6,9 +6,11 @@ step is raised, for the orchestrator's retry options to handle.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from datetime import datetime
+import uuid
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from azure.core.exceptions import AzureError
@@ -21,12 +23,48 @@ from .settings import AppSettings, load
 
 log = logging.getLogger("sync.activities")
 SettingsLoader = Callable[[], AppSettings]
+MAILBOX_LEASE_S = 600.0          # longer than any mailbox sync (functionTimeout is 10 minutes)
+
+
+FILTERS_TTL_S = 60.0
 
 
 class Activities:
+    """Activity bodies. Clients are made once per event loop and reused by every activity that runs on it
+    (the Functions worker runs async activities on one loop), so connections and tokens are reused."""
+
     def __init__(self, settings: SettingsLoader = load):
         self._settings_loader = settings
         self._settings: AppSettings | None = None
+        self._runtimes: dict[int, tuple[asyncio.AbstractEventLoop, Runtime]] = {}
+        self._telemetry_key: str | None = None
+        self._filters: tuple[float, tuple] | None = None
+
+    async def runtime(self) -> Runtime:
+        loop = asyncio.get_running_loop()
+        known = self._runtimes.get(id(loop))
+        if known is not None and known[0] is loop:
+            return known[1]
+        rt = await Runtime(self.settings).__aenter__()
+        await rt.store.ensure_tables()
+        self._runtimes[id(loop)] = (loop, rt)
+        return rt
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        known = self._runtimes.pop(id(loop), None)
+        if known is not None:
+            await known[1].__aexit__(None, None, None)
+
+    async def _global_filters(self, rt: Runtime) -> tuple:
+        if self._filters is None or time.monotonic() - self._filters[0] > FILTERS_TTL_S:
+            self._filters = (time.monotonic(), await rt.store.global_filters())
+        return self._filters[1]
+
+    async def _mailbox_ref(self, rt: Runtime, mailbox: str) -> str:
+        if self._telemetry_key is None:
+            self._telemetry_key = await rt.store.telemetry_key()
+        return telemetry.mailbox_ref(self._telemetry_key, mailbox)
 
     @property
     def settings(self) -> AppSettings:
@@ -40,19 +78,20 @@ class Activities:
     async def collect_environment(self, payload: dict) -> dict:
         environment, now = payload["environment"], datetime.fromisoformat(payload["now"])
         started = time.monotonic()
-        async with Runtime(self.settings) as rt:
-            await rt.store.ensure_tables()
-            try:
-                with telemetry.span("sync.collect", environment=environment):
-                    result = await collect(rt.source(environment), rt.store, self.settings.sync, now)
-            except TransientError:
-                raise                                          # the orchestrator's retry options take it from here
-            except PermanentError as exc:
-                log.error("collect failed: environment=%s code=%s", environment, exc.code)
-                return {"environment": environment, "error": str(exc), "mailboxes": []}
-            out = result.to_dict()
-            out["seconds"] = round(time.monotonic() - started, 3)
-            out["dataverse_requests"] = rt.source(environment).requests
+        rt = await self.runtime()
+        source = rt.source(environment)
+        requests_before = source.requests
+        try:
+            with telemetry.span("sync.collect", environment=environment):
+                result = await collect(source, rt.store, self.settings.sync, now)
+        except TransientError:
+            raise                                          # the orchestrator's retry options take it from here
+        except PermanentError as exc:
+            log.error("collect failed: environment=%s code=%s", environment, exc.code)
+            return {"environment": environment, "error": str(exc), "mailboxes": []}
+        out = result.to_dict()
+        out["seconds"] = round(time.monotonic() - started, 3)
+        out["dataverse_requests"] = source.requests - requests_before
         telemetry.record_collect(out)
         log.info("collected: environment=%s mode=%s read=%d deleted=%d mailboxes=%d", environment, out["mode"],
                  out["bookings_read"], out["deleted"], len(out["mailboxes"]))
@@ -63,13 +102,20 @@ class Activities:
         started = time.monotonic()
         ref = "mbx-unknown"
         try:
-            async with Runtime(self.settings) as rt:
-                ref = telemetry.mailbox_ref(await rt.store.telemetry_key(), mailbox)
+            rt = await self.runtime()
+            ref = await self._mailbox_ref(rt, mailbox)
+            lease, holder = f"mailbox:{mailbox.lower()}", f"{ref}:{uuid.uuid4()}"
+            # Two syncs of one mailbox never overlap: the timer cycle and a webhook-started sync share this lease.
+            if not await rt.store.acquire_lease(lease, holder, datetime.now(timezone.utc), MAILBOX_LEASE_S):
+                return {"mailbox": mailbox, "outcome": "busy", "retryable": True, "counts": {}, "error": None}
+            try:
                 with telemetry.span("sync.mailbox", mailbox_ref=ref) as current:
-                    sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await rt.store.global_filters())
+                    sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await self._global_filters(rt))
                     result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False))).to_dict()
-                    result["graph_requests"] = rt.calendar.http_requests if rt._calendar else 0   # noqa: SLF001
+                    result["pending_left"] = len(await rt.store.pending(mailbox))
                     current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
+            finally:
+                await rt.store.release_lease(lease, holder)
         except (TransientError, AzureError, OSError) as exc:
             log.warning("mailbox sync failed transiently: mailbox_ref=%s error=%s", ref, type(exc).__name__)
             result = {"mailbox": mailbox, "outcome": "error", "retryable": True, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "counts": {}}
@@ -85,9 +131,8 @@ class Activities:
         return result
 
     async def record_run(self, summary: dict) -> dict:
-        async with Runtime(self.settings) as rt:
-            await rt.store.ensure_tables()
-            await rt.store.record_run({k: v for k, v in summary.items() if k != "mailboxes"})
+        rt = await self.runtime()
+        await rt.store.record_run({k: v for k, v in summary.items() if k != "mailboxes"})
         started, finished = datetime.fromisoformat(summary["started"]), datetime.fromisoformat(summary["finished"])
         telemetry.record_cycle(summary, (finished - started).total_seconds())
         return {"recorded": summary["id"]}

@@ -82,9 +82,12 @@ async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
             raise RefusedError("a sync cycle is already running (the cycle lease is held); try again when it finishes")
         try:
             activities = Activities(lambda: settings)
-            runtime = local_runtime(activities)
-            return await runtime.run(CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger},
-                                     instance_id=CYCLE_INSTANCE_ID)
+            try:
+                return await local_runtime(activities).run(
+                    CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger},
+                    instance_id=CYCLE_INSTANCE_ID)
+            finally:
+                await activities.close()
         finally:
             await rt.store.release_lease(LEASE, holder)
 

@@ -23,6 +23,7 @@ log = logging.getLogger("sync.functions")
 # Orchestrators: the same generator functions the local runner drives.
 bp.orchestration_trigger(context_name="context", orchestration=orchestration.CYCLE_ORCHESTRATOR)(orchestration.sync_cycle)
 bp.orchestration_trigger(context_name="context", orchestration=orchestration.GROUP_ORCHESTRATOR)(orchestration.sync_mailbox_group)
+bp.orchestration_trigger(context_name="context", orchestration=orchestration.MAILBOX_ORCHESTRATOR)(orchestration.sync_mailbox_now)
 
 _activities = None
 
@@ -176,3 +177,13 @@ async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
         await rt.store.ensure_tables()
         result = await diagnose(booking_id, rt.source(environment.rstrip("/")), rt.store, settings.sync, datetime.now(timezone.utc))
     return _json(200, result.to_dict())
+
+
+@bp.route(route="dataverse/webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def dataverse_webhook(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """T3: Dataverse service endpoint (WebhookKey = this function's key). Answers well inside Dataverse's 60 s."""
+    from .webhook import handle
+    status, body = await handle(req.get_body(), dict(req.headers), dict(req.params), activities().settings, client,
+                                datetime.now(timezone.utc).isoformat())
+    return _json(status, body)

@@ -17,6 +17,9 @@ def local_runtime(activities: Activities, max_concurrent_activities: int = 8, **
 
 
 async def run_cycle(settings: AppSettings, *, force: bool = False, trigger: str = "manual", max_concurrent_activities: int = 8) -> dict:
-    runtime = local_runtime(Activities(lambda: settings), max_concurrent_activities)
-    return await runtime.run(CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger},
-                             instance_id=CYCLE_INSTANCE_ID)
+    activities = Activities(lambda: settings)
+    try:
+        return await local_runtime(activities, max_concurrent_activities).run(
+            CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger}, instance_id=CYCLE_INSTANCE_ID)
+    finally:
+        await activities.close()

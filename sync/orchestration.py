@@ -94,3 +94,28 @@ def _summarise(results: list[dict]) -> dict:
         for name, n in (r.get("counts") or {}).items():
             totals[name] = totals.get(name, 0) + n
     return {"totals": totals, "outcomes": outcomes}
+
+
+MAILBOX_ORCHESTRATOR = "sync_mailbox_now"
+MAILBOX_ROUNDS = 20
+BUSY_WAIT_S = 2
+
+
+def sync_mailbox_now(context: df.DurableOrchestrationContext):
+    """T3: one mailbox, now. Instance id = the mailbox, so changes arriving meanwhile coalesce: the loop
+    goes round while the last sync made progress and observations are still pending."""
+    request = context.get_input()
+    rounds, totals = 0, {}
+    result: dict = {}
+    while rounds < MAILBOX_ROUNDS:
+        rounds += 1
+        result = yield context.call_activity("sync_mailbox", {"mailbox": request["mailbox"], "now": context.current_utc_datetime.isoformat(),
+                                                              "force": False})
+        for name, n in (result.get("counts") or {}).items():
+            totals[name] = totals.get(name, 0) + n
+        if result.get("outcome") == "busy":                  # the timer cycle holds the mailbox: wait for it
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=BUSY_WAIT_S))
+            continue
+        if result.get("outcome") != "synced" or not result.get("pending_left"):
+            break
+    return {"mailbox": request["mailbox"], "rounds": rounds, "outcome": result.get("outcome"), "totals": totals}

@@ -58,6 +58,7 @@ class AppSettings:
     table_prefix: str = "fssync"
     credential: str = "managed-identity"       # managed-identity | default | loopback-dev
     managed_identity_client_id: str | None = None
+    webhook_secret: str | None = None          # optional header secret for the Dataverse webhook (a Key Vault reference in Azure)
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -137,4 +138,5 @@ def load(env: Mapping[str, str] | None = None) -> AppSettings:
         graph_base_url=_url("GRAPH_BASE_URL", env.get("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0").strip()),
         schedule=schedule, storage_connection_string=conn, storage_table_endpoint=endpoint, table_prefix=prefix,
         credential=credential, managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,
+        webhook_secret=env.get("WEBHOOK_HEADER_SECRET") or None,
     )

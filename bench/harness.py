@@ -1,0 +1,295 @@
+"""Benchmarks: the cost of a sync cycle on the local stack, beside its lower bound.
+
+    python -m bench [--scale smoke|full] [--graph-latency-ms 30] [--dataverse-latency-ms 50] [--out bench/out]
+
+Runs, on one local stack (Azurite + emulator) with injected per-request latency:
+  bulk test & enable of 2 x (mailboxes) mailboxes; initial sync of (mailboxes) x (bookings) bookings; a cycle
+  with no change; a cycle where 5 % of bookings moved in time; a cycle where 10 % were canceled or deleted;
+and micro-measures: import time of function_app, planner throughput on 100,000 bookings, memory of one
+mailbox activity. Writes results.json and a readable table; `--write-results` also rewrites bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALES = {"smoke": {"mailboxes": 4, "bookings": 5, "planner": 2_000}, "full": {"mailboxes": 500, "bookings": 20, "planner": 100_000}}
+GRAPH_CONCURRENCY_PER_MAILBOX = 4
+
+
+@dataclass
+class Scenario:
+    name: str
+    changed: int              # bookings whose calendar must change (the lower bound of Graph operations)
+    figures: dict
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Bench:
+    def __init__(self, stack, scale: dict, graph_ms: float, dataverse_ms: float, activities: int):
+        self.stack, self.scale, self.graph_ms, self.dataverse_ms = stack, scale, graph_ms, dataverse_ms
+        self.activities = activities
+        self.rng = random.Random(11)
+        self.now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        self.bookings: list[str] = []
+        self.starts: dict[str, datetime] = {}
+        self.statuses: dict[str, str] = {}
+        self.env = {**stack.environment(), "STATE_TABLE_PREFIX": "bench" + uuid.uuid4().hex[:8]}
+        os.environ.update(self.env)
+        from sync.settings import load
+        self.settings = load()
+        self.plan_cpu = 0.0
+
+    # -- the organisation --------------------------------------------------------------------------------------
+    def build_org(self) -> list[str]:
+        c = self.stack.control
+        for name, status, fs in [("Scheduled", 2, 690970000), ("Canceled", 3, 690970005)]:
+            self.statuses[name] = c("POST", "/orgs/default/tables/bookingstatuses", [{"name": name, "status": status, "msdyn_fieldservicestatus": fs}])["value"][0]["bookingstatusid"]
+        wo_type = c("POST", "/orgs/default/tables/msdyn_workordertypes", [{"msdyn_name": "Maintenance"}])["value"][0]["msdyn_workordertypeid"]
+        mailboxes = [f"tech{i:04d}@contoso.example" for i in range(self.scale["mailboxes"])]
+        users = c("POST", "/orgs/default/tables/systemusers", [{"fullname": f"Tech {i}", "internalemailaddress": a} for i, a in enumerate(mailboxes)])["value"]
+        resources = c("POST", "/orgs/default/tables/bookableresources",
+                      [{"name": f"Tech {i}", "resourcetype": 3, "_userid_value": u["systemuserid"]} for i, u in enumerate(users)])["value"]
+        c("POST", "/mailboxes", [{"address": a, "displayName": f"Tech {i}"} for i, a in enumerate(mailboxes)])
+        rows = []
+        for r in resources:
+            for _ in range(self.scale["bookings"]):
+                start = self.now.replace(hour=0, minute=0) + timedelta(days=self.rng.randint(-6, 13), hours=self.rng.choice([8, 10, 13, 15]))
+                rows.append((r["bookableresourceid"], start))
+        wos = []
+        for i in range(0, len(rows), 1000):
+            chunk = rows[i:i + 1000]
+            wos += c("POST", "/orgs/default/tables/msdyn_workorders", [{"msdyn_name": f"{i + j:05d}", "_msdyn_workordertype_value": wo_type,
+                                                                       "msdyn_address1": "1 Main St", "msdyn_city": "Seattle"} for j in range(len(chunk))])["value"]
+        for i in range(0, len(rows), 1000):
+            chunk = rows[i:i + 1000]
+            created = c("POST", "/orgs/default/tables/bookableresourcebookings", [
+                {"name": "b", "starttime": iso(start), "endtime": iso(start + timedelta(hours=2)), "_resource_value": res, "statecode": 0,
+                 "_bookingstatus_value": self.statuses["Scheduled"], "_msdyn_workorder_value": wos[i + j]["msdyn_workorderid"]}
+                for j, (res, start) in enumerate(chunk)])["value"]
+            self.bookings += [b["bookableresourcebookingid"] for b in created]
+            self.starts.update({b["bookableresourcebookingid"]: start for b, (_, start) in zip(created, chunk)})
+        return mailboxes
+
+    # -- measuring -----------------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return self.stack.control("GET", "/stats")
+
+    def delta(self, before: dict, after: dict) -> dict:
+        def svc(s, name, key):
+            return s["services"].get(name, {}).get(key, 0)
+        return {"graph_http_requests": svc(after, "graph", "requests") - svc(before, "graph", "requests"),
+                "graph_operations": svc(after, "graph", "operations") - svc(before, "graph", "operations"),
+                "dataverse_requests": svc(after, "dataverse", "requests") - svc(before, "dataverse", "requests"),
+                "throttled_429": after["throttled"] - before["throttled"]}
+
+    async def cycle(self, name: str, changed: int) -> Scenario:
+        from sync.local import run_cycle
+        self.stack.control("DELETE", "/log")                        # resets the per-mailbox concurrency high-water mark
+        before = self.stats()
+        plan_before = self.plan_cpu
+        started = time.monotonic()
+        summary = await run_cycle(self.settings, max_concurrent_activities=self.activities)
+        wall = time.monotonic() - started
+        after = self.stats()
+        figures = {"wall_s": round(wall, 2), **self.delta(before, after), "max_concurrency_per_mailbox": after["max_concurrency_overall_mailbox"],
+                   "peak_rss_mb": round(rss_mb(), 1), "planning_cpu_s": round(self.plan_cpu - plan_before, 3),
+                   "calendar_writes": sum(v for k, v in summary["totals"].items() if k != "skipped"), "outcomes": summary["outcomes"]}
+        return Scenario(name, changed, figures)
+
+    async def test_and_enable(self, mailboxes: list[str]) -> Scenario:
+        from sync.admin import MailboxAdmin
+        from sync.runtime import Runtime
+        extra = [f"spare{i:04d}@contoso.example" for i in range(len(mailboxes))]
+        self.stack.control("POST", "/mailboxes", [{"address": a} for a in extra])
+        everyone = mailboxes + extra
+        self.stack.control("DELETE", "/log")
+        async with Runtime(self.settings) as rt:
+            await rt.store.ensure_tables()
+            admin = MailboxAdmin(rt.store, rt.calendar)
+            for a in everyone:
+                await admin.register(a, self.settings.environments[0], approved=True)
+            before = self.stats()
+            started = time.monotonic()
+            reports = await admin.test_and_enable(everyone, self.now)
+            wall = time.monotonic() - started
+            for a in extra:                                             # the spares only measure testing
+                await admin.set_enabled(a, False)
+        after = self.stats()
+        figures = {"wall_s": round(wall, 2), **self.delta(before, after), "mailboxes": len(everyone), "succeeded": sum(r.ok for r in reports),
+                   "max_concurrency_per_mailbox": after["max_concurrency_overall_mailbox"], "peak_rss_mb": round(rss_mb(), 1)}
+        return Scenario(f"bulk test & enable of {len(everyone)} mailboxes", 0, figures)
+
+    def change(self, fraction: float, kind: str) -> int:
+        """Changes bookings; returns how many calendar operations the contract requires for them."""
+        chosen = self.rng.sample(self.bookings, int(len(self.bookings) * fraction))
+        required = 0
+        for booking_id in chosen:
+            if kind == "move":
+                start = self.now + timedelta(days=self.rng.randint(1, 10), hours=self.rng.choice([9, 11, 14]))
+                self.stack.control("PATCH", f"/orgs/default/tables/bookableresourcebookings/{booking_id}",
+                                   {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
+                self.starts[booking_id] = start
+                required += 1                                           # C2: one update
+            elif self.rng.random() < 0.5:
+                self.stack.control("PATCH", f"/orgs/default/tables/bookableresourcebookings/{booking_id}", {"_bookingstatus_value": self.statuses["Canceled"]})
+                self.bookings.remove(booking_id)                        # X1 (default profile): the event stays, nothing to write
+            else:
+                self.stack.control("DELETE", f"/orgs/default/tables/bookableresourcebookings/{booking_id}")
+                self.bookings.remove(booking_id)
+                required += 1 if self.starts[booking_id] > self.now else 0   # D1 deletes future events; D2 unlinks past ones
+        return required
+
+def lower_bounds(s: Scenario, graph_ms: float, mailboxes: int, activities: int, kind: str) -> dict:
+    """One Graph operation per changed booking, none for a no-change cycle, and wall time no lower than
+    latency x operations / the concurrency allowed (4 per mailbox, for the mailboxes in flight at once)."""
+    in_flight = min(mailboxes, activities) * GRAPH_CONCURRENCY_PER_MAILBOX
+    ops_bound = s.changed
+    bound = {"graph_operations": ops_bound, "wall_s": round(graph_ms / 1000 * max(ops_bound, 1) / in_flight, 2) if ops_bound else 0.0}
+    return bound
+
+
+def micro(scale: dict) -> dict:
+    out = {}
+    code = "import time; t=time.perf_counter(); import function_app; print(time.perf_counter()-t)"
+    env = {**os.environ, "DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com", "STATE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+    runs = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout) for _ in range(3)]
+    out["function_app_import_s"] = round(min(runs), 3)
+
+    from sync.domain import Mailbox, MailboxTestStatus
+    from sync.plan import plan
+    from sync.settings import SyncSettings
+    sys.path.insert(0, str(ROOT))
+    from tests.factories import NOW, booking
+    n = scale["planner"]
+    bookings = {b.id: b for b in (booking("tech@contoso.example", start=NOW + timedelta(minutes=7 * i % 20000)) for i in range(n))}
+    mailbox = Mailbox("tech@contoso.example", "https://contoso.crm.dynamics.com", approved=True, test_status=MailboxTestStatus.SUCCESS)
+    gc.collect()
+    started = time.process_time()
+    result = plan(bookings, set(), {}, mailbox, SyncSettings(), NOW)
+    cpu = time.process_time() - started
+    out["planner_bookings"] = n
+    out["planner_cpu_s"] = round(cpu, 3)
+    out["planner_bookings_per_s"] = int(n / cpu) if cpu else None
+    out["planner_actions"] = len(result.actions)
+    return out
+
+
+async def mailbox_activity_memory(bench: Bench, mailbox: str) -> float:
+    """Peak Python heap of one mailbox activity (tracemalloc), with work to do: its bookings moved."""
+    from sync.activities import Activities
+    acts = Activities(lambda: bench.settings)
+    payload = {"mailbox": mailbox, "now": bench.now.isoformat()}
+    tracemalloc.start()
+    await acts.sync_mailbox(payload)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    await acts.close()
+    return round(peak / 1024 / 1024, 2)
+
+
+async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities: int) -> dict:
+    from devtenant.stack import LocalStack
+    import sync.engine
+    scale = SCALES[scale_name]
+    with LocalStack() as stack:
+        bench = Bench(stack, scale, graph_ms, dataverse_ms, activities)
+        original = sync.engine.plan
+
+        def timed_plan(*a, **kw):
+            started = time.process_time()
+            try:
+                return original(*a, **kw)
+            finally:
+                bench.plan_cpu += time.process_time() - started
+
+        sync.engine.plan = timed_plan
+        mailboxes = bench.build_org()
+        stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}})
+        scenarios = [await bench.test_and_enable(mailboxes)]
+        in_window = sum(1 for _ in bench.bookings)                   # every booking is inside the window
+        scenarios.append(await bench.cycle(f"initial sync of {len(mailboxes)} mailboxes x {scale['bookings']} bookings", in_window))
+        scenarios.append(await bench.cycle("cycle with no change", 0))
+        moved = bench.change(0.05, "move")
+        scenarios.append(await bench.cycle("cycle with 5 % of bookings moved", moved))
+        gone = bench.change(0.10, "cancel-or-delete")
+        # default profile: a canceled booking's event stays (X1), a deleted future one is deleted (D1)
+        scenarios.append(await bench.cycle("cycle with 10 % canceled or deleted", gone))
+        changed = bench.change(0.02, "move")
+        scenarios.append(await bench.cycle("cycle with 2 % moved (for activity memory)", changed))
+        sync.engine.plan = original
+        memory = await mailbox_activity_memory(bench, mailboxes[0])
+    results = {"scale": scale_name, "graph_latency_ms": graph_ms, "dataverse_latency_ms": dataverse_ms, "mailbox_activities_in_flight": activities,
+               "machine": machine(), "command": " ".join(["python -m bench", *sys.argv[1:]]), "scenarios": [], "micro": micro(scale)}
+    results["micro"]["mailbox_activity_peak_heap_mb"] = memory
+    for s in scenarios[:-1]:
+        entry = {"name": s.name, "changed_bookings": s.changed, **s.figures}
+        if not s.name.startswith("bulk"):
+            bound = lower_bounds(s, graph_ms, len(mailboxes), activities, s.name)
+            entry["bound"] = bound
+            ops = s.figures["graph_operations"]
+            entry["ratio"] = {"graph_operations": round(ops / bound["graph_operations"], 3) if bound["graph_operations"] else (0.0 if ops == 0 else None),
+                              "wall_s": round(s.figures["wall_s"] / bound["wall_s"], 2) if bound["wall_s"] else None,
+                              "ops_per_http_request": round(ops / s.figures["graph_http_requests"], 1) if s.figures["graph_http_requests"] else None}
+        results["scenarios"].append(entry)
+    return results
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3, 1),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+
+
+def table(results: dict) -> str:
+    rows = ["| scenario | wall s (bound, ratio) | Graph ops (bound, ratio) | Graph HTTP | ops/HTTP | Dataverse req | max conc/mailbox | 429s | peak RSS MB | planning CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in results["scenarios"]:
+        b, r = s.get("bound", {}), s.get("ratio", {})
+        wall = f"{s['wall_s']}" + (f" ({b['wall_s']}, {r.get('wall_s')}x)" if b else "")
+        ops = f"{s['graph_operations']}" + (f" ({b['graph_operations']}, {r.get('graph_operations')})" if b else "")
+        rows.append(f"| {s['name']} | {wall} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
+                    f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} |")
+    m = results["micro"]
+    rows += ["", f"- `function_app` import (cold start): {m['function_app_import_s']} s",
+             f"- planner: {m['planner_bookings']} bookings in {m['planner_cpu_s']} s CPU ({m['planner_bookings_per_s']} bookings/s)",
+             f"- one mailbox activity: peak Python heap {m['mailbox_activity_peak_heap_mb']} MB"]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=sorted(SCALES), default="full")
+    p.add_argument("--graph-latency-ms", type=float, default=30)
+    p.add_argument("--dataverse-latency-ms", type=float, default=50)
+    p.add_argument("--activities", type=int, default=32, help="mailbox activities in flight (maxConcurrentActivityFunctions x instances)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = p.parse_args(argv)
+    results = asyncio.run(run(args.scale, args.graph_latency_ms, args.dataverse_latency_ms, args.activities))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"results-{args.scale}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten: {args.out / f'results-{args.scale}.json'}")
+    return 0

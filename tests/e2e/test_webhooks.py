@@ -1,0 +1,193 @@
+"""T3 near real time on the local stack: the emulator posts Dataverse webhook payloads to the local
+webhook host, which runs the same handler and orchestrations as the Functions app."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from devtenant.webhooks import remote_execution_context
+from sync.activities import Activities
+from sync.admin import MailboxAdmin
+from sync.local import run_cycle
+from sync.local_host import LocalWebhookHost
+from sync.runtime import Runtime
+from sync.settings import load
+from tests.dvseed import DvSeed, iso
+
+pytestmark = pytest.mark.stack
+KEY = "local-function-key"
+NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+A, B = "ana@contoso.example", "ben@contoso.example"
+
+
+@pytest.fixture
+async def world(tenant, table_prefix, monkeypatch):
+    for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
+        monkeypatch.setenv(key, value)
+    settings = load()
+    seed = DvSeed(tenant)
+    techs = {A: seed.technician(A, "Ana"), B: seed.technician(B, "Ben")}
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        admin = MailboxAdmin(rt.store, rt.calendar)
+        for address in techs:
+            await admin.register(address, settings.environments[0], approved=True)
+        await admin.test_and_enable(list(techs), NOW)
+    host = LocalWebhookHost(settings, KEY)
+    url = await host.start()
+    yield settings, seed, techs, host, url
+    await host.stop()
+
+
+def events(tenant, address) -> list[dict]:
+    return tenant.control("GET", f"/mailboxes/{address}/events")["value"]
+
+
+async def wait_for(predicate, timeout: float = 15.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_r_t3_booking_change_reaches_outlook_within_seconds(tenant, world):
+    settings, seed, techs, host, url = world
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    await run_cycle(settings)
+    tenant.control("POST", "/orgs/default/webhooks", {"url": url + f"?code={KEY}"})
+    new_start = NOW + timedelta(days=2, hours=3)
+    started = time.monotonic()
+    seed.update("bookableresourcebookings", booking, {"starttime": iso(new_start), "endtime": iso(new_start + timedelta(hours=2))})
+    await wait_for(lambda: events(tenant, A)[0]["start"]["dateTime"].startswith(new_start.strftime("%Y-%m-%dT%H:%M")))
+    assert time.monotonic() - started < 5
+
+
+async def test_r_t3_new_booking_and_reassignment_sync_both_mailboxes(tenant, world):
+    settings, seed, techs, host, url = world
+    tenant.control("POST", "/orgs/default/webhooks", {"url": url + f"?code={KEY}"})
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    await wait_for(lambda: len(events(tenant, A)) == 1)
+    seed.update("bookableresourcebookings", booking, {"_resource_value": techs[B]})
+    await wait_for(lambda: len(events(tenant, B)) == 1)
+    await host.client.idle()
+    async with Runtime(settings) as rt:
+        assert [l.state.value for l in (await rt.store.links(A)).values()] == ["unlinked"]    # C6 / D3 in the old mailbox
+
+
+async def test_r_t3_burst_of_100_changes_coalesces_into_few_syncs(tenant, world):
+    settings, seed, techs, host, url = world
+    bookings = [seed.booking(techs[A], NOW + timedelta(days=1, hours=h)) for h in range(20)]
+    await run_cycle(settings)
+    tenant.control("POST", "/orgs/default/webhooks", {"url": url + f"?code={KEY}"})
+    final = {}
+    for round_ in range(5):
+        for i, booking in enumerate(bookings):
+            start = NOW + timedelta(days=2 + round_, hours=i)
+            final[booking] = start
+            seed.update("bookableresourcebookings", booking, {"starttime": iso(start), "endtime": iso(start + timedelta(hours=1))})
+    expected = sorted(s.strftime("%Y-%m-%dT%H:%M") for s in final.values())
+    await wait_for(lambda: sorted(e["start"]["dateTime"][:16] for e in events(tenant, A)) == expected, timeout=60)
+    await host.client.idle()
+    syncs = sum(record.activities.count("sync_mailbox") for record in host.client.runtime.instances.values())
+    assert host.requests == 100
+    assert syncs < 25 and host.client.starts < 25, (syncs, host.client.starts)
+    assert len(events(tenant, A)) == 20
+
+
+async def test_r_t3_duplicate_delivery_creates_nothing_twice(tenant, world):
+    settings, seed, techs, host, url = world
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    row = next(r for r in tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"] if r["bookableresourcebookingid"] == booking)
+    payload = json.dumps(remote_execution_context("default", "Create", row, None))
+    async with httpx.AsyncClient() as client:
+        first = await client.post(url + f"?code={KEY}", content=payload)
+        second = await client.post(url + f"?code={KEY}", content=payload)
+        assert first.status_code == second.status_code == 202
+        await host.client.idle()
+        await client.post(url + f"?code={KEY}", content=payload)
+        await host.client.idle()
+    assert len(events(tenant, A)) == 1
+
+
+async def test_r_t3_missing_or_wrong_key_is_401_and_nothing_runs(tenant, world):
+    settings, seed, techs, host, url = world
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    row = next(r for r in tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"] if r["bookableresourcebookingid"] == booking)
+    payload = json.dumps(remote_execution_context("default", "Create", row, None))
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(url, content=payload)).status_code == 401
+        assert (await client.post(url + "?code=wrong", content=payload)).status_code == 401
+    assert host.client.starts == 0
+    async with Runtime(settings) as rt:
+        assert await rt.store.pending(A) == []
+
+
+async def test_r_t3_header_secret_is_checked_in_constant_time(tenant, world, monkeypatch):
+    settings, seed, techs, host, url = world
+    from dataclasses import replace
+    host.settings = replace(settings, webhook_secret="s3cret-header-value")
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    row = next(r for r in tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"] if r["bookableresourcebookingid"] == booking)
+    payload = json.dumps(remote_execution_context("default", "Create", row, None))
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(url + f"?code={KEY}", content=payload)).status_code == 401
+        ok = await client.post(url + f"?code={KEY}", content=payload, headers={"x-fssync-webhook-key": "s3cret-header-value"})
+        assert ok.status_code == 202
+
+
+@pytest.mark.parametrize("body,expected", [(b"not json", 400), (b"[]", 400),
+                                           (json.dumps({"PrimaryEntityName": "account", "MessageName": "Update", "PrimaryEntityId": "00000000-0000-0000-0000-000000000001"}).encode(), 400),
+                                           (json.dumps({"PrimaryEntityName": "bookableresourcebooking", "MessageName": "Assign", "PrimaryEntityId": "00000000-0000-0000-0000-000000000001"}).encode(), 400),
+                                           (json.dumps({"PrimaryEntityName": "bookableresourcebooking", "MessageName": "Update", "PrimaryEntityId": "1' or '1'='1"}).encode(), 400),
+                                           (b"{" + b" " * (600 * 1024) + b"}", 413)])
+async def test_r_t3_malformed_body_is_rejected(tenant, world, body, expected):
+    settings, seed, techs, host, url = world
+    async with httpx.AsyncClient() as client:
+        response = await client.post(url + f"?code={KEY}", content=body)
+    assert response.status_code == expected and "error" in response.json()
+    assert host.client.starts == 0
+
+
+async def test_r_t3_message_too_large_is_answered_by_reading_the_booking(tenant, world):
+    settings, seed, techs, host, url = world
+    tenant.control("POST", "/orgs/default/webhooks", {"url": url + f"?code={KEY}", "size_exceeded": True})
+    seed.booking(techs[A], NOW + timedelta(days=1))
+    await wait_for(lambda: len(events(tenant, A)) == 1)
+
+
+async def test_r_t3_a_lost_webhook_is_caught_by_the_next_timer_cycle(tenant, world):
+    settings, seed, techs, host, url = world
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    await run_cycle(settings)
+    tenant.control("POST", "/orgs/default/webhooks", {"url": url + f"?code={KEY}", "drop": 1})
+    new_start = NOW + timedelta(days=3)
+    seed.update("bookableresourcebookings", booking, {"starttime": iso(new_start), "endtime": iso(new_start + timedelta(hours=2))})
+    await asyncio.sleep(1)
+    assert not events(tenant, A)[0]["start"]["dateTime"].startswith(new_start.strftime("%Y-%m-%dT%H:%M"))
+    assert tenant.control("GET", "/orgs/default/webhooks")["dropped"] == 1
+    await run_cycle(settings)
+    assert events(tenant, A)[0]["start"]["dateTime"].startswith(new_start.strftime("%Y-%m-%dT%H:%M"))
+
+
+async def test_two_syncs_of_one_mailbox_never_overlap(tenant, world):
+    settings, seed, techs, host, url = world
+    seed.booking(techs[A], NOW + timedelta(days=1))
+    await run_cycle(settings)
+    activities = Activities(lambda: settings)
+    try:
+        async with Runtime(settings) as rt:
+            assert await rt.store.acquire_lease(f"mailbox:{A}", "timer-cycle", datetime.now(timezone.utc), 600)
+            busy = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(timezone.utc).isoformat()})
+            assert busy["outcome"] == "busy" and busy["retryable"]
+            await rt.store.release_lease(f"mailbox:{A}", "timer-cycle")
+        free = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(timezone.utc).isoformat()})
+        assert free["outcome"] == "synced"
+    finally:
+        await activities.close()
