@@ -28,7 +28,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCALES = {"smoke": {"mailboxes": 4, "bookings": 5, "planner": 2_000}, "full": {"mailboxes": 500, "bookings": 20, "planner": 100_000}}
+SCALES = {"smoke": {"mailboxes": 4, "bookings": 5, "planner": 2_000, "webhook_changes": 5},
+          "full": {"mailboxes": 500, "bookings": 20, "planner": 100_000, "webhook_changes": 100}}
 GRAPH_CONCURRENCY_PER_MAILBOX = 4
 
 
@@ -197,6 +198,41 @@ def micro(scale: dict) -> dict:
     return out
 
 
+async def webhook_latency(bench: Bench, changes: int) -> dict:
+    """T3: time from a booking change in Dataverse to the updated event in Outlook, through the webhook."""
+    from sync.local_host import LocalWebhookHost
+    host = LocalWebhookHost(bench.settings, "bench-key")
+    url = await host.start()
+    bench.stack.control("POST", "/orgs/default/webhooks", {"url": url + "?code=bench-key"})
+    rows = {r["bookableresourcebookingid"]: r for r in bench.stack.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"]
+            if r["_bookingstatus_value"] == bench.statuses["Scheduled"]}
+    resources = {r["bookableresourceid"]: r for r in bench.stack.control("GET", "/orgs/default/tables/bookableresources")["value"]}
+    users = {u["systemuserid"]: u["internalemailaddress"] for u in bench.stack.control("GET", "/orgs/default/tables/systemusers")["value"]}
+    latencies = []
+    try:
+        for booking_id in bench.rng.sample(sorted(rows), changes):
+            address = users[resources[rows[booking_id]["_resource_value"]]["_userid_value"]]
+            start = bench.now + timedelta(days=bench.rng.randint(1, 12), hours=bench.rng.randint(7, 17), minutes=bench.rng.choice([5, 20, 35, 50]))
+            wanted = start.strftime("%Y-%m-%dT%H:%M")
+            began = time.monotonic()
+            bench.stack.control("PATCH", f"/orgs/default/tables/bookableresourcebookings/{booking_id}",
+                                {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
+            while time.monotonic() - began < 30:
+                events = bench.stack.control("GET", f"/mailboxes/{address}/events")["value"]
+                if any(e["start"]["dateTime"].startswith(wanted) for e in events):
+                    latencies.append(time.monotonic() - began)
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                latencies.append(float("inf"))
+    finally:
+        await host.stop()
+    ordered = sorted(latencies)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+    return {"changes": changes, "p50_s": pick(0.50), "p95_s": pick(0.95), "max_s": round(ordered[-1], 3),
+            "lost": sum(1 for x in latencies if x == float("inf"))}
+
+
 async def mailbox_activity_memory(bench: Bench, mailbox: str) -> float:
     """Peak Python heap of one mailbox activity (tracemalloc), with work to do: its bookings moved."""
     from sync.activities import Activities
@@ -241,9 +277,11 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
         scenarios.append(await bench.cycle("cycle with 2 % moved (for activity memory)", changed))
         sync.engine.plan = original
         memory = await mailbox_activity_memory(bench, mailboxes[0])
+        latency = await webhook_latency(bench, scale["webhook_changes"])
     results = {"scale": scale_name, "graph_latency_ms": graph_ms, "dataverse_latency_ms": dataverse_ms, "mailbox_activities_in_flight": activities,
                "machine": machine(), "command": " ".join(["python -m bench", *sys.argv[1:]]), "scenarios": [], "micro": micro(scale)}
     results["micro"]["mailbox_activity_peak_heap_mb"] = memory
+    results["webhook_latency"] = latency
     for s in scenarios[:-1]:
         entry = {"name": s.name, "changed_bookings": s.changed, **s.figures}
         if not s.name.startswith("bulk"):
@@ -276,6 +314,10 @@ def table(results: dict) -> str:
     rows += ["", f"- `function_app` import (cold start): {m['function_app_import_s']} s",
              f"- planner: {m['planner_bookings']} bookings in {m['planner_cpu_s']} s CPU ({m['planner_bookings_per_s']} bookings/s)",
              f"- one mailbox activity: peak Python heap {m['mailbox_activity_peak_heap_mb']} MB"]
+    w = results.get("webhook_latency")
+    if w:
+        rows.append(f"- webhook (T3): booking change -> event updated, over {w['changes']} changes: p50 {w['p50_s']} s, p95 {w['p95_s']} s, "
+                    f"max {w['max_s']} s, lost {w['lost']}")
     return "\n".join(rows)
 
 

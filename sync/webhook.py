@@ -78,7 +78,6 @@ async def route(notification: Notification, source: Any, store: Any) -> dict[str
     """The pending observations this change produces, per mailbox (nothing for mailboxes not registered)."""
     booking = None if notification.message == "Delete" else await source.read_booking(notification.booking_id)
     holders = (await store.mailboxes_for_bookings(source.environment, [notification.booking_id])).get(notification.booking_id, set())
-    registered = {m["address"] for m in await store.list_mailboxes()}
     observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
     if isinstance(booking, SkippedRow):
         log.warning("webhook booking skipped: booking=%s reason=%s", booking.booking_id, booking.reason)
@@ -87,7 +86,9 @@ async def route(notification: Notification, source: Any, store: Any) -> dict[str
     if isinstance(booking, Booking) and booking.mailbox:
         targets.add(booking.mailbox)
     routed: dict[str, dict | None] = {}
-    for mailbox in sorted(targets & registered):
+    for mailbox in sorted(targets):
+        if await store.get_mailbox(mailbox) is None:                     # not registered: nothing to keep for it
+            continue
         routed[mailbox] = observation
         await store.add_pending(mailbox, {notification.booking_id: observation})
     return routed

@@ -1,0 +1,26 @@
+"""The benchmark harness's smallest scenario runs in the test command (figures are printed, not asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+FIGURES = {"wall_s", "graph_http_requests", "graph_operations", "dataverse_requests", "max_concurrency_per_mailbox", "throttled_429", "peak_rss_mb"}
+
+
+def test_bench_smoke_runs_and_reports_every_figure(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench", "--scale", "smoke", "--graph-latency-ms", "5", "--dataverse-latency-ms", "5",
+                             "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    print(result.stdout)
+    report = json.loads((tmp_path / "results-smoke.json").read_text())
+    names = [s["name"] for s in report["scenarios"]]
+    assert len(names) == 5 and names[0].startswith("bulk test & enable")
+    for scenario in report["scenarios"]:
+        assert FIGURES <= set(scenario), scenario["name"]
+        if not scenario["name"].startswith("bulk"):
+            assert {"bound", "ratio", "planning_cpu_s"} <= set(scenario)
+    assert {"function_app_import_s", "planner_bookings_per_s", "mailbox_activity_peak_heap_mb"} <= set(report["micro"])
+    assert {"p50_s", "p95_s", "lost"} <= set(report["webhook_latency"])
