@@ -14,7 +14,8 @@ import json
 import re
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+import uuid
 
 from aiohttp import web
 
@@ -260,6 +261,10 @@ class DataverseService:
             if fault is not None and fault.action == "status":
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
                 raise DataverseError(fault.status, fault.code or "0x80040216", "An unexpected error occurred (injected).", headers)
+            if request.method == "POST" and request.match_info["path"] == "$batch":
+                response = self.batch(org, base, request.headers.get("Content-Type", ""), await request.read())
+                self.tenant.log.add(service="dataverse", kind="http", method="POST-BATCH", path=request.path, status=response.status, mailbox=None)
+                return response
             if request.method != "GET":
                 raise DataverseError(405, "0x80060888", f"The HTTP method '{request.method}' is not supported by the emulator for this resource; change data through the control API.")
             body, headers = self.get(org, base, request.match_info["path"], _query_params(request), parse_prefer(request.headers.get("Prefer")))
@@ -274,6 +279,41 @@ class DataverseService:
             return error_response(err, org.dop_hint)
         finally:
             org.inflight -= 1
+
+    def batch(self, org: DataverseOrg, base: str, content_type: str, body: bytes) -> web.Response:
+        """OData $batch of GET requests (no change sets): run in order, answered in order, as Dataverse does."""
+        m = re.search(r'boundary="?([^";]+)"?', content_type)
+        if not content_type.startswith("multipart/mixed") or not m:
+            raise DataverseError(400, "0x80048d19", "The batch request must be multipart/mixed with a boundary.")
+        chunks = body.decode("utf-8", "replace").split("--" + m.group(1))
+        parts = [c for c in chunks[1:] if not c.startswith("--") and c.strip()]
+        if len(parts) > 1000:
+            raise DataverseError(400, "0x80048d19", "A batch request can contain at most 1000 requests.")
+        out_boundary = f"batchresponse_{uuid.uuid4()}"
+        answers = []
+        for part in parts:
+            _, _, inner = part.partition("\r\n\r\n")
+            request_line, _, rest = inner.partition("\r\n")
+            headers = dict(line.split(": ", 1) for line in rest.split("\r\n\r\n")[0].split("\r\n") if ": " in line)
+            method, _, url = request_line.partition(" ")
+            url = url.rsplit(" HTTP/", 1)[0]
+            status, payload = 200, {}
+            try:
+                if method != "GET":
+                    raise DataverseError(405, "0x80060888", "The emulator's $batch accepts GET requests only.")
+                split = urlsplit(url)
+                path = split.path[split.path.index(API) + len(API) + 1:] if API in split.path else split.path.lstrip("/")
+                payload, _ = self.get(org, base, path, dict(parse_qsl(split.query, keep_blank_values=True)), parse_prefer(headers.get("Prefer")))
+            except DataverseError as err:
+                status, payload = err.status, {"error": {"code": err.code, "message": err.message}}
+            self.tenant.log.add(service="dataverse", kind="batch-item", method=method, path=url[:200], status=status, mailbox=None)
+            reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests"}.get(status, "Error")
+            answers.append(f"--{out_boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                           f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; odata.metadata=minimal\r\nOData-Version: 4.0\r\n\r\n"
+                           f"{json.dumps(payload)}\r\n")
+        text = "".join(answers) + f"--{out_boundary}--\r\n"
+        return web.Response(body=text.encode(), status=200, headers={"Content-Type": f"multipart/mixed; boundary={out_boundary}",
+                                                                       "OData-Version": "4.0", "x-ms-dop-hint": str(org.dop_hint)})
 
     def get(self, org: DataverseOrg, base: str, path: str, params: dict, prefs: dict) -> tuple[dict, dict]:
         if path == "WhoAmI":

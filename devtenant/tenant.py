@@ -177,7 +177,7 @@ class RequestLog:
             s = per_service[service]
             if kind == "http":
                 s["requests"] += n
-            if kind in ("op", "batch-item") or (kind == "http" and not (service == "graph" and method == "POST-BATCH")):
+            if kind in ("op", "batch-item") or (kind == "http" and method != "POST-BATCH"):
                 s["operations"] += n
             s["by_status"][str(status)] += n
             s["by_method"][method] += n

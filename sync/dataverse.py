@@ -8,7 +8,9 @@ Rows become immutable domain objects; a malformed row becomes a SkippedRow with 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -55,6 +57,50 @@ NAVIGATIONS = {("bookableresourcebooking", "Resource"), ("bookableresourcebookin
 BOOKING_EXPAND = (f"Resource($select={','.join(RESOURCE_SELECT)};$expand=UserId($select={','.join(USER_SELECT)})),"
                   f"BookingStatus($select={','.join(STATUS_SELECT)}),"
                   f"msdyn_workorder($select={','.join(WORK_ORDER_SELECT)})")
+
+
+class ReadOnlyRetryPolicy(policies.AsyncRetryPolicy):
+    """Retries every request this client sends, POST included: its only POST is a $batch of GETs, which is
+    as safe to repeat as the GETs are (azure-core retries POST on 500/503/504 only, not on 429)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._method_whitelist = frozenset(self._method_whitelist | {"POST"})
+
+
+ANNOTATIONS = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+TRACKED = (("bookableresourcebookings", "bookableresourcebookingid"), ("msdyn_workorders", "msdyn_workorderid"))
+
+
+def _collect_changes(changes: "ChangeSet", entity: str, key: str, rows: list[dict]) -> None:
+    for row in rows:
+        if str(row.get("@odata.context", "")).endswith("$deletedEntity"):
+            if entity == "bookableresourcebookings" and GUID.match(str(row.get("id", ""))):
+                changes.deleted_bookings.add(row["id"].lower())
+        elif GUID.match(str(row.get(key, ""))):
+            target = changes.changed_bookings if entity == "bookableresourcebookings" else changes.changed_work_orders
+            target.add(row[key].lower())
+
+
+def parse_batch_response(content_type: str, content: bytes) -> list[tuple[int, dict]]:
+    """The parts of a multipart/mixed $batch answer: (status, JSON body) in order."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        return []
+    answers = []
+    for part in content.decode("utf-8", "replace").split("--" + m.group(1))[1:]:
+        if part.startswith("--"):
+            break
+        _, _, inner = part.partition("\r\n\r\n")                 # the part's own headers
+        status_line, _, rest = inner.partition("\r\n")
+        status = re.match(r"HTTP/1\.1 (\d{3})", status_line)
+        _, _, body = rest.partition("\r\n\r\n")
+        try:
+            payload = json.loads(body.strip()) if body.strip() else {}
+        except json.JSONDecodeError:
+            payload = {}
+        answers.append((int(status.group(1)) if status else 500, payload))
+    return answers
 
 
 class ChangeTokenExpired(Exception):
@@ -200,8 +246,8 @@ class DataverseClient:
         pipeline_policies = [
             policies.HeadersPolicy({"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}),
             policies.UserAgentPolicy(user_agent="fieldservice-outlook-sync"),
-            policies.AsyncRetryPolicy(retry_total=retry_total, retry_backoff_factor=0.5, retry_backoff_max=retry_backoff_max,
-                                      timeout=retry_timeout),
+            ReadOnlyRetryPolicy(retry_total=retry_total, retry_backoff_factor=0.5, retry_backoff_max=retry_backoff_max,
+                                timeout=retry_timeout),
             policies.AsyncBearerTokenCredentialPolicy(credential, f"{self.environment}/.default"),
             policies.NetworkTraceLoggingPolicy(logging_enable=False),
         ]
@@ -230,23 +276,58 @@ class DataverseClient:
                 raise TransientError(f"environment {self.environment} did not answer: {type(exc).__name__}", code="network") from exc
             self.requests += 1
         self._adjust_dop(response.headers.get("x-ms-dop-hint"))
-        if response.status_code == 200:
-            return response.json()
         try:
-            error = response.json().get("error", {})
-        except Exception:  # noqa: BLE001 - an error body that is not JSON
-            error = {}
-        code, message = error.get("code", ""), error.get("message", response.reason or "")
+            body = response.json()
+        except Exception:  # noqa: BLE001 - an answer that is not JSON
+            body = {}
+        return self._answer(response.status_code, body, response.reason)
+
+    def _answer(self, status: int, body: dict, reason: str | None = None) -> dict:
+        if status == 200:
+            return body
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        code, message = error.get("code", ""), error.get("message", reason or "")
         if code in EXPIRED_TOKEN_CODES:
             raise ChangeTokenExpired(message)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(f"environment {self.environment} answered {response.status_code} after retries: {code}",
-                                 code=f"http_{response.status_code}")
-        if response.status_code in (401, 403):
-            raise PermanentError(f"environment {self.environment} refused the app's identity ({response.status_code}); "
+        if status == 429 or status >= 500:
+            raise TransientError(f"environment {self.environment} answered {status} after retries: {code}", code=f"http_{status}")
+        if status in (401, 403):
+            raise PermanentError(f"environment {self.environment} refused the app's identity ({status}); "
                                  "check its application user and security role", code="access_denied")
-        raise PermanentError(f"environment {self.environment} rejected a request ({response.status_code} {code}): {message}",
-                             code=f"http_{response.status_code}")
+        raise PermanentError(f"environment {self.environment} rejected a request ({status} {code}): {message}", code=f"http_{status}")
+
+    async def _batch_get(self, parts: list[tuple[str, list[str]]]) -> list[dict]:
+        """Several GETs in one OData $batch request (answers in order); each answer is checked like a GET's."""
+        boundary = f"batch_{uuid.uuid4()}"
+        lines: list[str] = []
+        for url, prefer in parts:
+            if not url.startswith(("http://", "https://")):
+                url = self.environment + API + quote(url, safe=URL_SAFE)
+            lines += [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary", "",
+                      f"GET {url} HTTP/1.1", "Accept: application/json"] + ([f"Prefer: {','.join(prefer)}"] if prefer else []) + ["", ""]
+        lines.append(f"--{boundary}--")
+        request = HttpRequest("POST", self.environment + API + "$batch", content="\r\n".join(lines).encode(),
+                              headers={"Content-Type": f"multipart/mixed; boundary={boundary}", "Accept": "application/json"})
+        async with self._semaphore:
+            try:
+                response = await self._client.send_request(request, **self._send_options)
+            except ClientAuthenticationError as exc:
+                raise PermanentError(f"could not get a token for environment {self.environment}: {exc.message}", code="auth_failed") from exc
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                raise TransientError(f"environment {self.environment} did not answer: {type(exc).__name__}", code="network") from exc
+            self.requests += 1
+            await response.read()
+        self._adjust_dop(response.headers.get("x-ms-dop-hint"))
+        if response.status_code != 200:
+            try:
+                body = response.json()
+            except Exception:  # noqa: BLE001
+                body = {}
+            self._answer(response.status_code, body, response.reason)
+        answers = parse_batch_response(response.headers.get("Content-Type", ""), response.content)
+        if len(answers) != len(parts):
+            raise TransientError(f"environment {self.environment} answered {len(answers)} of {len(parts)} batched requests", code="batch")
+        return [self._answer(status, body) for status, body in answers]
 
     def _adjust_dop(self, hint: str | None) -> None:
         if hint and hint.isdigit():
@@ -271,7 +352,10 @@ class DataverseClient:
                 f"&$filter={filter_expr}")
 
     async def _read(self, filter_expr: str) -> ReadResult:
-        rows, _ = await self._pages(self._booking_query(filter_expr), ['odata.include-annotations="OData.Community.Display.V1.FormattedValue"'])
+        rows, _ = await self._pages(self._booking_query(filter_expr), [ANNOTATIONS])
+        return self._map(rows)
+
+    def _map(self, rows: list[dict]) -> ReadResult:
         result = ReadResult()
         for row in rows:
             mapped = booking_from_row(row, self.environment)
@@ -313,22 +397,43 @@ class DataverseClient:
 
         Without delta links this starts tracking: the answer lists every row, and the caller reads the window."""
         changes = ChangeSet()
-        for entity, key in (("bookableresourcebookings", "bookableresourcebookingid"), ("msdyn_workorders", "msdyn_workorderid")):
+        for entity, key in TRACKED:
             link = (delta_links or {}).get(entity)
-            url = link or f"{entity}?$select={key}"
-            rows, last = await self._pages(url, ["odata.track-changes"])
+            rows, last = await self._pages(link or f"{entity}?$select={key}", ["odata.track-changes"])
             changes.delta_links[entity] = last["@odata.deltaLink"]
-            if link is None:
-                continue
-            for row in rows:
-                if str(row.get("@odata.context", "")).endswith("$deletedEntity"):
-                    if entity == "bookableresourcebookings" and GUID.match(str(row.get("id", ""))):
-                        changes.deleted_bookings.add(row["id"].lower())
-                elif GUID.match(str(row.get(key, ""))):
-                    target = changes.changed_bookings if entity == "bookableresourcebookings" else changes.changed_work_orders
-                    target.add(row[key].lower())
+            if link is not None:
+                _collect_changes(changes, entity, key, rows)
         changes.changed_bookings -= changes.deleted_bookings
         return changes
+
+    async def read_cycle(self, delta_links: dict[str, str], slice_start: datetime | None, slice_end: datetime) -> tuple[ChangeSet, ReadResult]:
+        """A cycle's reads in one $batch request: changes to bookings and to work orders since the delta links,
+        and the bookings of the slice of time that entered the window. Further pages, if any, follow one by one."""
+        prefer_track = ["odata.track-changes", f"odata.maxpagesize={self.page_size}"]
+        parts = [(delta_links[entity], prefer_track) for entity, _ in TRACKED]
+        window_filter = None
+        if slice_start is not None and slice_end > slice_start:
+            window_filter = f"starttime lt {odata_datetime(slice_end)} and endtime gt {odata_datetime(slice_start)}"
+            parts.append((self._booking_query(window_filter), [ANNOTATIONS, f"odata.maxpagesize={self.page_size}"]))
+        answers = await self._batch_get(parts)
+        changes = ChangeSet()
+        for (entity, key), body in zip(TRACKED, answers):
+            rows = list(body.get("value", []))
+            while body.get("@odata.nextLink"):
+                body = await self._get(body["@odata.nextLink"], prefer_track)
+                rows.extend(body.get("value", []))
+            changes.delta_links[entity] = body["@odata.deltaLink"]
+            _collect_changes(changes, entity, key, rows)
+        changes.changed_bookings -= changes.deleted_bookings
+        result = ReadResult()
+        if window_filter is not None:
+            body = answers[-1]
+            rows = list(body.get("value", []))
+            while body.get("@odata.nextLink"):
+                body = await self._get(body["@odata.nextLink"], [ANNOTATIONS, f"odata.maxpagesize={self.page_size}"])
+                rows.extend(body.get("value", []))
+            result = self._map(rows)
+        return changes, result
 
     async def list_user_resources(self) -> list[UserResource]:
         url = (f"bookableresources?$select={','.join(RESOURCE_SELECT)}&$filter=resourcetype eq 3"

@@ -68,16 +68,16 @@ async def collect(source: Any, store: Any, settings: SyncSettings, now: datetime
     try:
         if cursor is None:
             raise ChangeTokenExpired("no cursor yet")
-        changes = await source.read_changes(cursor["delta_links"])
+        horizon = cursor["horizon"]
+        slice_start = max(horizon or low, low) if (horizon is None or high > horizon) else None   # S3: what entered the window
+        # One request for a quiet cycle: both change feeds and the new slice of the window, batched.
+        changes, entered = await source.read_cycle(cursor["delta_links"], slice_start, high)
         delta_links = changes.delta_links
-        reads = []
+        reads = [entered]
         if changes.changed_bookings:
             reads.append(await source.read_bookings(changes.changed_bookings))
         if changes.changed_work_orders:
             reads.append(await source.read_bookings_for_work_orders(changes.changed_work_orders, low, high))
-        horizon = cursor["horizon"]
-        if horizon is None or high > horizon:                            # S3: the slice that entered the window
-            reads.append(await source.read_window(max(horizon or low, low), high))
         if initial:                                                      # newly enabled mailboxes start from the window
             window_read = await source.read_window(low, high)
             initial_read = {b.id: b for b in window_read.bookings if b.mailbox in initial}

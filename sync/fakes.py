@@ -338,6 +338,12 @@ class FakeBookingSource:
         self.requests += 1
         return self.bookings.get(booking_id) or self.skipped.get(booking_id)
 
+    async def read_cycle(self, delta_links: dict[str, str], slice_start: datetime | None, slice_end: datetime) -> tuple[ChangeSet, ReadResult]:
+        changes = await self.read_changes(delta_links)
+        entered = await self.read_window(slice_start, slice_end) if slice_start is not None and slice_end > slice_start else ReadResult()
+        self.requests -= 1 if slice_start is not None and slice_end > slice_start else 0    # one batched request, as the real source
+        return changes, entered
+
     async def read_changes(self, delta_links: dict[str, str] | None) -> ChangeSet:
         self.requests += 1
         changes = ChangeSet(delta_links={"bookableresourcebookings": str(self._version), "msdyn_workorders": str(self._version)})

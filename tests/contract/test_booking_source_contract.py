@@ -99,3 +99,25 @@ async def test_expired_token_is_reported(side):
 async def test_read_one_booking(side):
     a = side.add(NOW + timedelta(days=1))
     assert (await side.source.read_booking(a)).id == a
+
+
+async def test_read_cycle_gives_changes_and_the_new_slice_in_one_request(side):
+    a = side.add(NOW + timedelta(days=1))
+    start = await side.source.read_changes(None)
+    side.move(a, NOW + timedelta(days=2))
+    entering = side.add(NOW + timedelta(days=14, hours=1))
+    before = side.source.requests
+    changes, entered = await side.source.read_cycle(start.delta_links, NOW + timedelta(days=14), NOW + timedelta(days=14, hours=3))
+    assert side.source.requests - before == 1
+    assert changes.changed_bookings == {a, entering}
+    assert [b.id for b in entered.bookings] == [entering]
+    quiet, nothing = await side.source.read_cycle(changes.delta_links, None, NOW)
+    assert not quiet.changed_bookings and nothing.bookings == []
+
+
+async def test_read_cycle_reports_an_expired_token(side):
+    side.add(NOW)
+    start = await side.source.read_changes(None)
+    side.expire()
+    with pytest.raises(ChangeTokenExpired):
+        await side.source.read_cycle(start.delta_links, NOW, NOW + timedelta(hours=1))

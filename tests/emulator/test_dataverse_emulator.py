@@ -194,3 +194,28 @@ def test_control_api_rejects_unknown_columns(tenant):
     with pytest.raises(Exception) as err:
         tenant.control("POST", "/orgs/default/tables/bookableresourcebookings", [{"not_a_column": 1}])
     assert "400" in str(err.value)
+
+
+def test_batch_of_gets_is_answered_in_order_with_per_request_status(tenant, dataverse):
+    seed_bookings(tenant, 2)
+    boundary = "batch_4e8a1c2d"
+    base = tenant.emulator_url + "/api/data/v9.2/"
+
+    def part(url, prefer=None):
+        lines = ["--" + boundary, "Content-Type: application/http", "Content-Transfer-Encoding: binary", "", f"GET {url} HTTP/1.1",
+                 "Accept: application/json"] + ([f"Prefer: {prefer}"] if prefer else []) + ["", ""]
+        return "\r\n".join(lines)
+
+    body = part(base + "bookableresourcebookings?$select=name", "odata.track-changes") + part(base + "bookingstatuses?$select=nonsense") \
+        + part("msdyn_workorders?$select=msdyn_name") + f"--{boundary}--"
+    resp = dataverse.post("$batch", content=body.encode(), headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
+    from sync.dataverse import parse_batch_response
+    answers = parse_batch_response(resp.headers["Content-Type"], resp.content)
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert len(answers[0][1]["value"]) == 2 and "@odata.deltaLink" in answers[0][1]
+    assert "nonsense" in answers[1][1]["error"]["message"]
+    stats = tenant.control("GET", "/stats")["services"]["dataverse"]
+    assert stats["requests"] == 1 and stats["operations"] == 3
+    bad = dataverse.post("$batch", content=b"x", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400
