@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo emulator check-infra clean
+.PHONY: setup test demo emulator bench check-infra clean
 IAC_VENV := .venv-iac
 setup: $(VENV)/.installed node_modules/.installed $(IAC_VENV)/.installed
 
@@ -29,13 +29,16 @@ node_modules/.installed: package.json package-lock.json
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: setup
+demo: $(VENV)/.installed node_modules/.installed
 	$(PY) -m devtenant.stack --demo -- $(PY) -m sync demo
+
+bench: $(VENV)/.installed node_modules/.installed
+	$(PY) -m bench --scale full
 
 check-infra: $(IAC_VENV)/.installed
 	$(IAC_VENV)/bin/python tools/check_infra.py infra
 
-emulator: setup
+emulator: $(VENV)/.installed node_modules/.installed
 	$(PY) -m devtenant.stack --demo --print-env
 
 clean:
