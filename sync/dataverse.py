@@ -263,24 +263,35 @@ class DataverseClient:
         await self.close()
 
     # -- transport ------------------------------------------------------------------------------------
-    async def _get(self, url: str, prefer: list[str]) -> dict:
-        if not url.startswith(("http://", "https://")):
-            url = self.environment + API + quote(url, safe=URL_SAFE)
-        request = HttpRequest("GET", url, headers={"Prefer": ",".join(prefer)} if prefer else None)
+    def _absolute(self, url: str) -> str:
+        return url if url.startswith(("http://", "https://")) else self.environment + API + quote(url, safe=URL_SAFE)
+
+    async def _send(self, request: HttpRequest) -> Any:
+        """One request through the pipeline, within the environment's degree of parallelism; transport and
+        credential failures become the engine's error classes."""
         async with self._semaphore:
             try:
                 response = await self._client.send_request(request, **self._send_options)
+                await response.read()
             except ClientAuthenticationError as exc:
                 raise PermanentError(f"could not get a token for environment {self.environment}: {exc.message}", code="auth_failed") from exc
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise TransientError(f"environment {self.environment} did not answer: {type(exc).__name__}", code="network") from exc
             self.requests += 1
         self._adjust_dop(response.headers.get("x-ms-dop-hint"))
+        return response
+
+    @staticmethod
+    def _json(response: Any) -> dict:
         try:
-            body = response.json()
+            return response.json()
         except Exception:  # noqa: BLE001 - an answer that is not JSON
-            body = {}
-        return self._answer(response.status_code, body, response.reason)
+            return {}
+
+    async def _get(self, url: str, prefer: list[str]) -> dict:
+        request = HttpRequest("GET", self._absolute(url), headers={"Prefer": ",".join(prefer)} if prefer else None)
+        response = await self._send(request)
+        return self._answer(response.status_code, self._json(response), response.reason)
 
     def _answer(self, status: int, body: dict, reason: str | None = None) -> dict:
         if status == 200:
@@ -301,29 +312,14 @@ class DataverseClient:
         boundary = f"batch_{uuid.uuid4()}"
         lines: list[str] = []
         for url, prefer in parts:
-            if not url.startswith(("http://", "https://")):
-                url = self.environment + API + quote(url, safe=URL_SAFE)
             lines += [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary", "",
-                      f"GET {url} HTTP/1.1", "Accept: application/json"] + ([f"Prefer: {','.join(prefer)}"] if prefer else []) + ["", ""]
+                      f"GET {self._absolute(url)} HTTP/1.1", "Accept: application/json"] + ([f"Prefer: {','.join(prefer)}"] if prefer else []) + ["", ""]
         lines.append(f"--{boundary}--")
         request = HttpRequest("POST", self.environment + API + "$batch", content="\r\n".join(lines).encode(),
                               headers={"Content-Type": f"multipart/mixed; boundary={boundary}", "Accept": "application/json"})
-        async with self._semaphore:
-            try:
-                response = await self._client.send_request(request, **self._send_options)
-            except ClientAuthenticationError as exc:
-                raise PermanentError(f"could not get a token for environment {self.environment}: {exc.message}", code="auth_failed") from exc
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                raise TransientError(f"environment {self.environment} did not answer: {type(exc).__name__}", code="network") from exc
-            self.requests += 1
-            await response.read()
-        self._adjust_dop(response.headers.get("x-ms-dop-hint"))
+        response = await self._send(request)
         if response.status_code != 200:
-            try:
-                body = response.json()
-            except Exception:  # noqa: BLE001
-                body = {}
-            self._answer(response.status_code, body, response.reason)
+            self._answer(response.status_code, self._json(response), response.reason)
         answers = parse_batch_response(response.headers.get("Content-Type", ""), response.content)
         if len(answers) != len(parts):
             raise TransientError(f"environment {self.environment} answered {len(answers)} of {len(parts)} batched requests", code="batch")

@@ -9,11 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sync.admin import MailboxAdmin
 from sync.local import run_cycle
 from sync.render import TAG_BOOKING
-from sync.runtime import Runtime
 from sync.settings import load
+from tests.stack_helpers import enable_all_mailboxes
 
 pytestmark = pytest.mark.stack
 
@@ -62,13 +61,7 @@ async def test_demo_org_end_to_end_calendars_match_the_contract_and_second_cycle
         monkeypatch.setenv(key, value)
     settings = load()
     now = datetime.now(timezone.utc)
-    async with Runtime(settings) as rt:
-        await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
-        await admin.discover(rt.source(settings.environments[0]))
-        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
-        await admin.approve(addresses)
-        reports = {r.address: r for r in await admin.test_and_enable(addresses, now)}
+    reports = await enable_all_mailboxes(settings)
     assert reports[summary["edge_cases"]["mailbox_access_denied"][0]].reason == "access_denied"
     assert reports[summary["edge_cases"]["mailbox_not_found"][0]].reason == "mailbox_not_found"
 
@@ -93,13 +86,7 @@ async def test_demo_edge_cases_follow_the_rules_on_the_next_cycle(tenant, table_
     for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
         monkeypatch.setenv(key, value)
     settings = load()
-    async with Runtime(settings) as rt:
-        await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
-        await admin.discover(rt.source(settings.environments[0]))
-        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
-        await admin.approve(addresses)
-        await admin.test_and_enable(addresses, datetime.now(timezone.utc))
+    await enable_all_mailboxes(settings)
     await run_cycle(settings)
     cases = summary["edge_cases"]
     booking_id, target = cases["reassigned"][0], cases["reassign_target"][0]

@@ -17,10 +17,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from devtenant import demo
-from sync.admin import MailboxAdmin
 from sync.local import run_cycle
 from sync.runtime import Runtime
 from sync.settings import load
+from tests.stack_helpers import enable_all_mailboxes
 
 pytestmark = pytest.mark.stack
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -61,13 +61,7 @@ async def test_no_personal_data_in_spans_metrics_or_logs(exporters, tenant, tabl
     for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
         monkeypatch.setenv(key, value)
     settings = load()
-    async with Runtime(settings) as rt:
-        await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
-        await admin.discover(rt.source(settings.environments[0]))
-        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
-        await admin.approve(addresses)
-        await admin.test_and_enable(addresses, datetime.now(timezone.utc))
+    addresses = sorted(await enable_all_mailboxes(settings))
     result = await run_cycle(settings)
     assert result["totals"]["created"] > 100
     async with Runtime(settings) as rt:                          # the direct (non-batch) Graph paths too

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from devtenant.webhooks import remote_execution_context
 from sync.activities import Activities
 from sync.admin import MailboxAdmin
 from sync.local import run_cycle
@@ -18,6 +17,7 @@ from sync.local_host import LocalWebhookHost
 from sync.runtime import Runtime
 from sync.settings import load
 from tests.dvseed import DvSeed, iso
+from tests.stack_helpers import webhook_payload
 
 pytestmark = pytest.mark.stack
 KEY = "local-function-key"
@@ -104,8 +104,7 @@ async def test_r_t3_burst_of_100_changes_coalesces_into_few_syncs(tenant, world)
 async def test_r_t3_duplicate_delivery_creates_nothing_twice(tenant, world):
     settings, seed, techs, host, url = world
     booking = seed.booking(techs[A], NOW + timedelta(days=1))
-    row = next(r for r in tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"] if r["bookableresourcebookingid"] == booking)
-    payload = json.dumps(remote_execution_context("default", "Create", row, None))
+    payload = webhook_payload(tenant, booking)
     async with httpx.AsyncClient() as client:
         first = await client.post(url + f"?code={KEY}", content=payload)
         second = await client.post(url + f"?code={KEY}", content=payload)
@@ -119,8 +118,7 @@ async def test_r_t3_duplicate_delivery_creates_nothing_twice(tenant, world):
 async def test_r_t3_missing_or_wrong_key_is_401_and_nothing_runs(tenant, world):
     settings, seed, techs, host, url = world
     booking = seed.booking(techs[A], NOW + timedelta(days=1))
-    row = next(r for r in tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"] if r["bookableresourcebookingid"] == booking)
-    payload = json.dumps(remote_execution_context("default", "Create", row, None))
+    payload = webhook_payload(tenant, booking)
     async with httpx.AsyncClient() as client:
         assert (await client.post(url, content=payload)).status_code == 401
         assert (await client.post(url + "?code=wrong", content=payload)).status_code == 401
@@ -134,8 +132,7 @@ async def test_r_t3_header_secret_is_checked_in_constant_time(tenant, world, mon
     from dataclasses import replace
     host.settings = replace(settings, webhook_secret="s3cret-header-value")
     booking = seed.booking(techs[A], NOW + timedelta(days=1))
-    row = next(r for r in tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"] if r["bookableresourcebookingid"] == booking)
-    payload = json.dumps(remote_execution_context("default", "Create", row, None))
+    payload = webhook_payload(tenant, booking)
     async with httpx.AsyncClient() as client:
         assert (await client.post(url + f"?code={KEY}", content=payload)).status_code == 401
         ok = await client.post(url + f"?code={KEY}", content=payload, headers={"x-fssync-webhook-key": "s3cret-header-value"})

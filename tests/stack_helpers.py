@@ -1,0 +1,27 @@
+"""Helpers for tests that run on the local stack."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from devtenant.webhooks import remote_execution_context
+from sync.admin import MailboxAdmin
+from sync.runtime import Runtime
+
+
+async def enable_all_mailboxes(settings) -> dict:
+    """What an administrator does first: discover, approve, test & enable. Returns test reports by address."""
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        admin = MailboxAdmin(rt.store, rt.calendar)
+        await admin.discover(rt.source(settings.environments[0]))
+        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
+        await admin.approve(addresses)
+        return {r.address: r for r in await admin.test_and_enable(addresses, datetime.now(timezone.utc))}
+
+
+def webhook_payload(stack, booking_id: str, message: str = "Create") -> str:
+    """The RemoteExecutionContext Dataverse would post for this booking."""
+    row = next(r for r in stack.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"]
+               if r["bookableresourcebookingid"] == booking_id)
+    return json.dumps(remote_execution_context("default", message, row, None))
