@@ -73,3 +73,44 @@ async def mailbox_action(rt: Any, settings: Any, action: str, addresses: list[st
 
 
 __all__ = ["ACTIONS", "AdminError", "InvalidRequest", "mailbox_action", "validate"]
+
+
+FILTER_ACTIONS = ("list", "add", "remove")
+
+
+async def filters_action(store: Any, action: str, mailbox: str | None, name: str | None = None, booking_statuses: Any = (),
+                         work_order_types: Any = (), territories: Any = ()) -> dict:
+    """S5: list, add or remove a sync filter, global or for one mailbox. Raises InvalidRequest or AdminError."""
+    from .domain import SyncFilter
+    from .serialize import filter_to_dict
+    if action not in FILTER_ACTIONS:
+        raise InvalidRequest(f"unknown action {action!r}; expected one of {', '.join(FILTER_ACTIONS)}")
+    for label, values in (("booking_statuses", booking_statuses), ("work_order_types", work_order_types), ("territories", territories)):
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and 0 < len(v) <= 200 for v in values):
+            raise InvalidRequest(f"'{label}' must be a list of names")
+    if action in ("add", "remove") and (not isinstance(name, str) or not 0 < len(name) <= 100):
+        raise InvalidRequest(f"{action} needs a filter name (1-100 characters)")
+    if mailbox is not None:
+        record = await store.get_mailbox(mailbox.lower())
+        if record is None:
+            raise AdminError(f"mailbox {mailbox} is not registered")
+        current = record.filters
+    else:
+        current = await store.global_filters()
+    if action == "add":
+        if not (booking_statuses or work_order_types or territories):
+            raise InvalidRequest("a filter needs at least one booking status, work order type or territory")
+        new = SyncFilter(name, frozenset(booking_statuses), frozenset(work_order_types), frozenset(territories))
+        current = tuple(f for f in current if f.name != name) + (new,)
+    elif action == "remove":
+        if not any(f.name == name for f in current):
+            raise AdminError(f"no filter named {name}")
+        current = tuple(f for f in current if f.name != name)
+    if action != "list":
+        if mailbox is not None:
+            await MailboxAdmin(store).set_filters(mailbox, current)
+        else:
+            await store.put_global_filters(current)
+            for row in await store.list_mailboxes():          # the scope changed: each mailbox re-reads its window
+                await store.update_mailbox_fields(row["address"], needs_initial_read=True)
+    return {"scope": f"mailbox {mailbox}" if mailbox else "global", "filters": [filter_to_dict(f) for f in current]}

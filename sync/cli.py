@@ -216,45 +216,22 @@ async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
 
 
 async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
-    from dataclasses import replace
-    from .admin import AdminError
-    from .domain import SyncFilter
+    from .adminops import AdminError, InvalidRequest, filters_action
     from .runtime import Runtime
-    from .serialize import filter_to_dict
     async with Runtime(settings) as rt:
         await rt.store.ensure_tables()
-        if args.mailbox:
-            mailbox = await rt.store.get_mailbox(args.mailbox.lower())
-            if mailbox is None:
-                print(f"refused: mailbox {args.mailbox} is not registered", file=sys.stderr)
-                return EXIT_REFUSED
-            current = mailbox.filters
-        else:
-            current = await rt.store.global_filters()
-        if args.action == "add":
-            if not (args.status or args.type or args.territory):
-                print("a filter needs at least one of --status, --type, --territory", file=sys.stderr)
-                return EXIT_USAGE
-            new = SyncFilter(args.name, frozenset(args.status or ()), frozenset(args.type or ()), frozenset(args.territory or ()))
-            current = tuple(f for f in current if f.name != args.name) + (new,)
-        elif args.action == "remove":
-            if not any(f.name == args.name for f in current):
-                print(f"refused: no filter named {args.name}", file=sys.stderr)
-                return EXIT_REFUSED
-            current = tuple(f for f in current if f.name != args.name)
-        if args.action != "list":
-            if args.mailbox:
-                from .admin import MailboxAdmin
-                await MailboxAdmin(rt.store).set_filters(args.mailbox, current)
-            else:
-                await rt.store.put_global_filters(current)
-                for row in await rt.store.list_mailboxes():      # changed scope: each mailbox re-reads its window
-                    await rt.store.update_mailbox_fields(row["address"], needs_initial_read=True)
-    data = [filter_to_dict(f) for f in current]
+        try:
+            result = await filters_action(rt.store, args.action, args.mailbox, args.name, args.status or [], args.type or [], args.territory or [])
+        except InvalidRequest as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
+        except AdminError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
     human = table([{"name": d["name"], "booking statuses": ",".join(d["booking_statuses"]), "work order types": ",".join(d["work_order_types"]),
-                    "territories": ",".join(d["territories"])} for d in data], ("name", "booking statuses", "work order types", "territories"))
-    scope = f"mailbox {args.mailbox}" if args.mailbox else "all mailboxes (global)"
-    _print(args, {"scope": scope, "filters": data}, f"filters for {scope} (a booking syncs when it matches any; none = all of the user's bookings):\n{human}")
+                    "territories": ",".join(d["territories"])} for d in result["filters"]],
+                  ("name", "booking statuses", "work order types", "territories"))
+    _print(args, result, f"filters ({result['scope']}; a booking syncs when it matches any; none = all of the user's bookings):\n{human}")
     return EXIT_OK
 
 
@@ -306,9 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load()
     except SettingError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.command == "filters" and args.action in ("add", "remove") and not args.name:
-        print(f"filters {args.action} needs a NAME", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(COMMANDS[args.command](args, settings))

@@ -160,6 +160,34 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
     return _json(200, result)
 
 
+@bp.route(route="filters", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
+    """S5: GET /api/filters[?mailbox=ADDRESS] lists; POST with {"action": "add"|"remove", "name", "booking_statuses",
+    "work_order_types", "territories", "mailbox"} changes them (global unless a mailbox is named)."""
+    from .adminops import AdminError, InvalidRequest, filters_action
+    from .runtime import Runtime
+    if req.method == "GET":
+        body = {"action": "list", "mailbox": req.params.get("mailbox")}
+    else:
+        try:
+            body = req.get_json()
+        except ValueError:
+            return _json(400, {"error": "the body must be JSON"})
+        allowed = {"action", "name", "mailbox", "booking_statuses", "work_order_types", "territories"}
+        if not isinstance(body, dict) or set(body) - allowed:
+            return _json(400, {"error": f"the body accepts {', '.join(sorted(allowed))}"})
+    async with Runtime(activities().settings) as rt:
+        await rt.store.ensure_tables()
+        try:
+            result = await filters_action(rt.store, body.get("action", "list"), body.get("mailbox"), body.get("name"),
+                                          body.get("booking_statuses", []), body.get("work_order_types", []), body.get("territories", []))
+        except InvalidRequest as exc:
+            return _json(400, {"error": str(exc)})
+        except AdminError as exc:
+            return _json(409, {"error": str(exc)})
+    return _json(200, result)
+
+
 @bp.route(route="bookings/{booking_id}/diagnosis", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
     """G1: GET /api/bookings/{id}/diagnosis[?environment=URL]."""

@@ -189,3 +189,24 @@ def test_cli_real_entry_point(tenant, table_prefix):
     assert cli(tenant, env, "mailboxes", "move", "a@b.example").returncode == 2
     bad = cli(tenant, {**env, "SYNC_PROFILE": "turbo"}, "run")
     assert bad.returncode == 2 and "SYNC_PROFILE" in bad.stderr
+
+
+async def test_r_s5_filters_over_the_shared_admin_operation(tenant, settings):
+    from sync.adminops import InvalidRequest, filters_action
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        await MailboxAdmin(rt.store).register("tech@contoso.example", settings.environments[0])
+        added = await filters_action(rt.store, "add", None, "south", territories=["South"])
+        assert added["filters"][0]["territories"] == ["South"]
+        await filters_action(rt.store, "add", None, "repairs", work_order_types=["Repair"])
+        assert [f.name for f in await rt.store.global_filters()] == ["south", "repairs"]
+        mine = await filters_action(rt.store, "add", "tech@contoso.example", "mine", booking_statuses=["Scheduled"])
+        assert mine["scope"] == "mailbox tech@contoso.example" and len(mine["filters"]) == 1
+        with pytest.raises(InvalidRequest):
+            await filters_action(rt.store, "add", None, "empty")
+        with pytest.raises(AdminError):
+            await filters_action(rt.store, "remove", None, "nope")
+        with pytest.raises(AdminError):
+            await filters_action(rt.store, "list", "unknown@contoso.example")
+        removed = await filters_action(rt.store, "remove", None, "south")
+        assert [f["name"] for f in removed["filters"]] == ["repairs"]
