@@ -235,6 +235,21 @@ async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
     return EXIT_OK
 
 
+async def cmd_plan(args: argparse.Namespace, settings: AppSettings) -> int:
+    """Dry run for one mailbox: what its next sync would do with the observations already collected. Writes nothing."""
+    from .engine import MailboxSync
+    from .runtime import Runtime
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        sync = MailboxSync(rt.store, rt.calendar, settings.sync, _now(), global_filters=await rt.store.global_filters())
+        result = await sync.run(args.mailbox, dry_run=True, force=args.force)
+    if result.outcome != "dry-run":
+        print(f"refused: {result.error}", file=sys.stderr)
+        return EXIT_REFUSED
+    _print(args, result.to_dict(), table(result.plan or [], ("booking", "action", "reason")) + (f"\n{result.error}" if result.error else ""))
+    return EXIT_OK
+
+
 async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
     from .runtime import Runtime
     async with Runtime(settings) as rt:
@@ -259,6 +274,9 @@ def parser() -> argparse.ArgumentParser:
     mb.add_argument("--environment", help="environment URL (discover, register, move)")
     runs = sub.add_parser("runs", help="the most recent cycles")
     runs.add_argument("--limit", type=int, default=10)
+    plan = sub.add_parser("plan", help="dry run: what the next sync of a mailbox would do (writes nothing)")
+    plan.add_argument("mailbox")
+    plan.add_argument("--force", action="store_true", help="as with run --force")
     diag = sub.add_parser("diagnose", help="is this booking in Outlook, and if not, why (G1)")
     diag.add_argument("booking_id")
     diag.add_argument("--environment", help="environment URL (default: the first configured)")
@@ -269,12 +287,12 @@ def parser() -> argparse.ArgumentParser:
     flt.add_argument("--status", action="append", help="booking status name (repeatable)")
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
-    for child in (run, mb, runs, diag, flt):
+    for child in (run, mb, runs, diag, flt, plan):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose, "filters": cmd_filters}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose, "filters": cmd_filters, "plan": cmd_plan}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

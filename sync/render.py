@@ -22,6 +22,7 @@ PROPERTY_SET = "{1b2f6c3e-8d4a-4f5b-9a7e-2c6d0e8f4a11}"
 TAG_ENVIRONMENT = f"String {PROPERTY_SET} Name FieldServiceSync.Environment"
 TAG_BOOKING = f"String {PROPERTY_SET} Name FieldServiceSync.BookingId"
 TRANSACTION_NAMESPACE = uuid.UUID("6f1c1f5e-2f52-4d7b-a2d1-5b0b7a0f3c9e")
+UPDATED_FIELDS = ("subject", "start", "end", "location", "body")
 MAX_FIELD = 2_000           # characters of any one free-text value in the body
 MAX_SUBJECT = 255
 WINDOWS_TO_IANA = {"pacific standard time": "America/Los_Angeles", "mountain standard time": "America/Denver",
@@ -37,8 +38,10 @@ class RenderedEvent:
     content_fingerprint: str
 
     def payload_for_update(self) -> dict:
-        """The PATCH body: everything but transactionId, which only guards creates."""
-        return {k: v for k, v in self.payload.items() if k != "transactionId"}
+        """The PATCH body: what a booking can change (C2 refreshes the work order fields with the time window
+        and location). Importance, show-as, reminder and the like are set once at creation, so a technician's
+        own changes to them in Outlook are kept; transactionId only guards creates."""
+        return {k: v for k, v in self.payload.items() if k in UPDATED_FIELDS}
 
 
 def clean_text(value: object, limit: int = MAX_FIELD) -> str:

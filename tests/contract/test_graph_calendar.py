@@ -1,6 +1,8 @@
 """The Graph calendar client against the emulator, through the real msgraph-sdk (C1, C2, C5, X2, D1, E1-E3, M2, M6)."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from sync.credentials import LoopbackDevCredential
@@ -166,3 +168,17 @@ async def test_r_e1_persistent_5xx_is_left_transient_within_bounded_time(tenant)
     async with calendar(tenant, max_wait_s=3) as cal:
         result = await cal.apply(ADDRESS, [create_op(booking())])
     assert next(iter(result.values())).outcome == Outcome.TRANSIENT
+
+
+async def test_r_e1_a_timed_out_create_is_retried_without_a_duplicate(tenant):
+    add_mailbox(tenant)
+    b = booking()
+    tenant.control("PUT", "/faults", {"rules": [{"service": "graph", "method": "POST", "path": "/events$", "action": "latency",
+                                                  "delay_ms": 1500, "times": 1}]})
+    async with calendar(tenant, timeout_s=0.5, max_retries=0) as cal:
+        result = await cal.apply(ADDRESS, [create_op(b)])
+    await asyncio.sleep(1.2)                       # the first, slow request still lands on the server
+    assert result[b.id].outcome == Outcome.OK
+    assert len(events(tenant)) == 1
+    creates = [e for e in tenant.control("GET", "/log?service=graph")["value"] if e["method"] == "POST" and e["path"].endswith("/events")]
+    assert len(creates) == 2                       # the timed-out attempt and the retry both reached Graph

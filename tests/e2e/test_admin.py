@@ -210,3 +210,27 @@ async def test_r_s5_filters_over_the_shared_admin_operation(tenant, settings):
             await filters_action(rt.store, "list", "unknown@contoso.example")
         removed = await filters_action(rt.store, "remove", None, "south")
         assert [f["name"] for f in removed["filters"]] == ["repairs"]
+
+
+async def test_cli_plan_is_a_dry_run(tenant, table_prefix, monkeypatch):
+    from sync.engine import collect
+    tenant.control("POST", "/demo", {"technicians": 3, "bookings": 30})
+    env = {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load()
+    from tests.stack_helpers import enable_all_mailboxes
+    reports = await enable_all_mailboxes(settings)
+    address = next(a for a, r in sorted(reports.items()) if r.ok)
+    async with Runtime(settings) as rt:                                           # observations collected, not yet synced
+        await collect(rt.source(settings.environments[0]), rt.store, settings.sync, datetime.now(timezone.utc))
+        pending_before = len(await rt.store.pending(address))
+    graph_before = tenant.control("GET", "/stats")["services"].get("graph", {}).get("requests", 0)
+    planned = cli(tenant, env, "--json", "plan", address)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["outcome"] == "dry-run" and plan["counts"].get("create", 0) > 0
+    assert tenant.control("GET", "/stats")["services"].get("graph", {}).get("requests", 0) == graph_before
+    async with Runtime(settings) as rt:
+        assert len(await rt.store.pending(address)) == pending_before and await rt.store.links(address) == {}
+    assert cli(tenant, env, "plan", "nobody@contoso.example").returncode == 3

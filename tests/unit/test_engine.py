@@ -277,3 +277,16 @@ async def test_r_t4_expired_token_full_read_gives_same_calendar():
         return sorted((e["start"], e["tags"][TAG_BOOKING]) for e in w.tagged(A))
 
     assert shape(w1) == shape(w2) and len(shape(w1)) == 4
+
+
+async def test_dry_run_returns_the_plan_and_writes_nothing():
+    from sync.engine import MailboxSync, collect
+    w = World()
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    await collect(w.source, w.store, w.settings, w.now)
+    writes_before = w.store.writes
+    result = await MailboxSync(w.store, w.calendar, w.settings, w.now).run(A, dry_run=True)
+    assert result.outcome == "dry-run" and result.plan == [{"booking": b.id, "action": "create", "reason": "new_in_scope"}]
+    assert w.store.writes == writes_before and w.calendar.writes == 0 and len(await w.store.pending(A)) == 1

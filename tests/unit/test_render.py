@@ -80,3 +80,11 @@ def test_r_e3_any_text_never_breaks_out_of_its_cell(text):
     import re
     assert set(re.findall(r"<(/?[a-z]+)", body)) <= {"html", "/html", "body", "/body", "table", "/table", "tr", "/tr", "th", "/th",
                                                     "td", "/td", "br", "p", "/p"}
+
+
+def test_r_c2_update_sends_what_a_booking_can_change_and_keeps_the_technicians_settings():
+    rendered = render(booking(), "t@x", "UTC", 0)
+    update = rendered.payload_for_update()
+    assert set(update) == {"subject", "start", "end", "location", "body"}
+    assert all(update[k] == rendered.payload[k] for k in update)
+    validate(EVENT_TYPE, update)
