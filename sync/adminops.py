@@ -69,7 +69,7 @@ async def mailbox_action(rt: Any, settings: Any, action: str, addresses: list[st
         for address in targets:
             await admin.move(address, environment)
         return {"moved": len(targets), "environment": environment}
-    return {"mailboxes": mailbox_status_rows(rows)}
+    return {"mailboxes": mailbox_status_rows(rows, await rt.store.telemetry_key())}
 
 
 __all__ = ["ACTIONS", "AdminError", "InvalidRequest", "mailbox_action", "validate"]

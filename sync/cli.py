@@ -191,8 +191,8 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         _print(args, result, table(result["results"], ("mailbox", "result", "reason", "message")))
         return EXIT_OK if result["succeeded"] == result["tested"] else EXIT_PARTIAL
     if args.action == "list":
-        _print(args, result, table(result["mailboxes"], ("mailbox", "environment", "sync_method", "approved", "test", "reason", "enabled",
-                                                         "last_cycle", "outcome", "written", "last_error")))
+        _print(args, result, table(result["mailboxes"], ("mailbox", "ref", "environment", "sync_method", "approved", "test", "reason",
+                                                         "enabled", "last_cycle", "outcome", "written", "last_error")))
         return EXIT_OK
     _print(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
     return EXIT_OK

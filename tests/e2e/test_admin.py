@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -179,6 +180,7 @@ def test_cli_real_entry_point(tenant, table_prefix):
     assert summary["totals"]["created"] > 0
     listing = json.loads(cli(tenant, env, "--json", "mailboxes", "list").stdout)["mailboxes"]
     assert {r["test"] for r in listing} == {"success", "failure"} and any(r["written"] for r in listing)
+    assert all(re.fullmatch(r"mbx-[0-9a-f]{12}", r["ref"]) for r in listing) and len({r["ref"] for r in listing}) == len(listing)
     added = cli(tenant, env, "filters", "add", "repairs", "--type", "Repair")
     assert added.returncode == 0 and "repairs" in added.stdout
     assert json.loads(cli(tenant, env, "--json", "filters", "list").stdout)["filters"][0]["work_order_types"] == ["Repair"]
