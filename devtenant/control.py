@@ -200,7 +200,7 @@ class ControlApi:
         return web.Response(status=204)
 
     async def cancellations(self, request: web.Request) -> web.Response:
-        return web.json_response({"value": self._mailbox(request).__dict__.get("cancelled", [])})
+        return web.json_response({"value": self._mailbox(request).cancellations})
 
     async def graph_limits(self, request: web.Request) -> web.Response:
         body = await request.json()

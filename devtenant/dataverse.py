@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import uuid
@@ -411,6 +410,3 @@ class DataverseService:
             body["@odata.deltaLink"] = f"{base}/{table.entity_set}?{sel}$deltatoken={_delta_token(current)}"
         return body, headers
 
-
-def as_json(value: Any) -> str:
-    return json.dumps(value, default=lambda o: o.isoformat() if isinstance(o, datetime) else str(o))

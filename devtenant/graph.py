@@ -331,7 +331,7 @@ class GraphService:
         # The organizer's copy leaves the calendar and each attendee receives a cancellation.
         del mailbox.events[event["id"]]
         event["_cancellations_sent"] = len(event["attendees"])
-        mailbox.__dict__.setdefault("cancelled", []).append({"id": event["id"], "attendees": len(event["attendees"]),
+        mailbox.cancellations.append({"id": event["id"], "attendees": len(event["attendees"]),
                                                              "comment": (body or {}).get("Comment") or (body or {}).get("comment")})
         return 202, {}, None
 

@@ -5,7 +5,6 @@ through the emulated service endpoints themselves.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import time
@@ -94,6 +93,7 @@ class Mailbox:
     in_scope: bool = True         # inside the app's Exchange RBAC for Applications scope
     events: dict[str, dict] = field(default_factory=dict)
     calendar_id: str = field(default_factory=lambda: "AAMkCal" + uuid.uuid4().hex[:16] + "AAA=")
+    cancellations: list = field(default_factory=list)     # cancel messages sent to attendees
     inflight: int = 0
     window: deque = field(default_factory=deque)
 
@@ -202,7 +202,6 @@ class Tenant:
         self.log = RequestLog()
         self.faults: list[FaultRule] = []
         self.latency_ms: dict[str, float] = {"graph": 0.0, "dataverse": 0.0}
-        self.lock = asyncio.Lock()
 
     def org(self, name: str) -> DataverseOrg:
         if name not in self.orgs:

@@ -69,9 +69,8 @@ CYCLE_COLUMNS = ("mailbox", "outcome", "created", "updated", "deleted", "unlinke
 
 
 async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
-    from .activities import Activities
-    from .local import local_runtime
-    from .orchestration import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR
+    """One cycle through the local runner, under the same lease the timer takes (T1)."""
+    from .local import run_cycle
     from .runtime import Runtime
     from .singleton import LEASE, LEASE_TTL_S
 
@@ -81,13 +80,7 @@ async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
         if not await rt.store.acquire_lease(LEASE, holder, _now(), LEASE_TTL_S):
             raise RefusedError("a sync cycle is already running (the cycle lease is held); try again when it finishes")
         try:
-            activities = Activities(lambda: settings)
-            try:
-                return await local_runtime(activities).run(
-                    CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger},
-                    instance_id=CYCLE_INSTANCE_ID)
-            finally:
-                await activities.close()
+            return await run_cycle(settings, force=force, trigger=trigger)
         finally:
             await rt.store.release_lease(LEASE, holder)
 

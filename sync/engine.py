@@ -19,7 +19,6 @@ from typing import Any, Awaitable, Callable
 
 from .dataverse import ChangeTokenExpired
 from .domain import Booking, Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
-from .errors import TransientError
 from .plan import Action, Kind, Plan, Reason, plan, window
 from .ports import CalendarOp, OpKind, OpResult, Outcome
 from .render import render

@@ -16,13 +16,3 @@ class PermanentError(SyncError):
     """Configuration or access problems a person must fix."""
 
 
-class MailboxUnavailable(PermanentError):
-    """The mailbox itself cannot be used (not found, access denied, disabled): it is marked Failure (M6)."""
-
-
-class EventGone(SyncError):
-    """The event was deleted in Outlook by its owner (C5)."""
-
-
-class InvalidRequest(SyncError):
-    """Graph refused one item's payload (400): that item is skipped with the reason; the mailbox goes on."""

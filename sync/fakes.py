@@ -170,8 +170,6 @@ class InMemoryStateStore:
     async def put_cursor(self, environment: str, delta_links: dict[str, str], horizon: datetime, etag: str | None) -> None:
         self._put("cursors", "cursor", key(environment), {"delta_links": dict(delta_links), "horizon": horizon}, etag, must_be_new=True)
 
-    async def reset_cursor(self, environment: str) -> None:
-        self._t("cursors").pop(("cursor", key(environment)), None)
 
     async def record_run(self, run: dict) -> None:
         self._put("runs", "run", f"{run['started']}_{run['id']}", dict(run), None)

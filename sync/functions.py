@@ -52,15 +52,13 @@ async def record_run(payload: dict) -> dict:
 
 
 async def _start(client: df.DurableOrchestrationClient, trigger: str, force: bool = False) -> str | None:
-    from .runtime import Runtime
     from .singleton import start_cycle_once
 
     settings = activities().settings
-    async with Runtime(settings) as rt:
-        await rt.store.ensure_tables()
-        return await start_cycle_once(client, rt.store, datetime.now(timezone.utc), f"{trigger}-{uuid.uuid4()}",
-                                      orchestration.CYCLE_INSTANCE_ID, orchestration.CYCLE_ORCHESTRATOR,
-                                      {"environments": list(settings.environments), "force": force, "trigger": trigger})
+    rt = await activities().runtime()
+    return await start_cycle_once(client, rt.store, datetime.now(timezone.utc), f"{trigger}-{uuid.uuid4()}",
+                                  orchestration.CYCLE_INSTANCE_ID, orchestration.CYCLE_ORCHESTRATOR,
+                                  {"environments": list(settings.environments), "force": force, "trigger": trigger})
 
 
 @bp.timer_trigger(schedule="%SYNC_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
@@ -101,15 +99,12 @@ async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationCli
 @bp.durable_client_input(client_name="client")
 async def sync_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """The current cycle (runtime status, custom status) and the last recorded runs."""
-    from .runtime import Runtime
     status = await client.get_status(orchestration.CYCLE_INSTANCE_ID)
     current = None
     if status is not None and getattr(status, "runtime_status", None) is not None:
         current = {"runtimeStatus": status.runtime_status.value, "customStatus": status.custom_status,
                    "createdTime": status.created_time, "lastUpdatedTime": status.last_updated_time}
-    async with Runtime(activities().settings) as rt:
-        await rt.store.ensure_tables()
-        runs = await rt.store.recent_runs(5)
+    runs = await (await activities().runtime()).store.recent_runs(5)
     return _json(200, {"current": current, "recent": runs})
 
 
@@ -136,7 +131,6 @@ async def mailboxes_admin(req: func.HttpRequest) -> func.HttpResponse:
 
 async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
     from .adminops import AdminError, InvalidRequest, mailbox_action, validate
-    from .runtime import Runtime
     body: dict = {}
     if req.get_body():
         try:
@@ -150,13 +144,11 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
         addresses = validate(action, body.get("addresses"), body.get("all", False), body.get("environment"), settings.environments)
     except InvalidRequest as exc:
         return _json(400, {"error": str(exc)})
-    async with Runtime(settings) as rt:
-        await rt.store.ensure_tables()
-        try:
-            result = await mailbox_action(rt, settings, action, addresses, body.get("all", False), body.get("environment"),
-                                          datetime.now(timezone.utc))
-        except AdminError as exc:
-            return _json(409, {"error": str(exc)})
+    try:
+        result = await mailbox_action(await activities().runtime(), settings, action, addresses, body.get("all", False),
+                                      body.get("environment"), datetime.now(timezone.utc))
+    except AdminError as exc:
+        return _json(409, {"error": str(exc)})
     return _json(200, result)
 
 
@@ -165,7 +157,6 @@ async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
     """S5: GET /api/filters[?mailbox=ADDRESS] lists; POST with {"action": "add"|"remove", "name", "booking_statuses",
     "work_order_types", "territories", "mailbox"} changes them (global unless a mailbox is named)."""
     from .adminops import AdminError, InvalidRequest, filters_action
-    from .runtime import Runtime
     if req.method == "GET":
         body = {"action": "list", "mailbox": req.params.get("mailbox")}
     else:
@@ -176,15 +167,14 @@ async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
         allowed = {"action", "name", "mailbox", "booking_statuses", "work_order_types", "territories"}
         if not isinstance(body, dict) or set(body) - allowed:
             return _json(400, {"error": f"the body accepts {', '.join(sorted(allowed))}"})
-    async with Runtime(activities().settings) as rt:
-        await rt.store.ensure_tables()
-        try:
-            result = await filters_action(rt.store, body.get("action", "list"), body.get("mailbox"), body.get("name"),
-                                          body.get("booking_statuses", []), body.get("work_order_types", []), body.get("territories", []))
-        except InvalidRequest as exc:
-            return _json(400, {"error": str(exc)})
-        except AdminError as exc:
-            return _json(409, {"error": str(exc)})
+    store = (await activities().runtime()).store
+    try:
+        result = await filters_action(store, body.get("action", "list"), body.get("mailbox"), body.get("name"),
+                                      body.get("booking_statuses", []), body.get("work_order_types", []), body.get("territories", []))
+    except InvalidRequest as exc:
+        return _json(400, {"error": str(exc)})
+    except AdminError as exc:
+        return _json(409, {"error": str(exc)})
     return _json(200, result)
 
 
@@ -193,7 +183,6 @@ async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
     """G1: GET /api/bookings/{id}/diagnosis[?environment=URL]."""
     from .dataverse import GUID
     from .diagnose import diagnose
-    from .runtime import Runtime
     booking_id = req.route_params.get("booking_id", "")
     if not GUID.match(booking_id):
         return _json(400, {"error": "booking id must be a GUID"})
@@ -201,9 +190,8 @@ async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
     environment = req.params.get("environment") or settings.environments[0]
     if environment.rstrip("/").lower() not in {e.lower() for e in settings.environments}:
         return _json(400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"})
-    async with Runtime(settings) as rt:
-        await rt.store.ensure_tables()
-        result = await diagnose(booking_id, rt.source(environment.rstrip("/")), rt.store, settings.sync, datetime.now(timezone.utc))
+    rt = await activities().runtime()
+    result = await diagnose(booking_id, rt.source(environment.rstrip("/")), rt.store, settings.sync, datetime.now(timezone.utc))
     return _json(200, result.to_dict())
 
 
@@ -213,5 +201,5 @@ async def dataverse_webhook(req: func.HttpRequest, client: df.DurableOrchestrati
     """T3: Dataverse service endpoint (WebhookKey = this function's key). Answers well inside Dataverse's 60 s."""
     from .webhook import handle
     status, body = await handle(req.get_body(), dict(req.headers), dict(req.params), activities().settings, client,
-                                datetime.now(timezone.utc).isoformat())
+                                datetime.now(timezone.utc).isoformat(), await activities().runtime())
     return _json(status, body)

@@ -70,7 +70,7 @@ class LocalWebhookHost:
         if not hmac.compare_digest(given.encode(), self.function_key.encode()):
             return web.json_response({"error": "unauthorized"}, status=401)
         status, body = await handle(await request.read(), dict(request.headers), dict(request.query), self.settings, self.client,
-                                    datetime.now(timezone.utc).isoformat())
+                                    datetime.now(timezone.utc).isoformat(), await self.activities.runtime())
         return web.json_response(body, status=status)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -5,7 +5,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from .domain import Address, Booking, BookingStatus, SkippedRow, SyncFilter, WorkOrder
+from .domain import Address, Booking, BookingStatus, SyncFilter, WorkOrder
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -27,10 +27,6 @@ def booking_from_dict(d: dict[str, Any]) -> Booking:
     return Booking(id=d["id"], environment=d["environment"], start=_dt(d["start"]), end=_dt(d["end"]), active=d["active"],
                    status=BookingStatus(**d["status"]), resource_id=d.get("resource_id"), resource_type=d.get("resource_type"),
                    mailbox=d.get("mailbox"), work_order=work_order, name=d.get("name"), modified_on=_dt(d.get("modified_on")))
-
-
-def skipped_to_dict(s: SkippedRow) -> dict[str, str]:
-    return {"booking_id": s.booking_id, "reason": s.reason}
 
 
 def filter_to_dict(f: SyncFilter) -> dict[str, Any]:

@@ -372,8 +372,6 @@ class TableStateStore:
                   "delta_links": json.dumps(delta_links), "horizon": _iso(horizon)}
         await self._write("cursors", entity, etag)
 
-    async def reset_cursor(self, environment: str) -> None:
-        await self._delete("cursors", "cursor", key(environment))
 
     # -- runs and leases --------------------------------------------------------------------------------------------------
     async def record_run(self, run: dict) -> None:

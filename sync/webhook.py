@@ -109,9 +109,9 @@ async def start_mailbox_syncs(client: Any, mailboxes: list[str], now_iso: str) -
 
 
 async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], settings: Any, client: Any, now_iso: str,
-                 runtime_factory: Any = None) -> tuple[int, dict]:
-    """The webhook function's body, shared by the Functions app and the local receiver. Returns (status, json)."""
-    from .runtime import Runtime
+                 runtime: Any) -> tuple[int, dict]:
+    """The webhook function's body, shared by the Functions app and the local receiver. Returns (status, json).
+    `runtime` is the caller's per-loop Runtime (clients and tokens reused across calls)."""
     try:
         check_secret(settings.webhook_secret, headers.get("x-fssync-webhook-key") or headers.get("X-Fssync-Webhook-Key"))
         notification = parse(body, headers)
@@ -120,9 +120,7 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
     environment = (params.get("environment") or settings.environments[0]).rstrip("/")
     if environment.lower() not in {e.lower() for e in settings.environments}:
         return 400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"}
-    async with (runtime_factory or Runtime)(settings) as rt:
-        await rt.store.ensure_tables()
-        routed = await route(notification, rt.source(environment), rt.store)
+    routed = await route(notification, runtime.source(environment), runtime.store)
     started = await start_mailbox_syncs(client, sorted(routed), now_iso)
     log.info("webhook accepted: message=%s booking=%s mailboxes=%d started=%d", notification.message, notification.booking_id,
              len(routed), len(started))
