@@ -236,3 +236,23 @@ async def test_cli_plan_is_a_dry_run(tenant, table_prefix, monkeypatch):
     async with Runtime(settings) as rt:
         assert len(await rt.store.pending(address)) == pending_before and await rt.store.links(address) == {}
     assert cli(tenant, env, "plan", "nobody@contoso.example").returncode == 3
+
+
+async def test_r_g2_status_listing_shows_what_an_admin_looks_at_first(tenant, settings):
+    from sync.adminops import mailbox_action
+    seed = DvSeed(tenant)
+    ok, denied = seed.technician("ok@contoso.example"), seed.technician("denied@contoso.example", in_scope=False)
+    seed.booking(ok, NOW + timedelta(days=1))
+    async with Runtime(settings) as rt:
+        await rt.store.ensure_tables()
+        admin = MailboxAdmin(rt.store, rt.calendar)
+        for address in ("ok@contoso.example", "denied@contoso.example"):
+            await admin.register(address, settings.environments[0], approved=True)
+        await admin.test_and_enable(["ok@contoso.example", "denied@contoso.example"], NOW)
+    await run_cycle(settings)
+    async with Runtime(settings) as rt:
+        rows = {r["mailbox"]: r for r in (await mailbox_action(rt, settings, "list", [], False, None, NOW))["mailboxes"]}
+    good, bad = rows["ok@contoso.example"], rows["denied@contoso.example"]
+    assert good["environment"] == settings.environments[0].lower() and good["sync_method"] == "server-side" and good["approved"] == "yes"
+    assert good["test"] == "success" and good["last_cycle"] and good["outcome"] == "synced" and good["written"] == 1 and good["last_error"] == ""
+    assert bad["test"] == "failure" and bad["reason"].startswith("access_denied") and bad["outcome"] == ""
