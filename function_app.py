@@ -1,8 +1,8 @@
 """Azure Functions app (Python v2 programming model): registers the sync blueprint. No logic here."""
 import azure.functions as func
 
-from sync.functions import bp, environment_ok
-from sync.telemetry import configure_telemetry
+from sync.app.functions import bp, environment_ok
+from sync.app.telemetry import configure_telemetry
 
 # E4: a missing or malformed setting stops the app at start with a message naming it.
 environment_ok()

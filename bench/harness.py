@@ -24,7 +24,7 @@ import time
 import tracemalloc
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,13 +75,13 @@ class Bench:
         self.stack, self.scale, self.graph_ms, self.dataverse_ms = stack, scale, graph_ms, dataverse_ms
         self.activities = activities
         self.rng = random.Random(11)
-        self.now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        self.now = datetime.now(UTC).replace(second=0, microsecond=0)
         self.bookings: list[str] = []
         self.starts: dict[str, datetime] = {}
         self.statuses: dict[str, str] = {}
         self.env = {**stack.environment(), "STATE_TABLE_PREFIX": "bench" + uuid.uuid4().hex[:8]}
         os.environ.update(self.env)
-        from sync.settings import load
+        from sync.app.settings import load
         self.settings = load()
         self.plan_cpu = 0.0
 
@@ -113,7 +113,7 @@ class Bench:
                  "_bookingstatus_value": self.statuses["Scheduled"], "_msdyn_workorder_value": wos[i + j]["msdyn_workorderid"]}
                 for j, (res, start) in enumerate(chunk)])["value"]
             self.bookings += [b["bookableresourcebookingid"] for b in created]
-            self.starts.update({b["bookableresourcebookingid"]: start for b, (_, start) in zip(created, chunk)})
+            self.starts.update({b["bookableresourcebookingid"]: start for b, (_, start) in zip(created, chunk, strict=True)})
         return mailboxes
 
     # -- measuring -----------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ class Bench:
                 "throttled_429": after["throttled"] - before["throttled"]}
 
     async def cycle(self, name: str, changed: int) -> Scenario:
-        from sync.local import run_cycle
+        from sync.local.cycle import run_cycle
         self.stack.control("DELETE", "/log")                        # resets the per-mailbox concurrency high-water mark
         before = self.stats()
         plan_before = self.plan_cpu
@@ -145,13 +145,13 @@ class Bench:
         return Scenario(name, changed, figures)
 
     async def test_and_enable(self, mailboxes: list[str]) -> Scenario:
-        from sync.admin import MailboxAdmin
-        from sync.runtime import Runtime
+        from sync.admin.mailboxes import MailboxAdmin
+        from sync.app.clients import Clients
         extra = [f"spare{i:04d}@contoso.example" for i in range(len(mailboxes))]
         self.stack.control("POST", "/mailboxes", [{"address": a} for a in extra])
         everyone = mailboxes + extra
         self.stack.control("DELETE", "/log")
-        async with Runtime(self.settings) as rt:
+        async with Clients(self.settings) as rt:
             await rt.store.ensure_tables()
             admin = MailboxAdmin(rt.store, rt.calendar)
             for a in everyone:
@@ -203,9 +203,9 @@ def micro(scale: dict) -> dict:
     runs = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout) for _ in range(3)]
     out["function_app_import_s"] = round(min(runs), 3)
 
-    from sync.domain import Mailbox, MailboxTestStatus
-    from sync.plan import plan
-    from sync.settings import SyncSettings
+    from sync.core.domain import Mailbox, MailboxTestStatus
+    from sync.core.plan import plan
+    from sync.core.settings import SyncSettings
     sys.path.insert(0, str(ROOT))
     from tests.factories import NOW, booking
     n = scale["planner"]
@@ -224,7 +224,7 @@ def micro(scale: dict) -> dict:
 
 async def webhook_latency(bench: Bench, changes: int) -> dict:
     """T3: time from a booking change in Dataverse to the updated event in Outlook, through the webhook."""
-    from sync.local_host import LocalWebhookHost
+    from sync.local.webhook_host import LocalWebhookHost
     host = LocalWebhookHost(bench.settings, "bench-key")
     url = await host.start()
     bench.stack.control("POST", "/orgs/default/webhooks", {"url": url + "?code=bench-key"})
@@ -259,7 +259,7 @@ async def webhook_latency(bench: Bench, changes: int) -> dict:
 
 async def mailbox_activity_memory(bench: Bench, mailbox: str) -> float:
     """Peak Python heap of one mailbox activity (tracemalloc), with work to do: its bookings moved."""
-    from sync.activities import Activities
+    from sync.app.activities import Activities
     acts = Activities(lambda: bench.settings)
     payload = {"mailbox": mailbox, "now": bench.now.isoformat()}
     tracemalloc.start()
@@ -271,12 +271,12 @@ async def mailbox_activity_memory(bench: Bench, mailbox: str) -> float:
 
 
 async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities: int) -> dict:
+    import sync.engine.mailbox as executor
     from devtenant.stack import LocalStack
-    import sync.engine
     scale = SCALES[scale_name]
     with LocalStack() as stack:
         bench = Bench(stack, scale, graph_ms, dataverse_ms, activities)
-        original = sync.engine.plan
+        original = executor.plan
 
         def timed_plan(*a, **kw):
             started = time.process_time()
@@ -285,7 +285,7 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
             finally:
                 bench.plan_cpu += time.process_time() - started
 
-        sync.engine.plan = timed_plan
+        executor.plan = timed_plan
         mailboxes = bench.build_org()
         stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}})
         scenarios = [await bench.test_and_enable(mailboxes)]
@@ -299,7 +299,7 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
         scenarios.append(await bench.cycle("cycle with 10 % canceled or deleted", gone))
         changed = bench.change(0.02, "move")
         scenarios.append(await bench.cycle("cycle with 2 % moved (for activity memory)", changed))
-        sync.engine.plan = original
+        executor.plan = original
         memory = await mailbox_activity_memory(bench, mailboxes[0])
         latency = await webhook_latency(bench, scale["webhook_changes"])
     results = {"scale": scale_name, "graph_latency_ms": graph_ms, "dataverse_latency_ms": dataverse_ms, "mailbox_activities_in_flight": activities,
@@ -322,7 +322,7 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
 def machine() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3, 1),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+            "date": datetime.now(UTC).strftime("%Y-%m-%d")}
 
 
 def table(results: dict) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
-import uuid
 
 from aiohttp import web
 
@@ -150,14 +150,14 @@ class Query:
         return resolve
 
     def functions(self, table: Table) -> dict:
-        def in_(resolve, PropertyName=None, PropertyValues=None):  # noqa: N803 - Dataverse's parameter names
+        def in_(resolve, PropertyName=None, PropertyValues=None):
             if PropertyName is None or PropertyValues is None:
                 raise odata.ODataSyntaxError("Microsoft.Dynamics.CRM.In requires PropertyName and PropertyValues.")
             value = resolve(str(PropertyName).split("/"))
             wanted = {str(v).lower() for v in PropertyValues}
             return value is not None and str(value).lower() in wanted
 
-        def not_in(resolve, PropertyName=None, PropertyValues=None):  # noqa: N803
+        def not_in(resolve, PropertyName=None, PropertyValues=None):
             return not in_(resolve, PropertyName, PropertyValues)
 
         return {**odata.BASIC_FUNCTIONS, "microsoft.dynamics.crm.in": in_, "microsoft.dynamics.crm.notin": not_in}
@@ -245,7 +245,7 @@ class DataverseService:
             self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=429, mailbox=None)
             return error_response(DataverseError(429, "0x80072322",
                                                  f"Number of requests exceeded the limit of {org.request_budget} over time window of {int(org.budget_window_s)} seconds.",
-                                                 {"Retry-After": str(int(round(wait)))}), org.dop_hint)
+                                                 {"Retry-After": str(round(wait))}), org.dop_hint)
         if org.inflight >= org.max_concurrent:
             return error_response(DataverseError(429, "0x80072326",
                                                  f"Number of concurrent requests exceeded the limit of {org.max_concurrent}.",
@@ -315,13 +315,14 @@ class DataverseService:
                                                                        "OData-Version": "4.0", "x-ms-dop-hint": str(org.dop_hint)})
 
     def get(self, org: DataverseOrg, base: str, path: str, params: dict, prefs: dict) -> tuple[dict, dict]:
+        """A GET: WhoAmI, a read by key, or a list (a query, a page of one, or a change-tracking delta)."""
         if path == "WhoAmI":
             return ({"@odata.context": f"{base}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
                      "BusinessUnitId": "00000000-0000-0000-0000-000000000001", "UserId": "00000000-0000-0000-0000-0000000000a1",
                      "OrganizationId": "00000000-0000-0000-0000-0000000000f1"}, {})
         m = re.fullmatch(r"(\w+)(?:\(([^)]*)\))?", path)
         table = DATAVERSE.by_entity_set.get(m.group(1)) if m else None
-        if table is None:
+        if m is None or table is None:
             raise DataverseError(404, "0x80060888", f"Resource not found for the segment '{path.split('(')[0]}'.")
         annotations = prefs.get("odata.include-annotations")
         query = Query(org, table, base, annotations)
@@ -334,72 +335,45 @@ class DataverseService:
         except odata.ODataSyntaxError as exc:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
         _validate_shape(table, select, expand)
-        context_cols = f"({','.join(select)})" if select else ""
         if m.group(2) is not None:
-            key = m.group(2).strip().lower()
-            if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", key):
-                raise DataverseError(400, "0x80060888", f"Bad Request - Error in query syntax: invalid key '{m.group(2)}'.")
-            row = org.rows[table.logical_name].get(key)
-            if row is None:
-                raise DataverseError(404, "0x80040217", f"{table.logical_name} With Id = {key} Does Not Exist")
-            body = {"@odata.context": f"{base}/$metadata#{table.entity_set}{context_cols}/$entity",
-                    **query.project(table, row, select, expand)}
-            return body, headers
+            return self._read_by_key(org, base, table, query, m.group(2), select, expand), headers
+        return self._list(org, base, table, query, params, prefs, select, expand, headers)
 
+    @staticmethod
+    def _read_by_key(org: DataverseOrg, base: str, table: Table, query: Query, raw_key: str, select: list[str] | None,
+                     expand: list[odata.ExpandItem]) -> dict:
+        key = raw_key.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", key):
+            raise DataverseError(400, "0x80060888", f"Bad Request - Error in query syntax: invalid key '{raw_key}'.")
+        row = org.rows[table.logical_name].get(key)
+        if row is None:
+            raise DataverseError(404, "0x80040217", f"{table.logical_name} With Id = {key} Does Not Exist")
+        context_cols = f"({','.join(select)})" if select else ""
+        return {"@odata.context": f"{base}/$metadata#{table.entity_set}{context_cols}/$entity", **query.project(table, row, select, expand)}
+
+    def _list(self, org: DataverseOrg, base: str, table: Table, query: Query, params: dict, prefs: dict, select: list[str] | None,
+              expand: list[odata.ExpandItem], headers: dict[str, str]) -> tuple[dict, dict]:
         tracking = "odata.track-changes" in prefs or "$deltatoken" in params
         if tracking:
             for option in TRACKING_UNSUPPORTED:
                 if option in params:
                     raise DataverseError(400, "0x80060888", f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
-        page_size = MAX_PAGE
-        if "odata.maxpagesize" in prefs:
-            try:
-                page_size = max(1, min(MAX_PAGE, int(prefs["odata.maxpagesize"])))
-            except ValueError as exc:
-                raise DataverseError(400, "0x80060888", "odata.maxpagesize must be an integer.") from exc
-            headers["Preference-Applied"] = ", ".join(filter(None, [headers.get("Preference-Applied"), f"odata.maxpagesize={page_size}"]))
-        page, start_version = 1, None
-        if "$skiptoken" in params:
-            page, start_version = _parse_paging_cookie(params["$skiptoken"])
-
-        deleted: list[dict] = []
+        page_size = _page_size(prefs, headers)
+        if tracking:
+            headers["Preference-Applied"] = ", ".join(filter(None, [headers.get("Preference-Applied"), "odata.track-changes"]))
+        page, start_version = _parse_paging_cookie(params["$skiptoken"]) if "$skiptoken" in params else (1, None)
+        current = start_version if start_version is not None else org.version
         delta = "$deltatoken" in params
-        if delta:
-            since = _parse_delta_token(params["$deltatoken"])
-            if since < org.min_valid_version:
-                raise DataverseError(400, "0x80044352", "Version stamp associated with the client has expired. Please perform a full sync.")
-            current = start_version if start_version is not None else org.version
-            rows = [r for r in org.rows[table.logical_name].values() if since < r["versionnumber"] <= current]
-            deleted = [{"@odata.context": f"{base}/$metadata#{table.entity_set}/$deletedEntity", "id": rid, "reason": "deleted"}
-                       for v, rid in org.tombstones[table.logical_name] if since < v <= current]
-        else:
-            current = start_version if start_version is not None else org.version
-            rows = list(org.rows[table.logical_name].values())
-            if tracking:
-                rows = [r for r in rows if r["versionnumber"] <= current]
-        if "$filter" in params:
-            try:
-                expr = odata.parse_filter(params["$filter"])
-            except odata.ODataSyntaxError as exc:
-                raise DataverseError(400, "0x80060888", str(exc)) from exc
-            rows = [r for r in rows if query.matches(expr, r)]
-        order = params.get("$orderby")
-        rows.sort(key=lambda r: r[table.primary_id])
-        if order:
-            for clause in reversed(odata.split_top_level(order, ",")):
-                name, _, direction = clause.partition(" ")
-                if name not in table.web_api_properties:
-                    raise _property_error(table, name)
-                rows.sort(key=lambda r, n=name: _sort_key(r.get(n)), reverse=direction.strip().lower() == "desc")
+        rows, deleted = self._candidates(org, base, table, params, current, tracking)
+        rows = _ordered(table, self._filtered(query, params, rows), params.get("$orderby"))
         if "$top" in params and "odata.maxpagesize" not in prefs:
             rows = rows[: int(params["$top"])]
         items: list[dict] = [query.project(table, r, select, expand) for r in rows] + deleted
         offset = (page - 1) * page_size
         chunk = items[offset: offset + page_size]
+        context_cols = f"({','.join(select)})" if select else ""
         body: dict[str, Any] = {"@odata.context": f"{base}/$metadata#{table.entity_set}{context_cols}" + ("/$delta" if delta else ""),
                                 "value": chunk}
-        if tracking:
-            headers["Preference-Applied"] = ", ".join(filter(None, [headers.get("Preference-Applied"), "odata.track-changes"]))
         if offset + page_size < len(items):
             keep = {k: v for k, v in params.items() if k != "$skiptoken"}
             qs = "&".join(f"{k}={quote(v, safe=QUERY_SAFE)}" for k, v in keep.items())
@@ -409,4 +383,49 @@ class DataverseService:
             sel = f"$select={params['$select']}&" if "$select" in params else ""
             body["@odata.deltaLink"] = f"{base}/{table.entity_set}?{sel}$deltatoken={_delta_token(current)}"
         return body, headers
+
+    @staticmethod
+    def _candidates(org: DataverseOrg, base: str, table: Table, params: dict, current: int, tracking: bool) -> tuple[list[dict], list[dict]]:
+        """The rows a list answers from, and the $deletedEntity entries of a delta."""
+        if "$deltatoken" not in params:
+            rows = list(org.rows[table.logical_name].values())
+            return ([r for r in rows if r["versionnumber"] <= current] if tracking else rows), []
+        since = _parse_delta_token(params["$deltatoken"])
+        if since < org.min_valid_version:
+            raise DataverseError(400, "0x80044352", "Version stamp associated with the client has expired. Please perform a full sync.")
+        rows = [r for r in org.rows[table.logical_name].values() if since < r["versionnumber"] <= current]
+        deleted = [{"@odata.context": f"{base}/$metadata#{table.entity_set}/$deletedEntity", "id": rid, "reason": "deleted"}
+                   for v, rid in org.tombstones[table.logical_name] if since < v <= current]
+        return rows, deleted
+
+    @staticmethod
+    def _filtered(query: Query, params: dict, rows: list[dict]) -> list[dict]:
+        if "$filter" not in params:
+            return rows
+        try:
+            expr = odata.parse_filter(params["$filter"])
+        except odata.ODataSyntaxError as exc:
+            raise DataverseError(400, "0x80060888", str(exc)) from exc
+        return [r for r in rows if query.matches(expr, r)]
+
+
+def _page_size(prefs: dict, headers: dict[str, str]) -> int:
+    if "odata.maxpagesize" not in prefs:
+        return MAX_PAGE
+    try:
+        page_size = max(1, min(MAX_PAGE, int(prefs["odata.maxpagesize"])))
+    except ValueError as exc:
+        raise DataverseError(400, "0x80060888", "odata.maxpagesize must be an integer.") from exc
+    headers["Preference-Applied"] = ", ".join(filter(None, [headers.get("Preference-Applied"), f"odata.maxpagesize={page_size}"]))
+    return page_size
+
+
+def _ordered(table: Table, rows: list[dict], order: str | None) -> list[dict]:
+    rows = sorted(rows, key=lambda r: r[table.primary_id])
+    for clause in reversed(odata.split_top_level(order, ",") if order else []):
+        name, _, direction = clause.partition(" ")
+        if name not in table.web_api_properties:
+            raise _property_error(table, name)
+        rows.sort(key=lambda r, n=name: _sort_key(r.get(n)), reverse=direction.strip().lower() == "desc")
+    return rows
 

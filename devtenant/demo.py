@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 FIRST = ["Avery", "Jordan", "Mina", "Tomás", "Chen", "Priya", "Lars", "Amara", "Noor", "Kenji", "Sofia", "Diego",
          "Ilse", "Omar", "Hana", "Marek", "Zanele", "Ravi", "Elif", "Finn", "Leila", "Mateo", "Yuki", "Aoife", "Kwame"]
@@ -49,13 +49,13 @@ class DemoOrg:
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def generate(now: datetime | None = None, seed: int = 7, technicians: int = 25, bookings: int = 300,
              domain: str = "contoso.example") -> DemoOrg:
     rng = random.Random(seed)
-    now = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
+    now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
     org = DemoOrg(now)
 
     statuses = {}
@@ -126,7 +126,7 @@ def generate(now: datetime | None = None, seed: int = 7, technicians: int = 25, 
 
     counter = [100]
 
-    def booking(res: str, start: datetime, hours: float = 2, status: str = "Scheduled", wo: str | None | bool = True,
+    def booking(res: str, start: datetime, hours: float = 2, status: str = "Scheduled", wo: str | bool | None = True,
                 state: int = 0) -> str:
         counter[0] += 1
         wo_id = work_order(counter[0]) if wo is True else (wo or None)

@@ -14,7 +14,7 @@ import json
 import re
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo
@@ -52,7 +52,7 @@ def zone(name: str) -> ZoneInfo:
     key = WINDOWS_ZONES.get(name.lower(), name)
     try:
         return ZoneInfo(key)
-    except Exception as exc:  # noqa: BLE001 - zoneinfo raises several types for a bad key
+    except Exception as exc:
         raise GraphError(400, "TimeZoneNotSupportedException", f"A valid TimeZone value must be specified. The following TimeZone value is not supported: '{name}'.") from exc
 
 
@@ -61,7 +61,7 @@ def to_utc(dtz: dict) -> datetime:
         local = datetime.fromisoformat(str(dtz["dateTime"]).rstrip("Z")[:26])
     except (KeyError, ValueError) as exc:
         raise GraphError(400, "ErrorInvalidRequest", "Cannot convert the literal to the expected type 'Edm.DateTimeOffset'.") from exc
-    return local.replace(tzinfo=zone(dtz.get("timeZone") or "UTC")).astimezone(timezone.utc)
+    return local.replace(tzinfo=zone(dtz.get("timeZone") or "UTC")).astimezone(UTC)
 
 
 def graph_datetime(dt: datetime, tz: str = "UTC") -> dict:

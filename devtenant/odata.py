@@ -10,9 +10,10 @@ functions called with named parameters (`Microsoft.Dynamics.CRM.In(PropertyName=
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 
 class ODataSyntaxError(ValueError):
@@ -78,8 +79,7 @@ def parse_datetime(value: str) -> datetime:
         text += ":00+00:00"
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
-        from datetime import timezone
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt
 
 
@@ -358,7 +358,7 @@ BASIC_FUNCTIONS: dict[str, Callable[..., Any]] = {
 class ExpandItem:
     name: str
     select: list[str] | None = None
-    expand: list["ExpandItem"] = field(default_factory=list)
+    expand: list[ExpandItem] = field(default_factory=list)
     filter: str | None = None
 
 

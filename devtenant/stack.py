@@ -46,7 +46,7 @@ class ManagedProcess:
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.ready_line = ""
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.timeout
@@ -108,7 +108,7 @@ class LocalStack:
         self.table_port = 0
         self.emulator_url = ""
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         azurite_bin = ROOT / "node_modules" / ".bin" / "azurite-table"
         if not azurite_bin.exists():
             raise RuntimeError(f"Azurite is not installed at {azurite_bin}; run `npm ci` (the Makefile does).")
@@ -131,7 +131,7 @@ class LocalStack:
             if proc is not None:
                 proc.stop()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

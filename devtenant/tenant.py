@@ -11,18 +11,18 @@ import time
 import uuid
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .schema import DATAVERSE
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DataverseOrg:
@@ -143,9 +143,7 @@ class FaultRule:
             return False
         if self.path and not re.search(self.path, path):
             return False
-        if self.mailbox and (mailbox is None or self.mailbox.lower() not in (mailbox.id, mailbox.address.lower())):
-            return False
-        return True
+        return not (self.mailbox and (mailbox is None or self.mailbox.lower() not in (mailbox.id, mailbox.address.lower())))
 
     def take(self) -> bool:
         self.seen += 1

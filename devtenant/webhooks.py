@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -34,7 +34,7 @@ def _attributes(row: dict | None) -> list[dict]:
 def remote_execution_context(org: str, message: str, row: dict, before: dict | None) -> dict:
     entity = {"__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts", "Attributes": _attributes(row),
               "Id": row["bookableresourcebookingid"], "LogicalName": "bookableresourcebooking"}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {
         "BusinessUnitId": "00000000-0000-0000-0000-000000000001", "CorrelationId": str(uuid.uuid4()), "Depth": 1,
         "InitiatingUserId": "00000000-0000-0000-0000-0000000000a1",

@@ -1,3 +1,4 @@
+"""`python -m sync`: the administrator's command line (sync/cli.py)."""
 import sys
 
 from .cli import main

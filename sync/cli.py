@@ -12,16 +12,17 @@ import json
 import os
 import sys
 import urllib.request
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from .settings import AppSettings, SettingError, load
+from .app.settings import AppSettings, SettingError, load
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def table(rows: list[dict], columns: Sequence[str]) -> str:
@@ -58,7 +59,8 @@ def _cycle_rows(summary: dict) -> list[dict]:
     rows = []
     for r in summary.get("mailboxes", []):
         counts = r.get("counts") or {}
-        rows.append({"mailbox": r["mailbox"], "outcome": r["outcome"], "created": counts.get("created", 0), "updated": counts.get("updated", 0),
+        rows.append({"mailbox": r["mailbox"], "outcome": r["outcome"], "created": counts.get("created", 0),
+                     "updated": counts.get("updated", 0),
                      "deleted": counts.get("deleted", 0) + counts.get("cancelled", 0), "unlinked": counts.get("unlinked", 0),
                      "skipped": counts.get("skipped", 0), "failed": counts.get("failed", 0) + counts.get("invalid", 0),
                      "error": (r.get("error") or "")[:60]})
@@ -70,11 +72,11 @@ CYCLE_COLUMNS = ("mailbox", "outcome", "created", "updated", "deleted", "unlinke
 
 async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
     """One cycle through the local runner, under the same lease the timer takes (T1)."""
-    from .local import run_cycle
-    from .runtime import Runtime
-    from .singleton import LEASE, LEASE_TTL_S
+    from .app.clients import Clients
+    from .app.singleton import LEASE, LEASE_TTL_S
+    from .local.cycle import run_cycle
 
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         holder = f"cli-{os.getpid()}"
         if not await rt.store.acquire_lease(LEASE, holder, _now(), LEASE_TTL_S):
@@ -103,10 +105,10 @@ async def cmd_run(args: argparse.Namespace, settings: AppSettings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .admin import MailboxAdmin
-    from .runtime import Runtime
+    from .admin.mailboxes import MailboxAdmin
+    from .app.clients import Clients
 
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         for environment in settings.environments:
@@ -132,7 +134,7 @@ async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
 
     shown = next((r["mailbox"] for r in first.get("mailboxes", []) if (r.get("counts") or {}).get("created")), None)
     if shown:
-        async with Runtime(settings) as rt:
+        async with Clients(settings) as rt:
             events = await rt.calendar.list_events(shown, top=8)
         print(f"\n{shown}: the first {len(events)} events in Outlook")
         print(table([{"start (UTC)": (e["start"] or "")[:16], "end": (e["end"] or "")[11:16], "subject": e["subject"]} for e in events],
@@ -164,18 +166,18 @@ def _graph_ops(stats: dict) -> int:
 
 
 async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .adminops import AdminError, InvalidRequest, mailbox_action, validate
-    from .runtime import Runtime
+    from .admin.operations import AdminError, InvalidRequest, mailbox_action, validate
+    from .app.clients import Clients
 
     try:
         addresses = validate(args.action, args.addresses, args.all, args.environment, settings.environments)
     except InvalidRequest as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         try:
-            result = await mailbox_action(rt, settings, args.action, addresses, args.all, args.environment, _now(),
+            result = await mailbox_action(rt, settings.environments, args.action, addresses, args.all, args.environment, _now(),
                                           Progress(args.action, not args.json))
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
@@ -192,14 +194,14 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
 
 
 async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .dataverse import GUID
-    from .diagnose import diagnose
-    from .runtime import Runtime
+    from .admin.diagnose import diagnose
+    from .app.clients import Clients
+    from .core.ids import GUID
     if not GUID.match(args.booking_id):
         print(f"not a booking id (a GUID): {args.booking_id}", file=sys.stderr)
         return EXIT_USAGE
     environment = args.environment or settings.environments[0]
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         result = await diagnose(args.booking_id, rt.source(environment), rt.store, settings.sync, _now())
     lines = [f"{result.code}: {result.sentence}"]
@@ -209,19 +211,21 @@ async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
 
 
 async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .adminops import AdminError, InvalidRequest, filters_action
-    from .runtime import Runtime
-    async with Runtime(settings) as rt:
+    from .admin.operations import AdminError, InvalidRequest, filters_action
+    from .app.clients import Clients
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         try:
-            result = await filters_action(rt.store, args.action, args.mailbox, args.name, args.status or [], args.type or [], args.territory or [])
+            result = await filters_action(rt.store, args.action, args.mailbox, args.name, args.status or [], args.type or [],
+                                          args.territory or [])
         except InvalidRequest as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-    human = table([{"name": d["name"], "booking statuses": ",".join(d["booking_statuses"]), "work order types": ",".join(d["work_order_types"]),
+    human = table([{"name": d["name"], "booking statuses": ",".join(d["booking_statuses"]),
+                    "work order types": ",".join(d["work_order_types"]),
                     "territories": ",".join(d["territories"])} for d in result["filters"]],
                   ("name", "booking statuses", "work order types", "territories"))
     _print(args, result, f"filters ({result['scope']}; a booking syncs when it matches any; none = all of the user's bookings):\n{human}")
@@ -230,25 +234,27 @@ async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
 
 async def cmd_plan(args: argparse.Namespace, settings: AppSettings) -> int:
     """Dry run for one mailbox: what its next sync would do with the observations already collected. Writes nothing."""
-    from .engine import MailboxSync
-    from .runtime import Runtime
-    async with Runtime(settings) as rt:
+    from .app.clients import Clients
+    from .engine.mailbox import MailboxSync
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         sync = MailboxSync(rt.store, rt.calendar, settings.sync, _now(), global_filters=await rt.store.global_filters())
         result = await sync.run(args.mailbox, dry_run=True, force=args.force)
     if result.outcome != "dry-run":
         print(f"refused: {result.error}", file=sys.stderr)
         return EXIT_REFUSED
-    _print(args, result.to_dict(), table(result.plan or [], ("booking", "action", "reason")) + (f"\n{result.error}" if result.error else ""))
+    _print(args, result.to_dict(), table(result.plan or [], ("booking", "action",
+                                                             "reason")) + (f"\n{result.error}" if result.error else ""))
     return EXIT_OK
 
 
 async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .runtime import Runtime
-    async with Runtime(settings) as rt:
+    from .app.clients import Clients
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         runs = await rt.store.recent_runs(args.limit)
-    data = [{"started": r.get("started", "")[:19], "trigger": r.get("trigger"), "outcomes": r.get("outcomes"), "totals": r.get("totals")} for r in runs]
+    data = [{"started": r.get("started", "")[:19], "trigger": r.get("trigger"), "outcomes": r.get("outcomes"),
+             "totals": r.get("totals")} for r in runs]
     _print(args, runs, table(data, ("started", "trigger", "outcomes", "totals")))
     return EXIT_OK
 
@@ -285,7 +291,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose, "filters": cmd_filters, "plan": cmd_plan}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose,
+            "filters": cmd_filters, "plan": cmd_plan}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

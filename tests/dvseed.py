@@ -38,7 +38,7 @@ class DvSeed:
                "msdyn_postalcode": "98101", "msdyn_country": "US", "msdyn_latitude": 47.6, "msdyn_longitude": -122.3, **extra}
         return self.add("msdyn_workorders", row)["msdyn_workorderid"]
 
-    def booking(self, resource: str, start: datetime, hours: float = 2, work_order: str | None | bool = True, **extra) -> str:
+    def booking(self, resource: str, start: datetime, hours: float = 2, work_order: str | bool | None = True, **extra) -> str:
         wo = self.work_order() if work_order is True else work_order
         row = {"name": "Booking", "starttime": iso(start), "endtime": iso(start + timedelta(hours=hours)), "_resource_value": resource,
                "_bookingstatus_value": self.status, "_msdyn_workorder_value": wo, "statecode": 0, **extra}

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from sync.domain import Address, Booking, BookingStatus, Link, LinkState, Mailbox, MailboxTestStatus, WorkOrder
-from sync.render import render
+from sync.core.domain import Address, Booking, BookingStatus, Link, LinkState, Mailbox, MailboxTestStatus, WorkOrder
+from sync.core.render import render
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ENV = "https://contoso.crm.dynamics.com"
 SCHEDULED = BookingStatus("s-1", "Scheduled", 2, 690970000)
 CANCELED = BookingStatus("s-2", "Canceled", 3, 690970005)

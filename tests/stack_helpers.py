@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from devtenant.webhooks import remote_execution_context
-from sync.admin import MailboxAdmin
-from sync.runtime import Runtime
+from sync.admin.mailboxes import MailboxAdmin
+from sync.app.clients import Clients
 
 
 async def enable_all_mailboxes(settings) -> dict:
     """What an administrator does first: discover, approve, test & enable. Returns test reports by address."""
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         await admin.discover(rt.source(settings.environments[0]))
         addresses = [m["address"] for m in await rt.store.list_mailboxes()]
         await admin.approve(addresses)
-        return {r.address: r for r in await admin.test_and_enable(addresses, datetime.now(timezone.utc))}
+        return {r.address: r for r in await admin.test_and_enable(addresses, datetime.now(UTC))}
 
 
 def webhook_payload(stack, booking_id: str, message: str = "Create") -> str:

@@ -1,13 +1,13 @@
 """A whole small deployment in memory: a booking source, Exchange, the state store and the engine."""
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
-from sync.domain import Booking, Mailbox, MailboxTestStatus
-from sync.engine import MailboxSync, collect
-from sync.fakes import FakeBookingSource, FakeCalendar, InMemoryStateStore
-from sync.settings import SyncSettings
+from sync.adapters.memory import FakeBookingSource, FakeCalendar, InMemoryStateStore
+from sync.core.domain import Booking, Mailbox, MailboxTestStatus
+from sync.core.settings import SyncSettings
+from sync.engine.collect import collect
+from sync.engine.mailbox import MailboxSync
 from tests.factories import ENV, NOW
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from sync.fakes import InMemoryStateStore
-from sync.store import TableStateStore
+from sync.adapters.memory import InMemoryStateStore
+from sync.adapters.tables import TableStateStore
 
 
 @pytest.fixture(params=["memory", "azurite"])

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.credentials import LoopbackDevCredential
-from sync.dataverse import ChangeTokenExpired, DataverseClient
-from sync.fakes import FakeBookingSource
+from sync.adapters.credentials import LoopbackDevCredential
+from sync.adapters.dataverse import DataverseClient
+from sync.adapters.memory import FakeBookingSource
+from sync.ports import ChangeTokenExpired
 from tests.dvseed import DvSeed, iso
 from tests.factories import booking
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0, second=0)
+NOW = datetime.now(UTC).replace(microsecond=0, second=0)
 ADDRESS = "tech@contoso.example"
 
 

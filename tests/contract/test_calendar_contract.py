@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from sync.credentials import LoopbackDevCredential
-from sync.fakes import FakeCalendar
-from sync.graph import GraphCalendar
+from sync.adapters.credentials import LoopbackDevCredential
+from sync.adapters.graph import GraphCalendar
+from sync.adapters.memory import FakeCalendar
+from sync.core.render import TAG_BOOKING, render
 from sync.ports import CalendarOp, OpKind, Outcome
-from sync.render import TAG_BOOKING, render
 from tests.factories import booking
 
 ADDRESS = "tech@contoso.example"

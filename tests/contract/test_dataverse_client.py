@@ -3,23 +3,25 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devtenant import odata
-from sync.credentials import LoopbackDevCredential
-from sync.dataverse import ChangeTokenExpired, DataverseClient, booking_from_row, checked_guid, filter_literal
-from sync.domain import SkippedRow
-from sync.errors import PermanentError, TransientError
+from sync.adapters.credentials import LoopbackDevCredential
+from sync.adapters.dataverse import DataverseClient, booking_from_row, filter_literal
+from sync.core.domain import SkippedRow
+from sync.core.ids import checked_guid
+from sync.ports import ChangeTokenExpired, PermanentError, TransientError
 from tests.conftest import shared_reference
 from tests.dvseed import DvSeed
 
 pytestmark = pytest.mark.stack
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def client(stack, **kw) -> DataverseClient:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from sync import dataverse
+from sync.adapters import dataverse
 from tests.conftest import shared_reference
 
 

@@ -5,10 +5,10 @@ import asyncio
 
 import pytest
 
-from sync.credentials import LoopbackDevCredential
-from sync.graph import GraphCalendar
+from sync.adapters.credentials import LoopbackDevCredential
+from sync.adapters.graph import GraphCalendar
+from sync.core.render import TAG_BOOKING, render
 from sync.ports import CalendarOp, OpKind, Outcome
-from sync.render import TAG_BOOKING, render
 from tests.factories import booking
 
 pytestmark = pytest.mark.stack

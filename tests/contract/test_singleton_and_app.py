@@ -5,13 +5,13 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 
-from sync.orchestration import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR
-from sync.singleton import start_cycle_once
+from sync.app.orchestrators import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR
+from sync.app.singleton import start_cycle_once
 from tests.conftest import REPO
 
 
@@ -36,7 +36,7 @@ class DurableClientStandIn:
 
 async def test_r_t1_two_concurrent_timer_starts_produce_one_orchestration(state_store):
     client = DurableClientStandIn()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     results = await asyncio.gather(*(start_cycle_once(client, state_store, now, f"host-{i}", CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, {})
                                      for i in range(2)))
     assert client.starts == 1 and sorted(map(bool, results)) == [False, True]

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
-from sync.store import StoreConflict, key, unkey
+from sync.adapters.tables import key, unkey
+from sync.core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
+from sync.ports import StoreConflict
 
 ENV = "https://contoso.crm.dynamics.com"
-NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 HOSTILE_IDS = ["a/b\\c#d?e", "tab\there\x01", "ünïcødé@例え.jp", "%2F already escaped", "O'Brien|x"]
 
 
@@ -119,7 +120,7 @@ async def test_cursor_is_guarded(state_store):
 async def test_lease_has_one_holder_at_a_time(state_store):
     results = await asyncio.gather(*(state_store.acquire_lease("cycle", f"h{i}", NOW, 60) for i in range(5)))
     assert sum(results) == 1
-    holder = [f"h{i}" for i, ok in enumerate(results) if ok][0]
+    holder = next(f"h{i}" for i, ok in enumerate(results) if ok)
     other = "h9"
     assert not await state_store.acquire_lease("cycle", other, NOW + timedelta(seconds=30), 60)
     assert await state_store.acquire_lease("cycle", other, NOW + timedelta(seconds=61), 60)     # expired

@@ -9,21 +9,22 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.admin import AdminError, MailboxAdmin
-from sync.diagnose import CODES, diagnose
-from sync.domain import SyncFilter
-from sync.local import run_cycle
-from sync.runtime import Runtime
-from sync.settings import load
+from sync.admin.diagnose import diagnose
+from sync.admin.mailboxes import AdminError, MailboxAdmin
+from sync.app.clients import Clients
+from sync.app.settings import load
+from sync.core.domain import SyncFilter
+from sync.core.explain import CODES
+from sync.local.cycle import run_cycle
 from tests.conftest import REPO
-from tests.dvseed import DvSeed, iso
+from tests.dvseed import DvSeed
 
 pytestmark = pytest.mark.stack
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
         "last_attempt_failed": seed.booking(people["broken"], soon),
         "synced": seed.booking(people["healthy"], soon + timedelta(hours=3)),
     }
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         for name in ["healthy", "unapproved", "untested", "failing", "sync_off", "method_none", "filtered", "broken"]:
@@ -79,8 +80,8 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
     await run_cycle(settings)
     ids["waiting_for_next_cycle"] = seed.booking(people["healthy"], soon + timedelta(hours=6))
     ids["booking_not_found"] = str(uuid.uuid4())
-    async with Runtime(settings) as rt:
-        found = {expected: await diagnose(booking_id, rt.source(env), rt.store, settings.sync, datetime.now(timezone.utc))
+    async with Clients(settings) as rt:
+        found = {expected: await diagnose(booking_id, rt.source(env), rt.store, settings.sync, datetime.now(UTC))
                  for expected, booking_id in ids.items()}
     assert set(found) == set(CODES)
     for expected, diagnosis in found.items():
@@ -94,7 +95,7 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
 
 
 async def test_r_m4_one_environment_at_a_time_and_move_is_explicit(tenant, settings):
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         tenant.control("POST", "/mailboxes", [{"address": "tech@contoso.example"}])
@@ -115,20 +116,20 @@ async def test_r_m5_turning_sync_off_keeps_everything_and_on_resumes_without_dup
     seed = DvSeed(tenant)
     tech = seed.technician("tech@contoso.example")
     first = seed.booking(tech, NOW + timedelta(days=1))
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         await admin.register("tech@contoso.example", settings.environments[0], approved=True)
         await admin.test_and_enable(["tech@contoso.example"], NOW)
     await run_cycle(settings)
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await MailboxAdmin(rt.store).set_enabled("tech@contoso.example", False)
     seed.booking(tech, NOW + timedelta(days=2))
     seed.delete("bookableresourcebookings", first)
     await run_cycle(settings)
     events = tenant.control("GET", "/mailboxes/tech@contoso.example/events")["value"]
     assert len(events) == 1                                            # nothing deleted, nothing new
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await MailboxAdmin(rt.store).set_enabled("tech@contoso.example", True)
     await run_cycle(settings)
     events = tenant.control("GET", "/mailboxes/tech@contoso.example/events")["value"]
@@ -141,7 +142,7 @@ async def test_r_m3_bulk_test_and_enable_of_1000_mailboxes(tenant, settings):
     outside = set(addresses[7::100])                     # 10 outside the app's access scope
     tenant.control("POST", "/mailboxes", [{"address": a, "in_scope": a not in outside} for a in addresses if a not in missing])
     tenant.control("PUT", "/faults", {"latency_ms": {"graph": 10}})
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         for a in addresses:
@@ -194,8 +195,8 @@ def test_cli_real_entry_point(tenant, table_prefix):
 
 
 async def test_r_s5_filters_over_the_shared_admin_operation(tenant, settings):
-    from sync.adminops import InvalidRequest, filters_action
-    async with Runtime(settings) as rt:
+    from sync.admin.operations import InvalidRequest, filters_action
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         await MailboxAdmin(rt.store).register("tech@contoso.example", settings.environments[0])
         added = await filters_action(rt.store, "add", None, "south", territories=["South"])
@@ -215,7 +216,7 @@ async def test_r_s5_filters_over_the_shared_admin_operation(tenant, settings):
 
 
 async def test_cli_plan_is_a_dry_run(tenant, table_prefix, monkeypatch):
-    from sync.engine import collect
+    from sync.engine.collect import collect
     tenant.control("POST", "/demo", {"technicians": 3, "bookings": 30})
     env = {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}
     for key, value in env.items():
@@ -224,8 +225,8 @@ async def test_cli_plan_is_a_dry_run(tenant, table_prefix, monkeypatch):
     from tests.stack_helpers import enable_all_mailboxes
     reports = await enable_all_mailboxes(settings)
     address = next(a for a, r in sorted(reports.items()) if r.ok)
-    async with Runtime(settings) as rt:                                           # observations collected, not yet synced
-        await collect(rt.source(settings.environments[0]), rt.store, settings.sync, datetime.now(timezone.utc))
+    async with Clients(settings) as rt:                                           # observations collected, not yet synced
+        await collect(rt.source(settings.environments[0]), rt.store, settings.sync, datetime.now(UTC))
         pending_before = len(await rt.store.pending(address))
     graph_before = tenant.control("GET", "/stats")["services"].get("graph", {}).get("requests", 0)
     planned = cli(tenant, env, "--json", "plan", address)
@@ -233,24 +234,25 @@ async def test_cli_plan_is_a_dry_run(tenant, table_prefix, monkeypatch):
     plan = json.loads(planned.stdout)
     assert plan["outcome"] == "dry-run" and plan["counts"].get("create", 0) > 0
     assert tenant.control("GET", "/stats")["services"].get("graph", {}).get("requests", 0) == graph_before
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         assert len(await rt.store.pending(address)) == pending_before and await rt.store.links(address) == {}
     assert cli(tenant, env, "plan", "nobody@contoso.example").returncode == 3
 
 
 async def test_r_g2_status_listing_shows_what_an_admin_looks_at_first(tenant, settings):
-    from sync.adminops import mailbox_action
+    from sync.admin.operations import mailbox_action
     seed = DvSeed(tenant)
-    ok, denied = seed.technician("ok@contoso.example"), seed.technician("denied@contoso.example", in_scope=False)
+    ok = seed.technician("ok@contoso.example")
+    seed.technician("denied@contoso.example", in_scope=False)
     seed.booking(ok, NOW + timedelta(days=1))
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         for address in ("ok@contoso.example", "denied@contoso.example"):
             await admin.register(address, settings.environments[0], approved=True)
         await admin.test_and_enable(["ok@contoso.example", "denied@contoso.example"], NOW)
     await run_cycle(settings)
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         rows = {r["mailbox"]: r for r in (await mailbox_action(rt, settings, "list", [], False, None, NOW))["mailboxes"]}
     good, bad = rows["ok@contoso.example"], rows["denied@contoso.example"]
     assert good["environment"] == settings.environments[0].lower() and good["sync_method"] == "server-side" and good["approved"] == "yes"

@@ -5,13 +5,13 @@ the product's planner, so a wrong rule in the product shows as a difference.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.local import run_cycle
-from sync.render import TAG_BOOKING
-from sync.settings import load
+from sync.app.settings import load
+from sync.core.render import TAG_BOOKING
+from sync.local.cycle import run_cycle
 from tests.stack_helpers import enable_all_mailboxes
 
 pytestmark = pytest.mark.stack
@@ -60,7 +60,7 @@ async def test_demo_org_end_to_end_calendars_match_the_contract_and_second_cycle
     for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
         monkeypatch.setenv(key, value)
     settings = load()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     reports = await enable_all_mailboxes(settings)
     assert reports[summary["edge_cases"]["mailbox_access_denied"][0]].reason == "access_denied"
     assert reports[summary["edge_cases"]["mailbox_not_found"][0]].reason == "mailbox_not_found"

@@ -3,24 +3,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.credentials import LoopbackDevCredential
-from sync.dataverse import DataverseClient
-from sync.domain import Booking, Mailbox, MailboxTestStatus
-from sync.engine import MailboxSync, collect
-from sync.graph import GraphCalendar
-from sync.render import TAG_BOOKING
-from sync.settings import SyncSettings
-from sync.store import TableStateStore
+from sync.adapters.credentials import LoopbackDevCredential
+from sync.adapters.dataverse import DataverseClient
+from sync.adapters.graph import GraphCalendar
+from sync.adapters.tables import TableStateStore
+from sync.core.domain import Booking, Mailbox, MailboxTestStatus
+from sync.core.render import TAG_BOOKING
+from sync.core.settings import SyncSettings
+from sync.engine.collect import collect
+from sync.engine.mailbox import MailboxSync
 from tests.dvseed import DvSeed, iso
 from tests.factories import CANCELED, booking, work_order
 from tests.world import World
 
 pytestmark = pytest.mark.stack
-NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 A, B = "ana@contoso.example", "ben@contoso.example"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
 
 import pytest
 from opentelemetry import metrics, trace
@@ -17,9 +16,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from devtenant import demo
-from sync.local import run_cycle
-from sync.runtime import Runtime
-from sync.settings import load
+from sync.app.clients import Clients
+from sync.app.settings import load
+from sync.local.cycle import run_cycle
 from tests.stack_helpers import enable_all_mailboxes
 
 pytestmark = pytest.mark.stack
@@ -64,14 +63,14 @@ async def test_no_personal_data_in_spans_metrics_or_logs(exporters, tenant, tabl
     addresses = sorted(await enable_all_mailboxes(settings))
     result = await run_cycle(settings)
     assert result["totals"]["created"] > 100
-    async with Runtime(settings) as rt:                          # the direct (non-batch) Graph paths too
+    async with Clients(settings) as rt:                          # the direct (non-batch) Graph paths too
         await rt.calendar.find_tagged(addresses[0], settings.environments[0], "00000000-0000-0000-0000-000000000000")
         await rt.calendar.test_mailbox(addresses[0])
         await rt.calendar.list_events(addresses[0])
 
     texts: list[str] = []
     for s in spans.get_finished_spans():
-        texts += [s.name] + strings_in(dict(s.attributes or {}))
+        texts += [s.name, *strings_in(dict(s.attributes or {}))]
     data = reader.get_metrics_data()
     points = 0
     for rm in data.resource_metrics:

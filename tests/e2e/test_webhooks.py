@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from sync.activities import Activities
-from sync.admin import MailboxAdmin
-from sync.local import run_cycle
-from sync.local_host import LocalWebhookHost
-from sync.runtime import Runtime
-from sync.settings import load
+from sync.admin.mailboxes import MailboxAdmin
+from sync.app.activities import Activities
+from sync.app.clients import Clients
+from sync.app.settings import load
+from sync.local.cycle import run_cycle
+from sync.local.webhook_host import LocalWebhookHost
 from tests.dvseed import DvSeed, iso
 from tests.stack_helpers import webhook_payload
 
 pytestmark = pytest.mark.stack
 KEY = "local-function-key"
-NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 A, B = "ana@contoso.example", "ben@contoso.example"
 
 
@@ -32,7 +32,7 @@ async def world(tenant, table_prefix, monkeypatch):
     settings = load()
     seed = DvSeed(tenant)
     techs = {A: seed.technician(A, "Ana"), B: seed.technician(B, "Ben")}
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
         for address in techs:
@@ -77,7 +77,7 @@ async def test_r_t3_new_booking_and_reassignment_sync_both_mailboxes(tenant, wor
     seed.update("bookableresourcebookings", booking, {"_resource_value": techs[B]})
     await wait_for(lambda: len(events(tenant, B)) == 1)
     await host.client.idle()
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         assert [l.state.value for l in (await rt.store.links(A)).values()] == ["unlinked"]    # C6 / D3 in the old mailbox
 
 
@@ -95,7 +95,7 @@ async def test_r_t3_burst_of_100_changes_coalesces_into_few_syncs(tenant, world)
     expected = sorted(s.strftime("%Y-%m-%dT%H:%M") for s in final.values())
     await wait_for(lambda: sorted(e["start"]["dateTime"][:16] for e in events(tenant, A)) == expected, timeout=60)
     await host.client.idle()
-    syncs = sum(record.activities.count("sync_mailbox") for record in host.client.runtime.instances.values())
+    syncs = sum(record.activities.count("sync_mailbox") for record in host.client.runner.instances.values())
     assert host.requests == 100
     assert syncs < 25 and host.client.starts < 25, (syncs, host.client.starts)
     assert len(events(tenant, A)) == 20
@@ -123,7 +123,7 @@ async def test_r_t3_missing_or_wrong_key_is_401_and_nothing_runs(tenant, world):
         assert (await client.post(url, content=payload)).status_code == 401
         assert (await client.post(url + "?code=wrong", content=payload)).status_code == 401
     assert host.client.starts == 0
-    async with Runtime(settings) as rt:
+    async with Clients(settings) as rt:
         assert await rt.store.pending(A) == []
 
 
@@ -179,12 +179,12 @@ async def test_two_syncs_of_one_mailbox_never_overlap(tenant, world):
     await run_cycle(settings)
     activities = Activities(lambda: settings)
     try:
-        async with Runtime(settings) as rt:
-            assert await rt.store.acquire_lease(f"mailbox:{A}", "timer-cycle", datetime.now(timezone.utc), 600)
-            busy = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(timezone.utc).isoformat()})
+        async with Clients(settings) as rt:
+            assert await rt.store.acquire_lease(f"mailbox:{A}", "timer-cycle", datetime.now(UTC), 600)
+            busy = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(UTC).isoformat()})
             assert busy["outcome"] == "busy" and busy["retryable"]
             await rt.store.release_lease(f"mailbox:{A}", "timer-cycle")
-        free = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(timezone.utc).isoformat()})
+        free = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(UTC).isoformat()})
         assert free["outcome"] == "synced"
     finally:
         await activities.close()

@@ -24,7 +24,7 @@ def seed_bookings(tenant, n: int) -> list[dict]:
     wo = seed(tenant, "msdyn_workorders", [{"msdyn_name": "00042"}])[0]
     return seed(tenant, "bookableresourcebookings", [
         {"name": f"b{i}", "starttime": f"2026-11-{10 + i % 10:02d}T09:00:00Z", "endtime": f"2026-11-{10 + i % 10:02d}T10:00:00Z",
-         "_msdyn_workorder_value": wo["msdyn_workorderid"] if i % 2 else None, "statecode": i % 3 == 0 and 1 or 0}
+         "_msdyn_workorder_value": wo["msdyn_workorderid"] if i % 2 else None, "statecode": (i % 3 == 0 and 1) or 0}
         for i in range(n)])
 
 
@@ -210,7 +210,7 @@ def test_batch_of_gets_is_answered_in_order_with_per_request_status(tenant, data
         + part("msdyn_workorders?$select=msdyn_name") + f"--{boundary}--"
     resp = dataverse.post("$batch", content=body.encode(), headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
-    from sync.dataverse import parse_batch_response
+    from sync.adapters.dataverse import parse_batch_response
     answers = parse_batch_response(resp.headers["Content-Type"], resp.content)
     assert [status for status, _ in answers] == [200, 400, 200]
     assert len(answers[0][1]["value"]) == 2 and "@odata.deltaLink" in answers[0][1]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from devtenant import demo
 from devtenant.schema import DATAVERSE
@@ -17,7 +17,7 @@ def test_vendored_reference_is_current():
 
 
 def test_demo_rows_use_only_real_columns():
-    org = demo.generate(now=datetime(2026, 11, 23, 12, tzinfo=timezone.utc))
+    org = demo.generate(now=datetime(2026, 11, 23, 12, tzinfo=UTC))
     for entity_set, rows in org.tables.items():
         table = DATAVERSE.by_entity_set[entity_set]
         for row in rows:
@@ -25,7 +25,7 @@ def test_demo_rows_use_only_real_columns():
 
 
 def test_demo_org_is_realistic_and_has_every_edge_case():
-    now = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
     org = demo.generate(now=now)
     bookings = {b["bookableresourcebookingid"]: b for b in org.tables["bookableresourcebookings"]}
     resources = {r["bookableresourceid"]: r for r in org.tables["bookableresources"]}

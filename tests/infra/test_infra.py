@@ -57,9 +57,9 @@ def test_a_suppression_without_reason_fails_the_check(infra_copy):
 
 
 def settings_read_by_code() -> set[str]:
-    source = (REPO / "sync" / "settings.py").read_text()
+    source = (REPO / "sync" / "app" / "settings.py").read_text()
     names = set(re.findall(r'env(?:\.get)?\(\s*"([A-Z][A-Z0-9_]+)"', source)) | set(re.findall(r'_(?:bool|int)\(env, "([A-Z][A-Z0-9_]+)"', source))
-    names |= set(re.findall(r'os\.environ\.get\("([A-Z][A-Z0-9_]+)"', (REPO / "sync" / "telemetry.py").read_text()))
+    names |= set(re.findall(r'os\.environ\.get\("([A-Z][A-Z0-9_]+)"', (REPO / "sync" / "app" / "telemetry.py").read_text()))
     names.add("DURABLE_TASK_HUB")                                              # read by host.json
     return names
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from sync.domain import MailboxTestStatus
+from sync.core.domain import MailboxTestStatus
+from sync.core.render import TAG_BOOKING
+from sync.core.settings import SyncSettings
 from sync.ports import Outcome
-from sync.render import TAG_BOOKING
-from sync.settings import SyncSettings
 from tests.factories import CANCELED, NOW, booking, moved
 from tests.world import World
 
@@ -280,7 +280,8 @@ async def test_r_t4_expired_token_full_read_gives_same_calendar():
 
 
 async def test_dry_run_returns_the_plan_and_writes_nothing():
-    from sync.engine import MailboxSync, collect
+    from sync.engine.collect import collect
+    from sync.engine.mailbox import MailboxSync
     w = World()
     await w.enable(A)
     b = booking(A)

@@ -1,14 +1,13 @@
-"""The orchestrators, run through the Durable SDK's own replay executor (sync/durable_local.py) with
+"""The orchestrators, run through the Durable SDK's own replay executor (sync/local/durable.py) with
 activities that stand in for Dataverse and Graph work (T1, T2, M6, E1)."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC
 
-import pytest
-
-from sync.durable_local import LocalDurableRuntime
-from sync.errors import TransientError
-from sync.orchestration import CYCLE_ORCHESTRATOR, GROUP_ORCHESTRATOR, MAILBOX_GROUP, sync_cycle, sync_mailbox_group
+from sync.app.orchestrators import CYCLE_ORCHESTRATOR, GROUP_ORCHESTRATOR, MAILBOX_GROUP, sync_cycle, sync_mailbox_group
+from sync.local.durable import DurableRunner
+from sync.ports import TransientError
 
 
 class Activities:
@@ -41,8 +40,8 @@ class Activities:
         return {"recorded": run["id"]}
 
 
-def runtime(acts: Activities) -> LocalDurableRuntime:
-    return LocalDurableRuntime({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
+def runtime(acts: Activities) -> DurableRunner:
+    return DurableRunner({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
                                {"collect_environment": acts.collect_environment, "sync_mailbox": acts.sync_mailbox,
                                 "record_run": acts.record_run})
 
@@ -112,8 +111,8 @@ async def test_an_environment_that_stays_unreachable_does_not_stop_the_others():
 
 
 async def test_orchestration_time_comes_from_the_context_not_the_clock():
-    from datetime import datetime, timezone
-    fixed = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    from datetime import datetime
+    fixed = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     acts = Activities({"https://a.crm.dynamics.com": ["a@x.example"]})
     seen = []
     original = acts.sync_mailbox
@@ -123,7 +122,7 @@ async def test_orchestration_time_comes_from_the_context_not_the_clock():
         return await original(payload)
 
     acts.sync_mailbox = capture
-    rt = LocalDurableRuntime({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
+    rt = DurableRunner({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
                              {"collect_environment": acts.collect_environment, "sync_mailbox": capture, "record_run": acts.record_run},
                              clock=lambda: fixed)
     output = await rt.run(CYCLE_ORCHESTRATOR, {"environments": ["https://a.crm.dynamics.com"]}, "cycle")

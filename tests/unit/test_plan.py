@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from sync.domain import Address, LinkState, SyncFilter, MailboxTestStatus
-from sync.plan import Kind, Reason, plan
-from sync.settings import SyncSettings
+from sync.core.domain import Address, LinkState, MailboxTestStatus, SyncFilter
+from sync.core.plan import Kind, Reason, plan
+from sync.core.settings import SyncSettings
 from tests.factories import CANCELED, NOW, booking, link_for, mailbox, moved, work_order
 
 FS = SyncSettings()

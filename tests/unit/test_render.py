@@ -6,11 +6,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devtenant.graph import EVENT_TYPE, validate
-from sync.domain import Address
-from sync.render import MAX_FIELD, TAG_BOOKING, TAG_ENVIRONMENT, render, transaction_id
+from sync.core.domain import Address
+from sync.core.render import MAX_FIELD, TAG_BOOKING, TAG_ENVIRONMENT, render, transaction_id
 from tests.factories import ENV, booking, work_order
 
 HOSTILE = ["<script>alert(1)</script>", "\"'><img src=x onerror=alert(1)>", "x" * 10_000, "مرحبا بالعالم 🔧🚐", "",

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from sync.settings import SettingError, load
+from sync.app.settings import SettingError, load
 
 GOOD = {"DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com", "STATE_STORAGE_TABLE_ENDPOINT": "https://acct.table.core.windows.net"}
 

@@ -17,11 +17,11 @@ from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
+from sync.core.render import TAG_BOOKING
+from sync.core.settings import SyncSettings
 from sync.ports import Outcome
-from sync.render import TAG_BOOKING
-from sync.settings import SyncSettings
 from tests.factories import CANCELED, NOW, SCHEDULED, booking, work_order
 from tests.world import World
 

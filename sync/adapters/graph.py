@@ -1,0 +1,329 @@
+"""Calendar on Microsoft Graph through msgraph-sdk (GraphServiceClient), with Kiota's retry middleware.
+
+Writes for one mailbox go out as JSON batches: each batch is one `dependsOn` chain of at most 20 items
+(Graph accepts fully sequential or fully parallel batches, and items of a parallel batch to one mailbox
+are throttled one by one), with at most 4 batches in flight per mailbox, Outlook's concurrency limit.
+Items that come back throttled (429) or unexecuted (424 after a failed dependency) are sent again after
+their Retry-After; the SDK does not retry batch items itself. Every status is classified so the engine
+can act (M6, C5, E1-E3).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from kiota_http.kiota_client_factory import KiotaClientFactory
+from kiota_http.middleware import UrlReplaceHandler
+from kiota_http.middleware.options import RetryHandlerOption
+from kiota_http.observability_options import ObservabilityOptions
+from msgraph import GraphServiceClient
+from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph_core import GraphClientFactory
+from msgraph_core.middleware import GraphTelemetryHandler
+from msgraph_core.requests.batch_request_content import BatchRequestContent
+from msgraph_core.requests.batch_request_item import BatchRequestItem
+
+from ..core.operations import CalendarOp, OpKind, OpResult, Outcome
+from ..core.render import TAG_BOOKING, TAG_ENVIRONMENT
+from ..ports import MailboxProbe
+
+MAX_BATCH = 20
+MAILBOX_CONCURRENCY = 4
+MAX_ATTEMPTS = 6
+MAX_WAIT_S = 120.0
+RETRYABLE = {424, 429, 500, 502, 503, 504}
+MAILBOX_CODES = {"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorAccessDenied",
+                 "ErrorMailboxStoreUnavailable", "MailboxNotFound"}
+PROBE_MESSAGES = {
+    "mailbox_not_found": "Exchange Online has no mailbox for this address; check the user's primary email address and licence.",
+    "mailbox_disabled": "The mailbox is inactive, soft-deleted or hosted on-premises; Graph cannot write to it.",
+    "access_denied": "Access denied: the app's Exchange RBAC for Applications scope does not include this mailbox; "
+                     "add it to the management scope of the app's Calendars.ReadWrite role assignment.",
+    "calendar_read_only": "The app can read but not write this mailbox's calendar.",
+    "auth_failed": "The app could not get a token for Microsoft Graph; check its managed identity and Graph permission.",
+}
+
+
+class SequentialBatchItem(BatchRequestItem):
+    """BatchRequestItem that writes `dependsOn`, the key Graph reads (msgraph-sdk-python-core writes
+    `depends_on`, which Graph ignores; see microsoftgraph/msgraph-sdk-python-core PR #996)."""
+
+    def serialize(self, writer) -> None:
+        writer.write_str_value("id", self.id)
+        writer.write_str_value("method", self.method)
+        writer.write_str_value("url", self.url)
+        if self.depends_on:
+            writer.write_collection_of_primitive_values("dependsOn", self.depends_on)
+        writer.write_additional_data_value({"headers": self.headers or {}})
+        if self.body:
+            writer.write_additional_data_value({"body": json.loads(self.body)})
+
+
+def _json_request(builder: Any, method: Method, payload: dict) -> RequestInformation:
+    info = RequestInformation(method, builder.url_template, builder.path_parameters)
+    info.headers.try_add("Accept", "application/json")
+    info.set_stream_content(json.dumps(payload).encode(), "application/json")
+    return info
+
+
+def _classify(status: int, code: str | None, kind: OpKind | None) -> Outcome:
+    if status < 300:
+        return Outcome.OK
+    if code in MAILBOX_CODES or (status == 403):
+        return Outcome.MAILBOX_UNAVAILABLE
+    if status == 404:
+        return Outcome.GONE if kind != OpKind.CREATE else Outcome.MAILBOX_UNAVAILABLE
+    if status in RETRYABLE:
+        return Outcome.TRANSIENT
+    return Outcome.INVALID
+
+
+def _probe_reason(status: int, code: str | None) -> str:
+    if status == 403 or code == "ErrorAccessDenied":
+        return "access_denied"
+    if code == "MailboxNotEnabledForRESTAPI":
+        return "mailbox_disabled"
+    return "mailbox_not_found"
+
+
+class GraphCalendar:
+    """One Graph endpoint. Async; create it inside the event loop that uses it (msgraph-sdk is async-only)."""
+
+    def __init__(self, base_url: str, credential: Any, *, max_retries: int = 3, timeout_s: float = 60.0,
+                 max_wait_s: float = MAX_WAIT_S):
+        parts = urlsplit(base_url)
+        self.base_url = base_url.rstrip("/")
+        scope = f"{parts.scheme}://{parts.netloc}/.default"
+        auth = AzureIdentityAuthenticationProvider(credential, scopes=[scope], allowed_hosts=[parts.hostname or ""])
+        # Kiota's default middleware, less UrlReplaceHandler: it only rewrites /users/me-token-to-replace, which
+        # this service never calls, and it records the full URL (which holds the mailbox address) on its span.
+        middleware = [m for m in KiotaClientFactory.get_default_middleware(
+            {RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}) if not isinstance(m, UrlReplaceHandler)]
+        middleware.append(GraphTelemetryHandler())
+        http = GraphClientFactory.create_with_custom_middleware(middleware, client=httpx.AsyncClient(timeout=timeout_s))
+        self.adapter = GraphRequestAdapter(auth, client=http)
+        self.adapter.base_url = self.base_url
+        # No end-user identifiable attributes (request URLs) on Kiota's spans.
+        self.adapter.observability_options = ObservabilityOptions(include_euii_attributes=False)
+        self.client = GraphServiceClient(request_adapter=self.adapter)
+        self.max_wait_s = max_wait_s
+        self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(MAILBOX_CONCURRENCY))
+        self.http_requests = 0
+
+    async def close(self) -> None:
+        await self.adapter._http_client.aclose()
+
+    async def __aenter__(self) -> GraphCalendar:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- mailbox test (M2) ---------------------------------------------------------------------------
+    async def test_mailbox(self, mailbox: str) -> MailboxProbe:
+        user = self.client.users.by_user_id(mailbox)
+        async with self._slots[mailbox.lower()]:
+            try:
+                self.http_requests += 1
+                calendar = await user.calendar.get()
+                self.http_requests += 1
+                settings = await user.mailbox_settings.get()
+            except APIError as err:
+                status, code = err.response_status_code or 0, _error_code(err)
+                if status in RETRYABLE:
+                    return MailboxProbe(False, "transient", f"Graph answered {status}; try again later.", transient=True)
+                reason = _probe_reason(status, code)
+                return MailboxProbe(False, reason, PROBE_MESSAGES[reason])
+            except Exception as exc:
+                name = type(exc).__name__
+                if "Authentication" in name or "Credential" in name:
+                    return MailboxProbe(False, "auth_failed", PROBE_MESSAGES["auth_failed"])
+                return MailboxProbe(False, "transient", f"Graph did not answer ({name}); try again later.", transient=True)
+        if calendar is not None and calendar.can_edit is False:
+            return MailboxProbe(False, "calendar_read_only", PROBE_MESSAGES["calendar_read_only"])
+        return MailboxProbe(True, time_zone=(settings.time_zone if settings else None) or "UTC")
+
+    async def test_mailboxes(self, mailboxes: Sequence[str], concurrency: int = 8) -> dict[str, MailboxProbe]:
+        """M2 in bulk: the calendar and mailbox settings of 10 mailboxes per fully parallel $batch (2 requests
+        per mailbox, under Outlook's 4). Mailboxes whose items were throttled are tested one by one after."""
+        groups = [list(mailboxes[i:i + MAX_BATCH // 2]) for i in range(0, len(mailboxes), MAX_BATCH // 2)]
+        slots = asyncio.Semaphore(concurrency)
+        probes: dict[str, MailboxProbe] = {}
+
+        async def one(group: list[str]) -> None:
+            content = BatchRequestContent()
+            for i, address in enumerate(group):
+                user = self.client.users.by_user_id(address)
+                reads = (("c", user.calendar.to_get_request_information()), ("s", user.mailbox_settings.to_get_request_information()))
+                for suffix, info in reads:
+                    item = SequentialBatchItem(info, id=f"{i}{suffix}")
+                    item.url = item.url if item.url.startswith("/") else "/" + item.url
+                    content.add_request(item.id, item)
+            async with slots:
+                self.http_requests += 1
+                try:
+                    raw = await self.adapter.send_primitive_async(await self.client.batch.to_post_request_information(content), "bytes", {})
+                    answers = {str(r.get("id")): r for r in json.loads(raw or b"{}").get("responses", [])}
+                except (TimeoutError, APIError, httpx.TransportError, json.JSONDecodeError):
+                    answers = {}
+            for i, address in enumerate(group):
+                calendar, settings = answers.get(f"{i}c"), answers.get(f"{i}s")
+                if calendar is None or settings is None or {calendar.get("status"), settings.get("status")} & RETRYABLE:
+                    probes[address] = await self.test_mailbox(address)
+                    continue
+                for item in (calendar, settings):
+                    status = int(item.get("status") or 0)
+                    if status >= 300:
+                        code = ((item.get("body") or {}).get("error") or {}).get("code")
+                        reason = _probe_reason(status, code)
+                        probes[address] = MailboxProbe(False, reason, PROBE_MESSAGES[reason])
+                        break
+                else:
+                    if (calendar.get("body") or {}).get("canEdit") is False:
+                        probes[address] = MailboxProbe(False, "calendar_read_only", PROBE_MESSAGES["calendar_read_only"])
+                    else:
+                        probes[address] = MailboxProbe(True, time_zone=(settings.get("body") or {}).get("timeZone") or "UTC")
+
+        await asyncio.gather(*(one(g) for g in groups))
+        return probes
+
+    # -- ownership tag lookup ----------------------------------------------------------------------------
+    async def find_tagged(self, mailbox: str, environment: str, booking_id: str) -> list[str]:
+        flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_BOOKING}' and ep/value eq '{_literal(booking_id.lower())}')")
+        expand = (f"singleValueExtendedProperties($filter=id eq '{TAG_ENVIRONMENT}' or id eq '{TAG_BOOKING}')")
+        params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(filter=flt, expand=[expand], select=["id"], top=50)
+        config = RequestConfiguration(query_parameters=params)
+        async with self._slots[mailbox.lower()]:
+            self.http_requests += 1
+            page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
+        found: list[str] = []
+        for event in (page.value if page else []) or []:
+            tags = {(p.id or "").lower(): (p.value or "").lower() for p in event.single_value_extended_properties or []}
+            if (event.id and tags.get(TAG_ENVIRONMENT.lower()) == environment.lower()
+                    and tags.get(TAG_BOOKING.lower()) == booking_id.lower()):
+                found.append(event.id)
+        return found
+
+    async def list_events(self, mailbox: str, top: int = 50) -> list[dict]:
+        """A mailbox's events, soonest first (for people looking at a calendar: the demo and diagnose)."""
+        params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(select=["subject", "start", "end", "showAs"], top=top,
+                                                                              orderby=["start/dateTime"])
+        async with self._slots[mailbox.lower()]:
+            self.http_requests += 1
+            config = RequestConfiguration(query_parameters=params)
+            page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
+        return [{"id": e.id, "subject": e.subject, "start": e.start.date_time if e.start else None,
+                 "end": e.end.date_time if e.end else None, "tagged": None} for e in (page.value if page else []) or []]
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def _request_information(self, mailbox: str, op: CalendarOp) -> RequestInformation:
+        """The SDK's request builders give the URL, method and headers; the body is the payload as rendered.
+        (Parsing the payload into the SDK's Event model first costs about 50 ms of CPU per event.)"""
+        events = self.client.users.by_user_id(mailbox).events
+        if op.kind == OpKind.CREATE:
+            return _json_request(events, Method.POST, op.payload or {})
+        item = events.by_event_id(op.event_id or "")
+        if op.kind == OpKind.UPDATE:
+            return _json_request(item, Method.PATCH, op.payload or {})
+        if op.kind == OpKind.DELETE:
+            return item.to_delete_request_information()
+        return _json_request(item.cancel, Method.POST, {"Comment": op.comment or ""})
+
+    async def apply(self, mailbox: str, ops: Sequence[CalendarOp]) -> dict[str, OpResult]:
+        pending = list(ops)
+        attempts: dict[str, int] = defaultdict(int)
+        results: dict[str, OpResult] = {}
+        deadline = time.monotonic() + self.max_wait_s
+        while pending:
+            chains = [pending[i:i + MAX_BATCH] for i in range(0, len(pending), MAX_BATCH)]
+            outcomes = await asyncio.gather(*(self._send_chain(mailbox, chain) for chain in chains))
+            retry, wait = [], 0.0
+            for chain, (answers, retry_after) in zip(chains, outcomes, strict=True):
+                for op in chain:
+                    status, code, message, event_id = answers[op.key]
+                    attempts[op.key] += 1
+                    outcome = _classify(status, code, op.kind)
+                    if outcome == Outcome.OK and op.kind in (OpKind.DELETE, OpKind.CANCEL):
+                        event_id = op.event_id
+                    if outcome == Outcome.TRANSIENT and attempts[op.key] < MAX_ATTEMPTS and time.monotonic() < deadline:
+                        retry.append(op)
+                        wait = max(wait, retry_after.get(op.key, 0.0))
+                        continue
+                    results[op.key] = OpResult(op.key, outcome, event_id, status, code, message)
+            if any(r.outcome == Outcome.MAILBOX_UNAVAILABLE for r in results.values()):
+                for op in retry:   # the mailbox itself is gone: nothing else will succeed this cycle
+                    results[op.key] = OpResult(op.key, Outcome.TRANSIENT, None, None, "mailbox_unavailable", "not attempted")
+                break
+            pending = retry
+            if pending:
+                await asyncio.sleep(min(wait or 1.0, max(0.0, deadline - time.monotonic())))
+        return results
+
+    async def _send_chain(self, mailbox: str, chain: list[CalendarOp]) -> tuple[dict[str, tuple], dict[str, float]]:
+        """One batch whose items run in order: at most one request in flight for the mailbox per chain."""
+        content = BatchRequestContent()
+        previous = None
+        ids = {}
+        for index, op in enumerate(chain):
+            item = SequentialBatchItem(self._request_information(mailbox, op), id=str(index + 1),
+                                       depends_on=[previous] if previous else None)
+            item.url = item.url if item.url.startswith("/") else "/" + item.url
+            content.add_request(item.id, item)
+            ids[item.id] = op.key
+            previous = item.id
+        answers: dict[str, tuple] = {}
+        retry_after: dict[str, float] = {}
+        async with self._slots[mailbox.lower()]:
+            self.http_requests += 1
+            try:
+                # The SDK builds and sends the batch (auth, retry middleware); its BatchResponseItem drops JSON
+                # item bodies (it reads them as base64 bytes), so the raw answer is parsed here.
+                request_info = await self.client.batch.to_post_request_information(content)
+                raw = await self.adapter.send_primitive_async(request_info, "bytes", {})
+            except APIError as err:
+                status = err.response_status_code or 503
+                return {op.key: (status, _error_code(err), "batch refused", None) for op in chain}, {}
+            except (TimeoutError, httpx.TransportError) as exc:
+                # Applied or not, every item is safe to send again: creates carry their transactionId,
+                # and a repeated delete or cancel answers 404, which counts as done.
+                return {op.key: (503, "network", type(exc).__name__, None) for op in chain}, {}
+        try:
+            responses = {str(r.get("id")): r for r in json.loads(raw or b"{}").get("responses", [])}
+        except (json.JSONDecodeError, AttributeError):
+            responses = {}
+        for item_id, key in ids.items():
+            answer = responses.get(item_id)
+            if answer is None:
+                answers[key] = (503, "missing", "no response for this item", None)
+                continue
+            body = answer.get("body") if isinstance(answer.get("body"), dict) else {}
+            error = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+            headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}
+            if "retry-after" in headers:
+                try:
+                    retry_after[key] = float(headers["retry-after"])
+                except ValueError:
+                    retry_after[key] = 1.0
+            answers[key] = (int(answer.get("status") or 0), error.get("code"), error.get("message"), body.get("id"))
+        return answers, retry_after
+
+
+def _error_code(err: APIError) -> str | None:
+    error = getattr(err, "error", None)
+    return getattr(error, "code", None)
+
+
+def _literal(value: str) -> str:
+    return value.replace("'", "''")

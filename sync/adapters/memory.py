@@ -1,0 +1,389 @@
+"""In-memory implementations of the ports, with the same semantics as the real ones (the contract suites in
+tests/contract run against both). Used by unit tests, the Hypothesis state machine and dry runs."""
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..core.domain import RESOURCE_TYPE_USER, Booking, Link, Mailbox, SkippedRow, SyncFilter
+from ..core.operations import CalendarOp, OpKind, OpResult, Outcome
+from ..core.render import TAG_BOOKING, TAG_ENVIRONMENT
+from ..ports import (
+    BookingSource,
+    Calendar,
+    ChangeSet,
+    ChangeTokenExpired,
+    CursorRow,
+    MailboxProbe,
+    PendingRow,
+    ReadResult,
+    StateStore,
+    StoreConflict,
+    UserResource,
+)
+from .tables import key, normalized, unkey
+
+
+class InMemoryStateStore:
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[tuple[str, str], dict]] = {}
+        self._etags = itertools.count(1)
+        self.writes = 0
+        self.link_writes = 0
+
+    # -- generic --------------------------------------------------------------------------------------------------
+    def _t(self, name: str) -> dict[tuple[str, str], dict]:
+        return self.tables.setdefault(name, {})
+
+    def _put(self, table: str, pk: str, rk: str, row: dict, etag: str | None, must_be_new: bool = False) -> str:
+        current = self._t(table).get((pk, rk))
+        if etag is not None and (current is None or current["etag"] != etag):
+            raise StoreConflict(f"{table} row changed concurrently")
+        if etag is None and must_be_new and current is not None:
+            raise StoreConflict(f"{table} row changed concurrently")
+        new = f"W/\"{next(self._etags)}\""
+        self._t(table)[(pk, rk)] = {**row, "etag": new}
+        self.writes += 1
+        if table == "links":
+            self.link_writes += 1
+        return new
+
+    def _rows(self, table: str, pk: str) -> list[dict]:
+        return [dict(v) for (p, _), v in sorted(self._t(table).items()) if p == pk]
+
+    async def ensure_tables(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- mailboxes ------------------------------------------------------------------------------------------------------
+    async def get_mailbox(self, address: str) -> Mailbox | None:
+        row = self._t("mailboxes").get(("mailbox", key(address)))
+        return row["mailbox"] if row else None
+
+    async def get_mailbox_row(self, address: str) -> dict | None:
+        row = self._t("mailboxes").get(("mailbox", key(address)))
+        return None if row is None else {**row.get("fields", {}), "etag": row["etag"]}
+
+    async def put_mailbox(self, mailbox: Mailbox, etag: str | None = None, **extra: Any) -> str | None:
+        current = self._t("mailboxes").get(("mailbox", key(mailbox.address)))
+        fields = {**(current or {}).get("fields", {}), **extra}
+        return self._put("mailboxes", "mailbox", key(mailbox.address), {"mailbox": mailbox, "fields": fields},
+                         etag if etag is not None else (current or {}).get("etag"))
+
+    async def update_mailbox_fields(self, address: str, **fields: Any) -> None:
+        current = self._t("mailboxes").get(("mailbox", key(address)))
+        if current is not None:
+            current["fields"] = {**current.get("fields", {}), **fields}
+            self.writes += 1
+
+    async def list_mailboxes(self) -> list[dict[str, Any]]:
+        return [{"address": r["mailbox"].address, **r.get("fields", {}), "etag": r["etag"]} for r in self._rows("mailboxes", "mailbox")]
+
+    async def telemetry_key(self) -> str:
+        row = self._t("mailboxes").setdefault(("config", "telemetry"), {"key": uuid.uuid4().hex, "etag": "-"})
+        return row["key"]
+
+    async def global_filters(self) -> tuple[SyncFilter, ...]:
+        return self._t("mailboxes").get(("config", "filters"), {}).get("filters", ())
+
+    async def put_global_filters(self, filters: tuple[SyncFilter, ...]) -> None:
+        self._put("mailboxes", "config", "filters", {"filters": tuple(filters)}, None)
+
+    # -- links ------------------------------------------------------------------------------------------------------------
+    async def links(self, mailbox: str) -> dict[str, Link]:
+        return {r["link"].booking_id: replace(r["link"], etag=r["etag"]) for r in self._rows("links", key(mailbox))}
+
+    async def get_link(self, mailbox: str, booking_id: str) -> Link | None:
+        row = self._t("links").get((key(mailbox), key(booking_id)))
+        return replace(row["link"], etag=row["etag"]) if row else None
+
+    async def put_link(self, link: Link) -> Link:
+        link = normalized(link)
+        self._t("bookingindex")[(key(link.environment), f"{key(link.booking_id)}|{key(link.mailbox)}")] = {
+            "booking_id": link.booking_id, "mailbox": link.mailbox, "etag": "-"}
+        etag = self._put("links", key(link.mailbox), key(link.booking_id), {"link": replace(link, etag=None)}, link.etag, must_be_new=True)
+        return replace(link, etag=etag)
+
+    async def put_links(self, links: list[Link], *, index: bool = True) -> None:
+        for link in links:   # all or nothing, as a Table transaction
+            current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
+            if (link.etag is None and current is not None) or (link.etag is not None and (current is None or current["etag"] != link.etag)):
+                raise StoreConflict("links: a row in the transaction changed concurrently")
+        for link in links:
+            await self.put_link(link)
+
+    async def delete_link(self, link: Link) -> None:
+        current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
+        if current is not None:
+            if link.etag is not None and current["etag"] != link.etag:
+                raise StoreConflict("links row changed concurrently")
+            del self._t("links")[(key(link.mailbox), key(link.booking_id))]
+            self.writes += 1
+            self.link_writes += 1
+        self._t("bookingindex").pop((key(link.environment), f"{key(link.booking_id)}|{key(link.mailbox)}"), None)
+
+    async def mailboxes_for_bookings(self, environment: str, booking_ids: Iterable[str]) -> dict[str, set[str]]:
+        wanted = {b.lower() for b in booking_ids}
+        found: dict[str, set[str]] = {}
+        for r in self._rows("bookingindex", key(environment)):
+            if r["booking_id"] in wanted:
+                found.setdefault(r["booking_id"], set()).add(r["mailbox"])
+        return found
+
+    async def linked_bookings(self, environment: str) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for r in self._rows("bookingindex", key(environment)):
+            found.setdefault(r["booking_id"], set()).add(r["mailbox"])
+        return found
+
+    # -- pending --------------------------------------------------------------------------------------------------------------
+    async def add_pending(self, mailbox: str, observations: dict[str, dict[str, Any] | None]) -> None:
+        for booking_id, booking in observations.items():
+            self._put("pending", key(mailbox), key(booking_id), {"booking_id": booking_id, "deleted": booking is None,
+                                                                   "booking": json.loads(json.dumps(booking)) if booking else None}, None)
+
+    async def pending(self, mailbox: str) -> list[PendingRow]:
+        return [{"booking_id": r["booking_id"], "deleted": r["deleted"], "booking": r["booking"], "etag": r["etag"]}
+                for r in self._rows("pending", key(mailbox))]
+
+    async def pending_mailboxes(self) -> set[str]:
+        return {unkey(p) for (p, _) in self._t("pending")}
+
+    async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
+        for p in consumed:
+            current = self._t("pending").get((key(mailbox), key(p["booking_id"])))
+            if current is not None and current["etag"] == p["etag"]:
+                del self._t("pending")[(key(mailbox), key(p["booking_id"]))]
+                self.writes += 1
+
+    # -- outcomes, cursors, runs, leases ------------------------------------------------------------------------------------------
+    async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict[str, Any]]) -> None:
+        for booking_id, outcome in outcomes.items():
+            if outcome.get("error"):
+                self._put("outcomes", key(mailbox), key(booking_id), {"booking_id": booking_id, **outcome}, None)
+            elif self._t("outcomes").pop((key(mailbox), key(booking_id)), None) is not None:
+                self.writes += 1
+
+    async def outcome(self, mailbox: str, booking_id: str) -> dict[str, Any] | None:
+        row = self._t("outcomes").get((key(mailbox), key(booking_id)))
+        return dict(row) if row else None
+
+    async def get_cursor(self, environment: str) -> CursorRow | None:
+        row = self._t("cursors").get(("cursor", key(environment)))
+        return None if row is None else {"delta_links": row["delta_links"], "horizon": row["horizon"], "etag": row["etag"]}
+
+    async def put_cursor(self, environment: str, delta_links: dict[str, str], horizon: datetime, etag: str | None) -> None:
+        self._put("cursors", "cursor", key(environment), {"delta_links": dict(delta_links), "horizon": horizon}, etag, must_be_new=True)
+
+
+    async def record_run(self, run: dict[str, Any]) -> None:
+        self._put("runs", "run", f"{run['started']}_{run['id']}", dict(run), None)
+
+    async def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = sorted(self._rows("runs", "run"), key=lambda r: r["started"], reverse=True)
+        return [{k: v for k, v in r.items() if k != "etag"} for r in rows[:limit]]
+
+    async def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
+        row = self._t("leases").get(("lease", key(name)))
+        if row is not None and row["expires"] > now and row["holder"] != holder:
+            return False
+        self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s)}, row["etag"] if row else None)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        row = self._t("leases").get(("lease", key(name)))
+        if row is not None and row["holder"] == holder:
+            del self._t("leases")[("lease", key(name))]
+
+
+@dataclass
+class FakeMailbox:
+    state: str = "ok"                      # ok | missing | denied | disabled
+    time_zone: str = "UTC"
+    events: dict[str, dict] = field(default_factory=dict)
+    cancellations: list[str] = field(default_factory=list)
+
+
+class FakeCalendar:
+    """Exchange calendars in memory. `faults` maps a booking id (or '*') to outcomes to return once each."""
+
+    def __init__(self) -> None:
+        self.mailboxes: dict[str, FakeMailbox] = {}
+        self.writes = 0
+        self.faults: dict[str, list[Outcome]] = {}
+        self.lose_answers: set[str] = set()       # applied, but the answer is lost (as a dropped connection)
+        self.touched_untagged = 0
+
+    def mailbox(self, address: str, **kw: Any) -> FakeMailbox:
+        return self.mailboxes.setdefault(address.lower(), FakeMailbox(**kw))
+
+    def add_personal_event(self, address: str, start: datetime, end: datetime, subject: str = "Personal") -> str:
+        event_id = "personal-" + uuid.uuid4().hex[:12]
+        self.mailbox(address).events[event_id] = {"id": event_id, "subject": subject, "start": start, "end": end, "tags": {},
+                                                  "attendees": []}
+        return event_id
+
+    async def test_mailbox(self, mailbox: str) -> MailboxProbe:
+        m = self.mailboxes.get(mailbox.lower())
+        if m is None or m.state == "missing":
+            return MailboxProbe(False, "mailbox_not_found", "Exchange Online has no mailbox for this address.")
+        if m.state == "denied":
+            return MailboxProbe(False, "access_denied", "Access denied by the app's Exchange RBAC scope.")
+        if m.state == "disabled":
+            return MailboxProbe(False, "mailbox_disabled", "The mailbox is inactive.")
+        return MailboxProbe(True, time_zone=m.time_zone)
+
+    async def test_mailboxes(self, mailboxes: Sequence[str]) -> dict[str, MailboxProbe]:
+        return {m: await self.test_mailbox(m) for m in mailboxes}
+
+    async def list_events(self, mailbox: str, top: int = 50) -> list[dict[str, Any]]:
+        m = self.mailboxes.get(mailbox.lower())
+        events = sorted((m.events.values() if m else []), key=lambda e: (e["start"], e["id"]))[:top]
+        return [{"id": e["id"], "subject": e["subject"], "start": e["start"].isoformat(), "end": e["end"].isoformat(),
+                 "tagged": bool(e["tags"])} for e in events]
+
+    async def find_tagged(self, mailbox: str, environment: str, booking_id: str) -> list[str]:
+        m = self.mailboxes.get(mailbox.lower())
+        return [e["id"] for e in (m.events.values() if m else [])
+                if e["tags"].get(TAG_BOOKING) == booking_id.lower() and e["tags"].get(TAG_ENVIRONMENT) == environment.lower()]
+
+    async def apply(self, mailbox: str, ops: Sequence[CalendarOp]) -> dict[str, OpResult]:
+        m = self.mailboxes.get(mailbox.lower())
+        results: dict[str, OpResult] = {}
+        for op in ops:
+            if m is None or m.state != "ok":
+                results[op.key] = OpResult(op.key, Outcome.MAILBOX_UNAVAILABLE, status=404 if m is None or m.state != "denied" else 403)
+                continue
+            queued = self.faults.get(op.key) or self.faults.get("*")
+            if queued:
+                outcome = queued.pop(0)
+                results[op.key] = OpResult(op.key, outcome, status=503 if outcome == Outcome.TRANSIENT else 400)
+                continue
+            results[op.key] = self._apply_one(m, op)
+            if op.key in self.lose_answers:
+                self.lose_answers.discard(op.key)
+                results[op.key] = OpResult(op.key, Outcome.TRANSIENT, status=503, code="network")
+        return results
+
+    def _apply_one(self, m: FakeMailbox, op: CalendarOp) -> OpResult:
+        payload = op.payload or {}
+        if op.kind == OpKind.CREATE:
+            txn = payload["transactionId"]
+            for e in m.events.values():
+                if e.get("transactionId") == txn:
+                    return OpResult(op.key, Outcome.OK, e["id"], 201)
+            event_id = "evt-" + uuid.uuid4().hex[:16]
+            m.events[event_id] = self._event(event_id, payload)
+            self.writes += 1
+            return OpResult(op.key, Outcome.OK, event_id, 201)
+        event = m.events.get(op.event_id or "")
+        if event is None:
+            return OpResult(op.key, Outcome.GONE, status=404, code="ErrorItemNotFound")
+        if not event["tags"]:
+            self.touched_untagged += 1
+        self.writes += 1
+        if op.kind == OpKind.UPDATE:
+            kept = {"id": event["id"], "transactionId": event.get("transactionId"), "tags": event["tags"]}
+            m.events[event["id"]] = {**self._event(event["id"], payload), **kept}
+            return OpResult(op.key, Outcome.OK, event["id"], 200)
+        if op.kind == OpKind.CANCEL:
+            if not event["attendees"]:
+                return OpResult(op.key, Outcome.INVALID, status=400, code="ErrorInvalidRequest")
+            m.cancellations.append(event["id"])
+        del m.events[event["id"]]
+        return OpResult(op.key, Outcome.OK, event["id"], 202 if op.kind == OpKind.CANCEL else 204)
+
+    @staticmethod
+    def _event(event_id: str, payload: dict) -> dict:
+        def dt(v: dict) -> datetime:
+            return datetime.fromisoformat(v["dateTime"]).replace(tzinfo=UTC)
+        tags = {p["id"]: p["value"] for p in payload.get("singleValueExtendedProperties", [])}
+        return {"id": event_id, "subject": payload.get("subject"), "start": dt(payload["start"]), "end": dt(payload["end"]),
+                "location": payload.get("location"), "body": payload.get("body", {}).get("content"), "tags": tags,
+                "attendees": payload.get("attendees", []), "transactionId": payload.get("transactionId")}
+
+
+class FakeBookingSource:
+    """Dataverse in memory, with change tracking (versions and tombstones) and token expiry."""
+
+    def __init__(self, environment: str):
+        self.environment = environment.lower()
+        self.bookings: dict[str, Booking] = {}
+        self.skipped: dict[str, SkippedRow] = {}
+        self._versions: dict[str, int] = {}
+        self._tombstones: list[tuple[int, str]] = []
+        self._version = 0
+        self.min_valid = 0
+        self.requests = 0
+
+    def _bump(self) -> int:
+        self._version += 1
+        return self._version
+
+    def put(self, booking: Booking) -> None:
+        self.bookings[booking.id] = booking
+        self._versions[booking.id] = self._bump()
+
+    def delete(self, booking_id: str) -> None:
+        if self.bookings.pop(booking_id, None) is not None:
+            self._tombstones.append((self._bump(), booking_id))
+
+    def expire_tokens(self) -> None:
+        self.min_valid = self._bump()
+
+    async def read_window(self, start: datetime, end: datetime) -> ReadResult:
+        self.requests += 1
+        return ReadResult([b for b in self.bookings.values() if b.start < end and b.end > start], list(self.skipped.values()))
+
+    async def read_bookings(self, ids: Iterable[str]) -> ReadResult:
+        self.requests += 1
+        ids = set(ids)
+        return ReadResult([b for i, b in self.bookings.items() if i in ids], [s for i, s in self.skipped.items() if i in ids])
+
+    async def read_bookings_for_work_orders(self, work_order_ids: Iterable[str], start: datetime, end: datetime) -> ReadResult:
+        self.requests += 1
+        ids = set(work_order_ids)
+        return ReadResult([b for b in self.bookings.values()
+                           if b.work_order and b.work_order.id in ids and b.start < end and b.end > start])
+
+    async def list_user_resources(self) -> list[UserResource]:
+        """The user resources the bookings name (discovery, M3)."""
+        self.requests += 1
+        found = {(b.resource_id or "", b.mailbox) for b in self.bookings.values() if b.resource_type == RESOURCE_TYPE_USER}
+        return [UserResource(resource_id, None, address, False) for resource_id, address in sorted(found, key=str)]
+
+    async def read_booking(self, booking_id: str) -> Booking | SkippedRow | None:
+        self.requests += 1
+        return self.bookings.get(booking_id) or self.skipped.get(booking_id)
+
+    async def read_cycle(self, delta_links: dict[str, str], slice_start: datetime | None, slice_end: datetime) -> tuple[ChangeSet,
+                                                                                                                        ReadResult]:
+        changes = await self.read_changes(delta_links)
+        entered = await self.read_window(slice_start, slice_end) if slice_start is not None and slice_end > slice_start else ReadResult()
+        self.requests -= 1 if slice_start is not None and slice_end > slice_start else 0    # one batched request, as the real source
+        return changes, entered
+
+    async def read_changes(self, delta_links: dict[str, str] | None) -> ChangeSet:
+        self.requests += 1
+        changes = ChangeSet(delta_links={"bookableresourcebookings": str(self._version), "msdyn_workorders": str(self._version)})
+        if not delta_links:
+            return changes
+        since = int(delta_links["bookableresourcebookings"])
+        if since < self.min_valid:
+            raise ChangeTokenExpired("Version stamp associated with the client has expired. Please perform a full sync.")
+        changes.changed_bookings = {i for i, v in self._versions.items() if v > since and i in self.bookings}
+        changes.deleted_bookings = {i for v, i in self._tombstones if v > since and i not in self.bookings}
+        return changes
+
+
+if TYPE_CHECKING:   # mypy holds the fakes to the ports they stand in for
+    _state: StateStore = InMemoryStateStore()
+    _calendar: Calendar = FakeCalendar()
+    _source: BookingSource = FakeBookingSource("")

@@ -1,0 +1,1 @@
+"""Administration over the core and the ports: mailbox lifecycle, filters, diagnose, status."""

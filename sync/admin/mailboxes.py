@@ -1,0 +1,145 @@
+"""Mailbox lifecycle (M1-M5): discover, register, approve, test & enable, disable, move between environments.
+
+Bulk operations run concurrently (a mailbox test is two sequential Graph reads, so the per-mailbox
+limit of 4 is never approached) and report progress through a callback.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from ..core.domain import Mailbox, MailboxTestStatus, SyncFilter
+from ..ports import BookingSource, Calendar, MailboxStore
+
+Progress = Callable[[int, int], None]
+
+
+class AdminError(Exception):
+    """A refused operation; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TestReport:
+    address: str
+    ok: bool
+    reason: str | None
+    message: str | None
+
+
+def _none(done: int, total: int) -> None:
+    return None
+
+
+class MailboxAdmin:
+    def __init__(self, store: MailboxStore, calendar: Calendar | None = None, *, concurrency: int = 32):
+        self.store, self.calendar, self.concurrency = store, calendar, concurrency
+
+    async def _require(self, address: str) -> Mailbox:
+        mailbox = await self.store.get_mailbox(address.lower())
+        if mailbox is None:
+            raise AdminError(f"mailbox {address} is not registered; run `discover` or `register` first")
+        return mailbox
+
+    async def register(self, address: str, environment: str, *, approved: bool = False) -> Mailbox:
+        address, environment = address.lower(), environment.lower()
+        existing = await self.store.get_mailbox(address)
+        if existing is not None:
+            if existing.environment and existing.environment != environment:
+                raise AdminError(f"mailbox {address} syncs with {existing.environment}; a mailbox syncs with one environment at a time. "
+                                 f"Use `move` to bind it to {environment}.")
+            return existing
+        mailbox = Mailbox(address=address, environment=environment, approved=approved)
+        await self.store.put_mailbox(mailbox, needs_initial_read=True)
+        return mailbox
+
+    async def discover(self, source: BookingSource) -> dict[str, int]:
+        """Register the mailboxes of the environment's user resources as pending (M3)."""
+        counts = {"registered": 0, "already": 0, "bound_elsewhere": 0, "no_mailbox": 0}
+        for resource in await source.list_user_resources():
+            if not resource.mailbox or resource.disabled:
+                counts["no_mailbox"] += 1
+                continue
+            existing = await self.store.get_mailbox(resource.mailbox)
+            if existing is not None:
+                counts["already" if existing.environment in (None, source.environment.lower()) else "bound_elsewhere"] += 1
+                continue
+            await self.register(resource.mailbox, source.environment)
+            counts["registered"] += 1
+        return counts
+
+    async def approve(self, addresses: Iterable[str], progress: Progress = _none) -> int:
+        addresses = list(addresses)
+        for i, address in enumerate(addresses, 1):
+            mailbox = await self._require(address)
+            if not mailbox.approved:
+                await self.store.put_mailbox(replace(mailbox, approved=True))
+            progress(i, len(addresses))
+        return len(addresses)
+
+    async def test_and_enable(self, addresses: Iterable[str], now: datetime, environment: str | None = None,
+                              progress: Progress = _none) -> list[TestReport]:
+        """M2: check with the app's own Graph identity that each mailbox exists and its calendar can be written."""
+        addresses = [a.lower() for a in addresses]
+        mailboxes = {}
+        for address in addresses:
+            mailbox = await self._require(address)
+            if environment and mailbox.environment and mailbox.environment != environment.lower():
+                raise AdminError(f"mailbox {address} syncs with {mailbox.environment}; use `move` to change it")
+            mailboxes[address] = mailbox
+        approved = [a for a in addresses if mailboxes[a].approved]
+        if approved and self.calendar is None:
+            raise AdminError("testing mailboxes needs the Graph calendar")
+        probes = await self.calendar.test_mailboxes(approved) if approved and self.calendar is not None else {}
+        slots = asyncio.Semaphore(self.concurrency)
+        done = [0]
+
+        async def record(address: str) -> TestReport:
+            mailbox = mailboxes[address]
+            async with slots:
+                if not mailbox.approved:
+                    report = TestReport(address, False, "not_approved", "Approve the mailbox before testing it.")
+                else:
+                    probe = probes[address]
+                    report = TestReport(address, probe.ok, probe.reason, probe.message)
+                    if not probe.transient:
+                        status = MailboxTestStatus.SUCCESS if probe.ok else MailboxTestStatus.FAILURE
+                        updated = replace(mailbox, test_status=status, test_reason=None if probe.ok else f"{probe.reason}: {probe.message}",
+                                          time_zone=probe.time_zone or mailbox.time_zone, enabled=True if probe.ok else mailbox.enabled)
+                        extra: dict[str, Any] = {"tested_at": now.isoformat(), **({"needs_initial_read": True} if probe.ok else {})}
+                        await self.store.put_mailbox(updated, None, **extra)
+                done[0] += 1
+                progress(done[0], len(addresses))
+                return report
+
+        return list(await asyncio.gather(*(record(a) for a in addresses)))
+
+    async def set_enabled(self, address: str, enabled: bool) -> Mailbox:
+        """M5: off deletes nothing and syncs nothing new; on resumes without duplicates."""
+        mailbox = await self._require(address)
+        updated = replace(mailbox, enabled=enabled)
+        await self.store.put_mailbox(updated)
+        return updated
+
+    async def set_sync_method(self, address: str, method: str) -> Mailbox:
+        if method not in ("server-side", "none"):
+            raise AdminError("sync method must be server-side or none")
+        mailbox = await self._require(address)
+        updated = replace(mailbox, sync_method=method)
+        await self.store.put_mailbox(updated)
+        return updated
+
+    async def move(self, address: str, environment: str) -> Mailbox:
+        """M4: the explicit command that binds a mailbox to another environment. It must be tested again."""
+        mailbox = await self._require(address)
+        updated = replace(mailbox, environment=environment.lower(), test_status=MailboxTestStatus.NOT_TESTED, test_reason=None)
+        await self.store.put_mailbox(updated, needs_initial_read=True)
+        return updated
+
+    async def set_filters(self, address: str, filters: tuple[SyncFilter, ...]) -> Mailbox:
+        mailbox = await self._require(address)
+        updated = replace(mailbox, filters=filters)
+        await self.store.put_mailbox(updated, needs_initial_read=True)
+        return updated

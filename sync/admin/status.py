@@ -1,0 +1,21 @@
+"""G2: the mailbox status listing an administrator looks at first."""
+from __future__ import annotations
+
+from typing import Any
+
+WRITE_COUNTS = ("count_created", "count_updated", "count_deleted", "count_cancelled", "count_unlinked", "count_recreated")
+
+
+def mailbox_status_rows(rows: list[dict[str, Any]], telemetry_key: str | None = None) -> list[dict[str, Any]]:
+    """One row per mailbox; with the telemetry key, also the mailbox_ref that telemetry uses for it."""
+    from ..core.pseudonym import mailbox_ref
+    out = []
+    for r in sorted(rows, key=lambda r: r["address"]):
+        written = sum(int(r.get(k) or 0) for k in WRITE_COUNTS)
+        out.append({"mailbox": r["address"], "environment": r.get("environment") or "", "sync_method": r.get("sync_method", "server-side"),
+                    "approved": "yes" if r.get("approved") else "no", "test": r.get("test_status", "not_tested"),
+                    "reason": (r.get("test_reason") or "")[:60], "enabled": "yes" if r.get("enabled", True) else "no",
+                    "tested_at": (r.get("tested_at") or "")[:19], "last_cycle": (r.get("last_cycle_at") or "")[:19],
+                    "outcome": r.get("last_outcome") or "", "written": written, "last_error": (r.get("last_error") or "")[:80],
+                    **({"ref": mailbox_ref(telemetry_key, r["address"])} if telemetry_key else {})})
+    return out

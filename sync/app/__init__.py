@@ -1,0 +1,1 @@
+"""The Azure Functions shell: triggers, orchestrators, activities, client wiring, webhook, settings, telemetry."""

@@ -1,0 +1,209 @@
+"""The Functions blueprint: triggers only. Every body hands plain dicts to sync/ and returns what it got.
+
+Heavy imports (msgraph-sdk, azure-data-tables) happen inside the activities, so a cold start that only
+runs the timer or an orchestrator replay stays light.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from . import orchestrators as orchestration
+from .orchestrators import COLLECT_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
+from .settings import SettingError
+
+if TYPE_CHECKING:
+    from .activities import Activities
+
+bp = df.Blueprint()
+log = logging.getLogger("sync.functions")
+
+# Orchestrators: the same generator functions the local runner drives, under the same names.
+for _name, _orchestrator in orchestration.ORCHESTRATORS.items():
+    bp.orchestration_trigger(context_name="context", orchestration=_name)(_orchestrator)
+
+_activities: Activities | None = None
+
+
+def activities() -> Activities:
+    global _activities
+    if _activities is None:
+        from .activities import Activities
+        _activities = Activities()
+    return _activities
+
+
+@bp.activity_trigger(input_name="payload", activity=COLLECT_ACTIVITY)
+async def collect_environment(payload: dict) -> dict:
+    return await activities().collect_environment(payload)
+
+
+@bp.activity_trigger(input_name="payload", activity=SYNC_MAILBOX_ACTIVITY)
+async def sync_mailbox(payload: dict) -> dict:
+    return await activities().sync_mailbox(payload)
+
+
+@bp.activity_trigger(input_name="payload", activity=RECORD_RUN_ACTIVITY)
+async def record_run(payload: dict) -> dict:
+    return await activities().record_run(payload)
+
+
+async def _start(client: df.DurableOrchestrationClient, trigger: str, force: bool = False) -> str | None:
+    from .singleton import start_cycle_once
+
+    settings = activities().settings
+    rt = await activities().clients()
+    return await start_cycle_once(client, rt.store, datetime.now(UTC), f"{trigger}-{uuid.uuid4()}",
+                                  orchestration.CYCLE_INSTANCE_ID, orchestration.CYCLE_ORCHESTRATOR,
+                                  {"environments": list(settings.environments), "force": force, "trigger": trigger})
+
+
+@bp.timer_trigger(schedule="%SYNC_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+@bp.durable_client_input(client_name="client")
+async def sync_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """T1: every 15 minutes by default; never a second cycle while one runs."""
+    started = await _start(client, "timer")
+    log.info("timer fired: started=%s past_due=%s", bool(started), timer.past_due)
+
+
+def _json(status: int, body: dict) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+
+
+@bp.route(route="sync/run", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Start a cycle now: POST /api/sync/run with an optional body {"force": true}."""
+    force = False
+    if req.get_body():
+        try:
+            body = req.get_json()
+        except ValueError:
+            return _json(400, {"error": "the body must be JSON, for example {\"force\": true}"})
+        if not isinstance(body, dict) or set(body) - {"force"} or not isinstance(body.get("force", False), bool):
+            return _json(400, {"error": "the body accepts one optional field: force (true or false)"})
+        force = body.get("force", False)
+    try:
+        started = await _start(client, "http", force)
+    except SettingError as exc:
+        return _json(500, {"error": str(exc)})
+    if started is None:
+        return _json(409, {"error": "a sync cycle is already running", "instanceId": orchestration.CYCLE_INSTANCE_ID})
+    return client.create_check_status_response(req, started)
+
+
+@bp.route(route="sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def sync_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """The current cycle (runtime status, custom status) and the last recorded runs."""
+    status = await client.get_status(orchestration.CYCLE_INSTANCE_ID)
+    current = None
+    if status is not None and getattr(status, "runtime_status", None) is not None:
+        current = {"runtimeStatus": status.runtime_status.value, "customStatus": status.custom_status,
+                   "createdTime": status.created_time, "lastUpdatedTime": status.last_updated_time}
+    runs = await (await activities().clients()).store.recent_runs(5)
+    return _json(200, {"current": current, "recent": runs})
+
+
+def environment_ok() -> None:
+    """E4 at start: fail naming the setting, before any trigger runs."""
+    from .settings import load
+    load(os.environ)
+
+
+# ---- administration over HTTP: the same operations as `python -m sync mailboxes|diagnose` ----------------------
+
+@bp.route(route="mailboxes", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def mailboxes_status(req: func.HttpRequest) -> func.HttpResponse:
+    """G2: the mailbox status listing."""
+    return await _mailbox_action(req, "list")
+
+
+@bp.route(route="mailboxes/{action}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def mailboxes_admin(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/mailboxes/{discover|register|approve|test|enable|disable|move} with
+    {"addresses": [...]} or {"all": true}, and "environment" for discover/register/move."""
+    return await _mailbox_action(req, req.route_params.get("action", ""))
+
+
+async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
+    from ..admin.operations import AdminError, InvalidRequest, mailbox_action, validate
+    body: dict = {}
+    if req.get_body():
+        try:
+            body = req.get_json()
+        except ValueError:
+            return _json(400, {"error": "the body must be JSON"})
+        if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment"}:
+            return _json(400, {"error": "the body accepts addresses, all and environment"})
+    settings = activities().settings
+    try:
+        addresses = validate(action, body.get("addresses"), body.get("all", False), body.get("environment"), settings.environments)
+    except InvalidRequest as exc:
+        return _json(400, {"error": str(exc)})
+    try:
+        result = await mailbox_action(await activities().clients(), settings.environments, action, addresses, body.get("all", False),
+                                      body.get("environment"), datetime.now(UTC))
+    except AdminError as exc:
+        return _json(409, {"error": str(exc)})
+    return _json(200, result)
+
+
+@bp.route(route="filters", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
+    """S5: GET /api/filters[?mailbox=ADDRESS] lists; POST with {"action": "add"|"remove", "name", "booking_statuses",
+    "work_order_types", "territories", "mailbox"} changes them (global unless a mailbox is named)."""
+    from ..admin.operations import AdminError, InvalidRequest, filters_action
+    if req.method == "GET":
+        body = {"action": "list", "mailbox": req.params.get("mailbox")}
+    else:
+        try:
+            body = req.get_json()
+        except ValueError:
+            return _json(400, {"error": "the body must be JSON"})
+        allowed = {"action", "name", "mailbox", "booking_statuses", "work_order_types", "territories"}
+        if not isinstance(body, dict) or set(body) - allowed:
+            return _json(400, {"error": f"the body accepts {', '.join(sorted(allowed))}"})
+    store = (await activities().clients()).store
+    try:
+        result = await filters_action(store, body.get("action", "list"), body.get("mailbox"), body.get("name"),
+                                      body.get("booking_statuses", []), body.get("work_order_types", []), body.get("territories", []))
+    except InvalidRequest as exc:
+        return _json(400, {"error": str(exc)})
+    except AdminError as exc:
+        return _json(409, {"error": str(exc)})
+    return _json(200, result)
+
+
+@bp.route(route="bookings/{booking_id}/diagnosis", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
+    """G1: GET /api/bookings/{id}/diagnosis[?environment=URL]."""
+    from ..admin.diagnose import diagnose
+    from ..core.ids import GUID
+    booking_id = req.route_params.get("booking_id", "")
+    if not GUID.match(booking_id):
+        return _json(400, {"error": "booking id must be a GUID"})
+    settings = activities().settings
+    environment = req.params.get("environment") or settings.environments[0]
+    if environment.rstrip("/").lower() not in {e.lower() for e in settings.environments}:
+        return _json(400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"})
+    rt = await activities().clients()
+    result = await diagnose(booking_id, rt.source(environment.rstrip("/")), rt.store, settings.sync, datetime.now(UTC))
+    return _json(200, result.to_dict())
+
+
+@bp.route(route="dataverse/webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def dataverse_webhook(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """T3: Dataverse service endpoint (WebhookKey = this function's key). Answers well inside Dataverse's 60 s."""
+    from .webhook import handle
+    status, body = await handle(req.get_body(), dict(req.headers), dict(req.params), activities().settings, client,
+                                datetime.now(UTC).isoformat(), await activities().clients())
+    return _json(status, body)

@@ -1,0 +1,134 @@
+"""The orchestrators: they only orchestrate. No I/O, no clock but `context.current_utc_datetime`, plain dicts.
+
+sync_cycle           per environment, one activity reads the changes once (retry options on transient
+                     errors); then one activity per mailbox with pending work (T2), in groups of
+                     MAILBOX_GROUP through sub-orchestrations so each history stays small; mailboxes that
+                     failed transiently get further rounds after a durable timer; progress in the custom
+                     status; a summary recorded.
+sync_mailbox_group   one group's fan-out.
+sync_mailbox_now     T3: one mailbox now, for a webhook; loops while work is pending.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+# Every name the host knows these functions by, in one place (functions.py registers them, the local runner
+# drives them by the same names).
+CYCLE_ORCHESTRATOR = "sync_cycle"
+GROUP_ORCHESTRATOR = "sync_mailbox_group"
+MAILBOX_ORCHESTRATOR = "sync_mailbox_now"
+COLLECT_ACTIVITY = "collect_environment"
+SYNC_MAILBOX_ACTIVITY = "sync_mailbox"
+RECORD_RUN_ACTIVITY = "record_run"
+CYCLE_INSTANCE_ID = "fieldservice-outlook-sync-cycle"
+MAILBOX_GROUP = 50
+RETRY_ROUNDS = 2
+RETRY_DELAYS_S = (30, 120)
+
+
+def collect_retry() -> df.RetryOptions:
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=3)
+    options.backoff_coefficient = 3
+    return options
+
+
+def sync_cycle(context: df.DurableOrchestrationContext):
+    settings: dict[str, Any] = context.get_input() or {}
+    now = context.current_utc_datetime
+    environments = settings.get("environments") or []
+    run = {"id": context.instance_id + ":" + now.strftime("%Y%m%dT%H%M%SZ"), "started": now.isoformat(),
+           "trigger": settings.get("trigger", "timer"), "environments": [], "mailboxes": []}
+
+    context.set_custom_status({"phase": "collect", "environments": len(environments)})
+    mailboxes: set[str] = set()
+    for environment in environments:
+        try:
+            collected = yield context.call_activity_with_retry(COLLECT_ACTIVITY, collect_retry(),
+                                                                {"environment": environment, "now": now.isoformat()})
+        except Exception as exc:
+            collected = {"environment": environment, "error": str(exc)[:500], "mailboxes": []}
+        run["environments"].append({k: v for k, v in collected.items() if k != "mailboxes"})
+        mailboxes.update(collected.get("mailboxes", []))
+
+    results: dict[str, dict] = {}
+    todo = sorted(mailboxes)
+    for attempt in range(RETRY_ROUNDS + 1):
+        if not todo:
+            break
+        if attempt:
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=RETRY_DELAYS_S[attempt - 1]))
+        context.set_custom_status({"phase": "sync", "round": attempt + 1, "mailboxes": len(todo), "done": len(results)})
+        batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False)}
+        outcome = yield from _fan_out(context, batch)
+        for r in outcome:
+            results[r["mailbox"]] = r
+        todo = sorted(r["mailbox"] for r in outcome if r.get("retryable"))
+
+    run["mailboxes"] = [results[m] for m in sorted(results)]
+    run.update(_summarise(run["mailboxes"]))
+    run["finished"] = context.current_utc_datetime.isoformat()
+    context.set_custom_status({"phase": "done", **run["totals"]})
+    yield context.call_activity(RECORD_RUN_ACTIVITY, run)
+    return run
+
+
+def _fan_out(context: df.DurableOrchestrationContext, batch: dict):
+    mailboxes = batch["mailboxes"]
+    if len(mailboxes) <= MAILBOX_GROUP:
+        return (yield context.task_all([context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox": m, "now": batch["now"],
+                                                                                      "force": batch["force"]})
+                                        for m in mailboxes]))
+    groups = [mailboxes[i:i + MAILBOX_GROUP] for i in range(0, len(mailboxes), MAILBOX_GROUP)]
+    nested = yield context.task_all([context.call_sub_orchestrator(GROUP_ORCHESTRATOR, {**batch, "mailboxes": g})
+                                     for g in groups])
+    return [r for group in nested for r in group]
+
+
+def sync_mailbox_group(context: df.DurableOrchestrationContext):
+    batch = context.get_input()
+    results = yield context.task_all([context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox": m, "now": batch["now"],
+                                                                                    "force": batch["force"]})
+                                      for m in batch["mailboxes"]])
+    return results
+
+
+def _summarise(results: list[dict]) -> dict:
+    totals: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for r in results:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+        for name, n in (r.get("counts") or {}).items():
+            totals[name] = totals.get(name, 0) + n
+    return {"totals": totals, "outcomes": outcomes}
+
+
+MAILBOX_ROUNDS = 20
+BUSY_WAIT_S = 2
+
+
+def sync_mailbox_now(context: df.DurableOrchestrationContext):
+    """T3: one mailbox, now. Instance id = the mailbox, so changes arriving meanwhile coalesce: the loop
+    goes round while the last sync made progress and observations are still pending."""
+    request = context.get_input()
+    rounds = 0
+    totals: dict[str, int] = {}
+    result: dict = {}
+    while rounds < MAILBOX_ROUNDS:
+        rounds += 1
+        result = yield context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox": request["mailbox"],
+                                                                     "now": context.current_utc_datetime.isoformat(),
+                                                              "force": False})
+        for name, n in (result.get("counts") or {}).items():
+            totals[name] = totals.get(name, 0) + n
+        if result.get("outcome") == "busy":                  # the timer cycle holds the mailbox: wait for it
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=BUSY_WAIT_S))
+            continue
+        if result.get("outcome") != "synced" or not result.get("pending_left"):
+            break
+    return {"mailbox": request["mailbox"], "rounds": rounds, "outcome": result.get("outcome"), "totals": totals}
+
+
+ORCHESTRATORS = {CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group, MAILBOX_ORCHESTRATOR: sync_mailbox_now}

@@ -1,0 +1,127 @@
+"""Typed, validated settings, read once at start (rule E4: a bad setting fails naming it and its form).
+
+Every name here is an app setting (local.settings.sample.json, infra/ app settings). Profiles: the
+`fieldservice` default reproduces Dynamics 365's documented behaviour; `enhanced` turns on the
+improvements, each of which is also a setting of its own.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from ..core.settings import SyncSettings
+
+PROFILES = ("fieldservice", "enhanced")
+ENHANCED_DEFAULTS = {"PROPAGATE_CANCELLATIONS": "true", "REFRESH_WORK_ORDER_FIELDS": "true",
+                     "REMOVE_REASSIGNED_FUTURE_EVENTS": "true"}
+
+
+class SettingError(ValueError):
+    """A missing or malformed setting; the message names the setting and the expected form."""
+
+    def __init__(self, name: str, expected: str, got: str | None):
+        shown = "missing" if got is None else f"got {got!r}"
+        super().__init__(f"setting {name}: expected {expected}; {shown}")
+        self.setting = name
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    sync: SyncSettings
+    environments: tuple[str, ...]
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    schedule: str = "0 */15 * * * *"
+    storage_connection_string: str | None = None
+    storage_table_endpoint: str | None = None
+    table_prefix: str = "fssync"
+    credential: str = "managed-identity"       # managed-identity | default | loopback-dev
+    managed_identity_client_id: str | None = None
+    webhook_secret: str | None = None          # optional header secret for the Dataverse webhook (a Key Vault reference in Azure)
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def _bool(env: Mapping[str, str], name: str, default: str) -> bool:
+    raw = env.get(name, default).strip().lower()
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    if raw in ("false", "0", "no", "off"):
+        return False
+    raise SettingError(name, "true or false", raw)
+
+
+def _int(env: Mapping[str, str], name: str, default: str, low: int, high: int) -> int:
+    raw = env.get(name, default).strip()
+    if not re.fullmatch(r"-?\d+", raw) or not low <= int(raw) <= high:
+        raise SettingError(name, f"a whole number from {low} to {high}", raw)
+    return int(raw)
+
+
+def _url(name: str, raw: str, allow_path: bool = True) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise SettingError(name, "an absolute URL such as https://contoso.crm.dynamics.com", raw)
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SettingError(name, "an https URL (plain http is allowed for loopback only)", raw)
+    return raw.rstrip("/")
+
+
+def sync_settings_from(env: Mapping[str, str]) -> SyncSettings:
+    profile = env.get("SYNC_PROFILE", "fieldservice").strip().lower()
+    if profile not in PROFILES:
+        raise SettingError("SYNC_PROFILE", "fieldservice or enhanced", profile)
+    defaults = ENHANCED_DEFAULTS if profile == "enhanced" else {}
+    logical = env.get("LOGICAL_DELETES", "unlink").strip().lower()
+    if logical not in ("unlink", "delete"):
+        raise SettingError("LOGICAL_DELETES", "unlink or delete", logical)
+    return SyncSettings(
+        profile=profile,
+        window_past=timedelta(days=_int(env, "SYNC_WINDOW_PAST_DAYS", "7", 0, 365)),
+        window_future=timedelta(days=_int(env, "SYNC_WINDOW_FUTURE_DAYS", "14", 1, 365)),
+        propagate_cancellations=_bool(env, "PROPAGATE_CANCELLATIONS", defaults.get("PROPAGATE_CANCELLATIONS", "false")),
+        logical_deletes=logical,
+        refresh_work_order_fields=_bool(env, "REFRESH_WORK_ORDER_FIELDS", defaults.get("REFRESH_WORK_ORDER_FIELDS", "false")),
+        remove_reassigned_future_events=_bool(env, "REMOVE_REASSIGNED_FUTURE_EVENTS", defaults.get("REMOVE_REASSIGNED_FUTURE_EVENTS",
+                                                                                                   "false")),
+        mass_delete_percent=float(_int(env, "MASS_DELETE_THRESHOLD_PERCENT", "50", 1, 100)),
+        mass_delete_min=_int(env, "MASS_DELETE_MIN_COUNT", "10", 1, 100000),
+    )
+
+
+NCRONTAB = re.compile(r"^\S+( \S+){5}$")
+
+
+def load(env: Mapping[str, str] | None = None) -> AppSettings:
+    env = dict(os.environ if env is None else env)
+    raw_envs = env.get("DATAVERSE_ENVIRONMENTS", "").strip()
+    if not raw_envs:
+        raise SettingError("DATAVERSE_ENVIRONMENTS",
+                           "a comma-separated list of environment URLs such as https://contoso.crm.dynamics.com", None)
+    environments = tuple(dict.fromkeys(_url("DATAVERSE_ENVIRONMENTS", e.strip()) for e in raw_envs.split(",") if e.strip()))
+    schedule = env.get("SYNC_SCHEDULE", "0 */15 * * * *").strip()
+    if not NCRONTAB.match(schedule):
+        raise SettingError("SYNC_SCHEDULE", "a six-field NCRONTAB expression such as '0 */15 * * * *'", schedule)
+    conn = env.get("STATE_STORAGE_CONNECTION_STRING") or None
+    endpoint = env.get("STATE_STORAGE_TABLE_ENDPOINT") or None
+    if not conn and not endpoint:
+        raise SettingError("STATE_STORAGE_TABLE_ENDPOINT",
+                           "the Table Storage endpoint (https://<account>.table.core.windows.net), "
+                           "or STATE_STORAGE_CONNECTION_STRING for Azurite", None)
+    if endpoint:
+        endpoint = _url("STATE_STORAGE_TABLE_ENDPOINT", endpoint)
+    prefix = env.get("STATE_TABLE_PREFIX", "fssync").strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,40}", prefix):
+        raise SettingError("STATE_TABLE_PREFIX", "3-41 letters and digits, starting with a letter", prefix)
+    credential = env.get("SYNC_CREDENTIAL", "managed-identity").strip().lower()
+    if credential not in ("managed-identity", "default", "loopback-dev"):
+        raise SettingError("SYNC_CREDENTIAL", "managed-identity, default or loopback-dev", credential)
+    return AppSettings(
+        sync=sync_settings_from(env), environments=environments,
+        graph_base_url=_url("GRAPH_BASE_URL", env.get("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0").strip()),
+        schedule=schedule, storage_connection_string=conn, storage_table_endpoint=endpoint, table_prefix=prefix,
+        credential=credential, managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,
+        webhook_secret=env.get("WEBHOOK_HEADER_SECRET") or None,
+    )

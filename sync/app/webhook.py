@@ -1,0 +1,134 @@
+"""T3: Dataverse webhooks sync a changed booking within seconds; the timer cycle stays as the safety net.
+
+Dataverse posts a RemoteExecutionContext for each registered step (Create, Update, Delete of
+bookableresourcebooking). The handler answers fast: it validates the payload, reads the booking by id
+(which also covers the message-too-large case, where Dataverse strips the body), records a pending
+observation for every mailbox the change concerns (the booking's mailbox now, and every mailbox holding
+a link for it, so a reassignment reaches both) and starts the mailbox's own orchestration, whose
+instance id is the mailbox: a burst of changes coalesces into a few syncs, and two syncs of one mailbox
+never overlap (a per-mailbox lease also keeps the timer cycle out).
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.domain import Booking, SkippedRow
+from ..core.ids import GUID
+from ..core.pseudonym import mailbox_ref
+from ..core.serialize import booking_to_dict
+from ..ports import BookingSource, DurableClient, LinkStore, MailboxStore, PendingStore, Services
+from .orchestrators import MAILBOX_ORCHESTRATOR
+from .settings import AppSettings
+
+log = logging.getLogger("sync.webhook")
+MAX_BODY = 512 * 1024
+ENTITY = "bookableresourcebooking"
+MESSAGES = {"Create", "Update", "Delete"}
+SIZE_EXCEEDED_HEADER = "x-ms-dynamics-msg-size-exceeded"
+
+
+class WebhookRejected(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Notification:
+    message: str
+    booking_id: str
+    correlation_id: str | None
+
+
+class WebhookStore(MailboxStore, LinkStore, PendingStore, Protocol):
+    """The rows the webhook touches."""
+
+
+def instance_id(telemetry_key: str, mailbox: str) -> str:
+    """The mailbox's own orchestration: pseudonymous, so no address lands in the Durable history or in logs."""
+    return "mailbox-sync-" + mailbox_ref(telemetry_key, mailbox)
+
+
+def check_secret(expected: str | None, given: str | None) -> None:
+    """The optional header secret (Dataverse's HttpHeader authentication), compared in constant time."""
+    if expected and not hmac.compare_digest(expected.encode(), (given or "").encode()):
+        raise WebhookRejected(401, "missing or wrong webhook key")
+
+
+def parse(body: bytes, headers: dict[str, str]) -> Notification:
+    if len(body) > MAX_BODY:
+        raise WebhookRejected(413, f"payload larger than {MAX_BODY} bytes")
+    try:
+        context = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WebhookRejected(400, "the body is not JSON") from exc
+    if not isinstance(context, dict):
+        raise WebhookRejected(400, "the body is not a RemoteExecutionContext object")
+    entity, message, booking_id = context.get("PrimaryEntityName"), context.get("MessageName"), context.get("PrimaryEntityId")
+    if entity != ENTITY:
+        raise WebhookRejected(400, f"PrimaryEntityName must be {ENTITY}")
+    if message not in MESSAGES:
+        raise WebhookRejected(400, f"MessageName must be one of {', '.join(sorted(MESSAGES))}")
+    if not isinstance(booking_id, str) or not GUID.match(booking_id):
+        raise WebhookRejected(400, "PrimaryEntityId must be a GUID")
+    correlation = context.get("CorrelationId") if isinstance(context.get("CorrelationId"), str) else None
+    if {k.lower() for k in headers} & {SIZE_EXCEEDED_HEADER}:
+        log.info("webhook body trimmed by Dataverse (message size exceeded): booking=%s", booking_id)
+    return Notification(message, booking_id.lower(), correlation)
+
+
+async def route(notification: Notification, source: BookingSource, store: WebhookStore) -> dict[str, dict[str, Any] | None]:
+    """The pending observations this change produces, per mailbox (nothing for mailboxes not registered)."""
+    booking = None if notification.message == "Delete" else await source.read_booking(notification.booking_id)
+    holders = (await store.mailboxes_for_bookings(source.environment, [notification.booking_id])).get(notification.booking_id, set())
+    observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
+    if isinstance(booking, SkippedRow):
+        log.warning("webhook booking skipped: booking=%s reason=%s", booking.booking_id, booking.reason)
+        return {}
+    targets = set(holders)
+    if isinstance(booking, Booking) and booking.mailbox:
+        targets.add(booking.mailbox)
+    routed: dict[str, dict[str, Any] | None] = {}
+    for mailbox in sorted(targets):
+        if await store.get_mailbox(mailbox) is None:                     # not registered: nothing to keep for it
+            continue
+        routed[mailbox] = observation
+        await store.add_pending(mailbox, {notification.booking_id: observation})
+    return routed
+
+
+async def start_mailbox_syncs(client: DurableClient, telemetry_key: str, mailboxes: list[str], now_iso: str) -> list[str]:
+    """Start each mailbox's orchestration unless it runs already (a running one loops while work is pending)."""
+    started = []
+    for mailbox in mailboxes:
+        instance = instance_id(telemetry_key, mailbox)
+        status = await client.get_status(instance)
+        runtime_status = getattr(getattr(status, "runtime_status", None), "value", None)
+        if runtime_status in ("Running", "Pending"):
+            continue
+        await client.start_new(MAILBOX_ORCHESTRATOR, instance, {"mailbox": mailbox, "now": now_iso})
+        started.append(instance)
+    return started
+
+
+async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], settings: AppSettings, client: DurableClient,
+                 now_iso: str, services: Services) -> tuple[int, dict[str, Any]]:
+    """The webhook function's body, shared by the Functions app and the local receiver. Returns (status, json).
+    `services` are the caller's per-loop clients (connections and tokens reused across calls)."""
+    try:
+        check_secret(settings.webhook_secret, headers.get("x-fssync-webhook-key") or headers.get("X-Fssync-Webhook-Key"))
+        notification = parse(body, headers)
+    except WebhookRejected as exc:
+        return exc.status, {"error": str(exc)}
+    environment = (params.get("environment") or settings.environments[0]).rstrip("/")
+    if environment.lower() not in {e.lower() for e in settings.environments}:
+        return 400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"}
+    routed = await route(notification, services.source(environment), services.store)
+    started = await start_mailbox_syncs(client, await services.store.telemetry_key(), sorted(routed), now_iso)
+    log.info("webhook accepted: message=%s booking=%s mailboxes=%d started=%d", notification.message, notification.booking_id,
+             len(routed), len(started))
+    return 202, {"booking": notification.booking_id, "message": notification.message, "mailboxes": len(routed), "started": len(started)}

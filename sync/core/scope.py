@@ -1,0 +1,77 @@
+"""Every scope rule in one place: which bookings a mailbox syncs (S1-S5) and which mailboxes sync (M1, M4, M5).
+
+The planner and diagnose (G1) both ask here, in the same order, so a diagnosis can never disagree with
+what the sync does. Pure: `now` is an argument.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from .domain import RESOURCE_TYPE_USER, Booking, Mailbox, MailboxTestStatus, SyncFilter
+from .reasons import Reason
+from .settings import SyncSettings
+
+MAILBOX_REASONS = frozenset({Reason.MAILBOX_NOT_REGISTERED, Reason.SYNC_METHOD_NONE, Reason.MAILBOX_NOT_APPROVED,
+                             Reason.MAILBOX_NOT_TESTED, Reason.MAILBOX_TEST_FAILED, Reason.MAILBOX_SYNC_OFF})
+
+
+def window(settings: SyncSettings, now: datetime) -> tuple[datetime, datetime]:
+    """S3: [now - past, now + future]."""
+    return now - settings.window_past, now + settings.window_future
+
+
+def in_window(booking: Booking, settings: SyncSettings, now: datetime) -> bool:
+    low, high = window(settings, now)
+    return booking.start < high and booking.end > low
+
+
+def mailbox_reason(mailbox: Mailbox | None) -> Reason | None:
+    """M1, M5: why this mailbox syncs nothing at all (nothing new, nothing removed); None when it syncs."""
+    if mailbox is None:
+        return Reason.MAILBOX_NOT_REGISTERED
+    if mailbox.sync_method != "server-side":
+        return Reason.SYNC_METHOD_NONE
+    if not mailbox.approved:
+        return Reason.MAILBOX_NOT_APPROVED
+    if mailbox.test_status == MailboxTestStatus.NOT_TESTED:
+        return Reason.MAILBOX_NOT_TESTED
+    if mailbox.test_status == MailboxTestStatus.FAILURE:
+        return Reason.MAILBOX_TEST_FAILED
+    if not mailbox.enabled:
+        return Reason.MAILBOX_SYNC_OFF
+    return None
+
+
+def target_reason(booking: Booking) -> Reason | None:
+    """S1, S2: whether the booking can be written to any mailbox at all."""
+    if booking.work_order is None:
+        return Reason.NO_WORK_ORDER
+    if booking.resource_type != RESOURCE_TYPE_USER:
+        return Reason.NOT_USER_RESOURCE
+    if not booking.mailbox:
+        return Reason.NO_MAILBOX_ADDRESS
+    return None
+
+
+def booking_reason(booking: Booking, mailbox: Mailbox, global_filters: tuple[SyncFilter, ...] = ()) -> Reason | None:
+    """Why a booking is out of scope for this mailbox, in the order the sync applies the rules; None = in scope.
+
+    A linked booking that is out of scope is a logical delete (D3)."""
+    reason = target_reason(booking)
+    if reason is not None:
+        return reason
+    if (booking.mailbox or "").lower() != mailbox.address.lower():
+        return Reason.OTHER_MAILBOX                                     # S5 default filter, C6
+    if mailbox.environment and mailbox.environment.lower() != booking.environment.lower():
+        return Reason.BOUND_TO_ANOTHER_ENVIRONMENT                      # M4
+    if not booking.active:
+        return Reason.INACTIVE                                          # S4
+    filters = effective_filters(mailbox, global_filters)
+    if filters and not any(f.matches(booking) for f in filters):
+        return Reason.EXCLUDED_BY_FILTER                                # S5
+    return None
+
+
+def effective_filters(mailbox: Mailbox, global_filters: tuple[SyncFilter, ...]) -> tuple[SyncFilter, ...]:
+    """S5: a mailbox's own filters replace the global ones; several combine as a union."""
+    return mailbox.filters or global_filters

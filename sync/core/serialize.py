@@ -1,0 +1,43 @@
+"""Domain objects <-> plain JSON-able dicts: what activities pass to each other and what the store keeps."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from .domain import Address, Booking, BookingStatus, SyncFilter, WorkOrder
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _required_dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def booking_to_dict(b: Booking) -> dict[str, Any]:
+    d = asdict(b)
+    d["start"], d["end"] = b.start.isoformat(), b.end.isoformat()
+    d["modified_on"] = b.modified_on.isoformat() if b.modified_on else None
+    return d
+
+
+def booking_from_dict(d: dict[str, Any]) -> Booking:
+    wo = d.get("work_order")
+    work_order = None
+    if wo:
+        work_order = WorkOrder(**{**wo, "address": Address(**(wo.get("address") or {}))})
+    return Booking(id=d["id"], environment=d["environment"], start=_required_dt(d["start"]), end=_required_dt(d["end"]), active=d["active"],
+                   status=BookingStatus(**d["status"]), resource_id=d.get("resource_id"), resource_type=d.get("resource_type"),
+                   mailbox=d.get("mailbox"), work_order=work_order, name=d.get("name"), modified_on=_dt(d.get("modified_on")))
+
+
+def filter_to_dict(f: SyncFilter) -> dict[str, Any]:
+    return {"name": f.name, "booking_statuses": sorted(f.booking_statuses), "work_order_types": sorted(f.work_order_types),
+            "territories": sorted(f.territories)}
+
+
+def filter_from_dict(d: dict[str, Any]) -> SyncFilter:
+    return SyncFilter(d["name"], frozenset(d.get("booking_statuses", [])), frozenset(d.get("work_order_types", [])),
+                      frozenset(d.get("territories", [])))

@@ -1,0 +1,1 @@
+"""The engine: collect (read -> route -> persist) and the mailbox executor, over the ports."""

@@ -1,0 +1,164 @@
+"""Step 1 of a cycle, once per environment: read what changed in Dataverse, route each booking to the
+mailboxes it concerns, and persist it there as a pending observation; then advance the cursor.
+
+- `read`: change tracking plus the slice of time that entered the window (T4, S3), or the whole window
+  when there is no valid token; newly enabled mailboxes get their window read too.
+- `route` (pure): a booking goes to its current mailbox, if that mailbox is registered and bound to this
+  environment (M4), and to every mailbox holding a link for it, so a reassignment or a delete reaches both.
+- `persist`: pending observations first, then the cursor, ETag-guarded, so nothing read is lost if a
+  mailbox fails later and two collects never move one cursor backwards.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..core.domain import Booking, SkippedRow
+from ..core.scope import window
+from ..core.serialize import booking_to_dict
+from ..core.settings import SyncSettings
+from ..ports import BookingSource, ChangeTokenExpired, CursorRow, CursorStore, LinkStore, MailboxStore, PendingStore
+
+log = logging.getLogger("sync.engine")
+
+
+class CollectStore(MailboxStore, LinkStore, PendingStore, CursorStore, Protocol):
+    """The rows collect touches."""
+
+
+@dataclass
+class Observations:
+    mode: str                                   # full | delta
+    observed: dict[str, Booking | None]         # booking id -> its current state, None when deleted
+    skipped: list[SkippedRow]
+    delta_links: dict[str, str]
+    initial: dict[str, Booking] = field(default_factory=dict)   # window reads for newly enabled mailboxes
+
+
+@dataclass
+class CollectResult:
+    environment: str
+    mode: str                       # full | delta
+    bookings_read: int = 0
+    deleted: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    routed: dict[str, int] = field(default_factory=dict)    # mailbox -> observations stored
+    unregistered: int = 0
+    mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"environment": self.environment, "mode": self.mode, "bookings_read": self.bookings_read, "deleted": self.deleted,
+                "skipped": self.skipped, "routed": len(self.routed), "observations": sum(self.routed.values()),
+                "unregistered": self.unregistered, "mailboxes": self.mailboxes}
+
+
+@dataclass
+class Routing:
+    per_mailbox: dict[str, dict[str, dict[str, Any] | None]]
+    unregistered: int
+
+
+async def collect(source: BookingSource, store: CollectStore, settings: SyncSettings, now: datetime) -> CollectResult:
+    environment = source.environment.lower()
+    low, high = window(settings, now)
+    cursor = await store.get_cursor(environment)
+    rows = await store.list_mailboxes()
+    bindings = {r["address"]: (r.get("environment") or "").lower() for r in rows}
+    initial = {r["address"] for r in rows if r.get("needs_initial_read") and bindings[r["address"]] in ("", environment)}
+    observations = await read(source, store, cursor, low, high, initial)
+    holders = await store.mailboxes_for_bookings(environment, observations.observed.keys())
+    routing = route(observations, holders, bindings, environment)
+    return await persist(store, environment, observations, routing, initial, cursor, high)
+
+
+async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None, low: datetime, high: datetime,
+               initial: set[str]) -> Observations:
+    """What changed since the cursor; the whole window when there is no cursor or its token expired (T4)."""
+    if cursor is None:
+        return await _read_full(source, links, low, high)
+    horizon = cursor["horizon"]
+    slice_start = max(horizon or low, low) if (horizon is None or high > horizon) else None   # S3: what entered the window
+    try:
+        # One request for a quiet cycle: both change feeds and the new slice of the window, batched.
+        changes, entered = await source.read_cycle(cursor["delta_links"], slice_start, high)
+    except ChangeTokenExpired:
+        return await _read_full(source, links, low, high)
+    reads = [entered]
+    if changes.changed_bookings:
+        reads.append(await source.read_bookings(changes.changed_bookings))
+    if changes.changed_work_orders:
+        reads.append(await source.read_bookings_for_work_orders(changes.changed_work_orders, low, high))
+    observed: dict[str, Booking | None] = {}
+    skipped: list[SkippedRow] = []
+    for result in reads:
+        observed.update({b.id: b for b in result.bookings})
+        skipped.extend(result.skipped)
+    for booking_id in changes.changed_bookings - set(observed) - {s.booking_id for s in skipped}:
+        observed[booking_id] = None                                      # changed, then deleted before we read it
+    for booking_id in changes.deleted_bookings:
+        observed[booking_id] = None
+    first_reads: dict[str, Booking] = {}
+    if initial:                                                          # newly enabled mailboxes start from the window
+        window_read = await source.read_window(low, high)
+        first_reads = {b.id: b for b in window_read.bookings if b.mailbox in initial}
+        skipped.extend(window_read.skipped)
+    return Observations("delta", observed, skipped, changes.delta_links, first_reads)
+
+
+async def _read_full(source: BookingSource, links: LinkStore, low: datetime, high: datetime) -> Observations:
+    start = await source.read_changes(None)                              # start tracking before reading: no change falls between
+    result = await source.read_window(low, high)
+    observed: dict[str, Booking | None] = {b.id: b for b in result.bookings}
+    skipped = list(result.skipped)
+    linked = await links.linked_bookings(source.environment.lower())
+    missing = set(linked) - set(observed) - {s.booking_id for s in skipped}
+    if missing:                                                          # linked but not in the window: gone, or moved away?
+        again = await source.read_bookings(missing)
+        observed.update({b.id: b for b in again.bookings})
+        skipped.extend(again.skipped)
+        for booking_id in missing - {b.id for b in again.bookings} - {s.booking_id for s in again.skipped}:
+            observed[booking_id] = None
+    return Observations("full", observed, skipped, start.delta_links)
+
+
+def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str) -> Routing:
+    """PURE: booking -> the mailboxes it concerns. `bindings`: registered mailbox -> the environment it is bound to."""
+    per_mailbox: dict[str, dict[str, dict[str, Any] | None]] = {}
+    unregistered = 0
+    for booking_id, booking in observations.observed.items():
+        targets = set(holders.get(booking_id, set()))                   # they hold a link: they must hear of it
+        if booking is not None and booking.mailbox:
+            targets.add(booking.mailbox)
+        for mailbox in sorted(targets):
+            if mailbox not in bindings:
+                unregistered += 1
+                continue
+            if mailbox not in holders.get(booking_id, set()) and bindings[mailbox] not in ("", environment):
+                continue                                                 # M4: bound to another environment
+            per_mailbox.setdefault(mailbox, {})[booking_id] = booking_to_dict(booking) if booking is not None else None
+    for booking_id, booking in observations.initial.items():
+        if booking_id not in observations.observed and booking.mailbox:
+            per_mailbox.setdefault(booking.mailbox, {})[booking_id] = booking_to_dict(booking)
+    return Routing(per_mailbox, unregistered)
+
+
+async def persist(store: CollectStore, environment: str, observations: Observations, routing: Routing, initial: set[str],
+                  cursor: CursorRow | None, horizon: datetime) -> CollectResult:
+    observed = observations.observed
+    outcome = CollectResult(environment, observations.mode, bookings_read=sum(1 for b in observed.values() if b is not None),
+                            deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered)
+    for s in observations.skipped:
+        outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
+        log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)
+    for mailbox, pending in sorted(routing.per_mailbox.items()):
+        await store.add_pending(mailbox, pending)
+        outcome.routed[mailbox] = len(pending)
+    for mailbox in initial:
+        await store.update_mailbox_fields(mailbox, needs_initial_read=False)
+    # ETag-guarded: if another collect advanced the cursor meanwhile, this one fails instead of going backwards.
+    await store.put_cursor(environment, observations.delta_links, horizon, cursor["etag"] if cursor else None)
+    outcome.mailboxes = sorted(await store.pending_mailboxes())
+    return outcome

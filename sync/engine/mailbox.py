@@ -1,0 +1,212 @@
+"""Step 2 of a cycle, once per mailbox with pending work: load its links and pending observations, plan
+(pure), carry the actions out through the calendar, and record what `settle` (pure) decides.
+
+A create is recorded first as an intent, so a crash between the Graph call and its record is recovered by
+the ownership tag on the next run instead of creating a second event; every other link write happens only
+after the Graph call it records succeeded.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..core import settle as settling
+from ..core.actions import Action, Cancel, Create, Delete, GraphAction, Kind, Recover, Update
+from ..core.domain import Booking, Link, Mailbox, MailboxTestStatus, SyncFilter
+from ..core.operations import CalendarOp, OpKind
+from ..core.plan import Plan, plan
+from ..core.serialize import booking_from_dict
+from ..core.settings import SyncSettings
+from ..ports import Calendar, LinkStore, MailboxStore, OutcomeStore, PendingRow, PendingStore
+
+log = logging.getLogger("sync.engine")
+CANCEL_COMMENT = "This visit was canceled in Dynamics 365 Field Service."
+Crash = Callable[[str], Awaitable[None]]     # test hook: called between side effects; may raise to simulate a crash
+WRITE_COUNTS = ("created", "updated", "deleted", "cancelled", "unlinked", "recreated")
+
+
+async def _no_crash(_: str) -> None:
+    return None
+
+
+class MailboxSyncStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, Protocol):
+    """The rows one mailbox's sync touches."""
+
+
+@dataclass
+class MailboxResult:
+    mailbox: str
+    outcome: str                    # synced | skipped | blocked | failed | transient | dry-run
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    plan: list[dict[str, str]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mailbox": self.mailbox, "outcome": self.outcome, "counts": self.counts, "error": self.error,
+                **({"plan": self.plan} if self.plan is not None else {})}
+
+
+def plan_counts(p: Plan) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for a in p.actions:
+        counts[a.kind.value] = counts.get(a.kind.value, 0) + 1
+    return counts
+
+
+class MailboxSync:
+    def __init__(self, store: MailboxSyncStore, calendar: Calendar, settings: SyncSettings, now: datetime, *,
+                 global_filters: tuple[SyncFilter, ...] = (), crash: Crash = _no_crash):
+        self.store, self.calendar, self.settings, self.now = store, calendar, settings, now
+        self.global_filters, self.crash = global_filters, crash
+
+    async def run(self, address: str, *, dry_run: bool = False, force: bool = False) -> MailboxResult:
+        address = address.lower()
+        mailbox = await self.store.get_mailbox(address)
+        if mailbox is None or not mailbox.eligible:
+            return MailboxResult(address, "skipped", error="mailbox not enabled for sync" if mailbox else "mailbox not registered")
+        pending = await self.store.pending(address)
+        links = await self.store.links(address)
+        bookings = {p["booking_id"]: booking_from_dict(p["booking"]) for p in pending if not p["deleted"] and p["booking"]}
+        deleted = {p["booking_id"] for p in pending if p["deleted"]}
+        the_plan = plan(bookings, deleted, links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force)
+        if dry_run:
+            return MailboxResult(address, "dry-run", plan_counts(the_plan), error=the_plan.blocked.message if the_plan.blocked else None,
+                                 plan=[{"booking": a.booking_id, "action": a.kind.value,
+                                        "reason": a.reason.value} for a in the_plan.actions])
+        if the_plan.blocked:
+            await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="blocked",
+                                                   last_error=the_plan.blocked.message)
+            log.error("mailbox blocked by the mass-delete guard: mailbox_links=%d destructive=%d",
+                      the_plan.blocked.links, the_plan.blocked.destructive)
+            return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message)
+        return await _Execution(self, mailbox, bookings, deleted, pending).run(the_plan)
+
+
+class _Execution:
+    """Carries out one mailbox plan: each action's result goes through `settle`, whose decision is written."""
+
+    def __init__(self, sync: MailboxSync, mailbox: Mailbox, bookings: dict[str, Booking], deleted: set[str], pending: list[PendingRow]):
+        self.sync, self.mailbox, self.bookings, self.deleted, self.pending = sync, mailbox, bookings, deleted, pending
+        self.store, self.calendar, self.crash, self.now = sync.store, sync.calendar, sync.crash, sync.now
+        self.counts: dict[str, int] = {}
+        self.keep_pending: set[str] = set()
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.mailbox_failure: str | None = None
+
+    async def run(self, the_plan: Plan) -> MailboxResult:
+        actions: list[Action] = [a for a in the_plan.actions if not isinstance(a, Recover)]
+        for recover in the_plan.actions:
+            if isinstance(recover, Recover):
+                actions.extend(await self._recover(recover))
+        await self._carry_out(actions)
+        await self._finish_pending()
+        return await self._record_mailbox()
+
+    async def _recover(self, action: Recover) -> list[Action]:
+        """A create intent left by an interrupted run: link the event if Graph has it, then plan the booking again."""
+        found = await self.calendar.find_tagged(self.mailbox.address, action.link.environment, action.booking_id)
+        self._count("recovered")
+        recovery = settling.recovered(action, found, self.now)
+        plan_against = recovery.plan_against
+        if recovery.write is not None:
+            plan_against = await self.store.put_link(recovery.write.link)
+        booking = self.bookings.get(action.booking_id)
+        again = plan({booking.id: booking} if booking else {}, {action.booking_id} & self.deleted, {action.booking_id: plan_against},
+                     self.mailbox, self.sync.settings, self.now, global_filters=self.sync.global_filters, force=True)
+        if settling.intent_obsolete(recovery, again.actions):
+            await self.store.delete_link(action.link)
+        return again.actions
+
+    async def _carry_out(self, actions: Sequence[Action]) -> None:
+        local = [a for a in actions if a.kind in (Kind.SKIP, Kind.UNLINK, Kind.FORGET)]
+        for action in local:
+            await self._write(action, settling.settle(action, None, None, self.now))
+            if action.kind != Kind.SKIP:
+                await self.crash("after-unlink")
+        calls: list[GraphAction] = [a for a in actions if isinstance(a, (Create, Update, Delete, Cancel))]
+        if calls:
+            await self._call_graph(calls)
+
+    async def _call_graph(self, calls: list[GraphAction]) -> None:
+        intents = await self._record_intents([a for a in calls if isinstance(a, Create)])
+        results = await self.calendar.apply(self.mailbox.address, [_operation(a) for a in calls])
+        await self.crash("after-graph")
+        by_id = {a.booking_id: a for a in calls}
+        puts: list[Link] = []
+        follow_ups: list[Create] = []
+        for booking_id, result in results.items():
+            action = by_id[booking_id]
+            current = intents.get(booking_id) if isinstance(action, Create) else action.link
+            decision = settling.settle(action, result, current, self.now)
+            if isinstance(decision.write, settling.PutLink):
+                puts.append(decision.write.link)           # each put row exists already (an intent, or the old link)
+                decision = replace(decision, write=None)
+            await self._write(action, decision)
+            if decision.follow_up is not None:
+                follow_ups.append(decision.follow_up)
+        if puts:
+            await self.store.put_links(puts, index=False)
+            await self.crash("after-links")
+        if follow_ups:
+            await self._call_graph(list(follow_ups))
+
+    async def _record_intents(self, creates: list[Create]) -> dict[str, Link]:
+        if not creates:
+            return {}
+        await self.store.put_links([settling.intent(a) for a in creates])
+        await self.crash("after-intents")
+        fresh = await self.store.links(self.mailbox.address)            # the etags the next write must match
+        return {a.booking_id: fresh[a.booking_id] for a in creates}
+
+    async def _write(self, action: Action, decision: settling.Settlement) -> None:
+        if isinstance(decision.write, settling.PutLink):
+            await self.store.put_link(decision.write.link)
+        elif isinstance(decision.write, settling.DeleteLink):
+            await self.store.delete_link(decision.write.link)
+        if decision.count:
+            self._count(decision.count)
+        if decision.keep_pending:
+            self.keep_pending.add(action.booking_id)
+        if decision.mailbox_failure and self.mailbox_failure is None:
+            self.mailbox_failure = decision.mailbox_failure
+        if decision.record:
+            self.outcomes[action.booking_id] = {"action": action.kind.value, "reason": action.reason.value, "error": decision.error}
+
+    async def _finish_pending(self) -> None:
+        done = [p for p in self.pending if p["booking_id"] not in self.keep_pending]
+        if done:
+            await self.store.clear_pending(self.mailbox.address, done)
+        if self.outcomes:
+            await self.store.record_outcomes(self.mailbox.address, self.outcomes)
+
+    async def _record_mailbox(self) -> MailboxResult:
+        address = self.mailbox.address
+        if self.mailbox_failure is not None:                             # M6: mark Failure, skip until tested again
+            reason = self.mailbox_failure
+            await self.store.put_mailbox(replace(self.mailbox, test_status=MailboxTestStatus.FAILURE, test_reason=reason))
+            await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="failed", last_error=reason)
+            return MailboxResult(address, "failed", self.counts, reason)
+        failed = self.counts.get("failed", 0)
+        outcome = "transient" if failed else "synced"
+        fields: dict[str, Any] = {"last_cycle_at": self.now.isoformat(), "last_outcome": outcome,
+                                  "last_error": f"{failed} item(s) will be retried next cycle" if failed else ""}
+        if any(self.counts.get(k) for k in WRITE_COUNTS):
+            fields.update({f"count_{k}": v for k, v in self.counts.items()})
+        await self.store.update_mailbox_fields(address, **fields)
+        return MailboxResult(address, outcome, self.counts, fields["last_error"] or None)
+
+    def _count(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+
+def _operation(action: GraphAction) -> CalendarOp:
+    if isinstance(action, Create):
+        return CalendarOp(action.booking_id, OpKind.CREATE, action.rendered.payload)
+    if isinstance(action, Update):
+        return CalendarOp(action.booking_id, OpKind.UPDATE, action.rendered.payload_for_update(), action.link.event_id)
+    if isinstance(action, Cancel):
+        return CalendarOp(action.booking_id, OpKind.CANCEL, event_id=action.link.event_id, comment=CANCEL_COMMENT)
+    return CalendarOp(action.booking_id, OpKind.DELETE, event_id=action.link.event_id)
