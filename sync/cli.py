@@ -170,7 +170,7 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
     from .app.clients import Clients
 
     try:
-        addresses = validate(args.action, args.addresses, args.all, args.environment, settings.environments)
+        addresses = validate(args.action, args.addresses, args.all, args.environment, settings.environments, args.method)
     except InvalidRequest as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -178,7 +178,7 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         await rt.store.ensure_tables()
         try:
             result = await mailbox_action(rt, settings.environments, args.action, addresses, args.all, args.environment, _now(),
-                                          Progress(args.action, not args.json))
+                                          Progress(args.action, not args.json), method=args.method)
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
@@ -211,13 +211,15 @@ async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
 
 
 async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .admin.operations import AdminError, InvalidRequest, filters_action
+    from .admin.filters import filter_request, filters_action
+    from .admin.operations import AdminError, InvalidRequest
     from .app.clients import Clients
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         try:
-            result = await filters_action(rt.store, args.action, args.mailbox, args.name, args.status or [], args.type or [],
-                                          args.territory or [])
+            request = filter_request(args.action, args.mailbox, args.name, args.status or [], args.type or [], args.territory or [],
+                                     args.dry_run)
+            result = await filters_action(rt, settings.environments, request, settings.sync, _now())
         except InvalidRequest as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
@@ -228,6 +230,10 @@ async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
                     "work order types": ",".join(d["work_order_types"]),
                     "territories": ",".join(d["territories"])} for d in result["filters"]],
                   ("name", "booking statuses", "work order types", "territories"))
+    if result.get("dry_run"):
+        removed = result["would_remove"]
+        preview = "\n".join(f"  {address}: {n}" for address, n in sorted(removed.items())) or "  nothing"
+        human = f"dry run, nothing was changed; with these filters the next cycle would remove (unlink or delete):\n{preview}\n{human}"
     _print(args, result, f"filters ({result['scope']}; a booking syncs when it matches any; none = all of the user's bookings):\n{human}")
     return EXIT_OK
 
@@ -267,10 +273,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="let a cycle pass the mass-delete guard (D5)")
     sub.add_parser("demo", help="enable the demo organisation's mailboxes, sync twice and show the result")
     mb = sub.add_parser("mailboxes", help="register, approve, test & enable, disable, move and list mailboxes")
-    mb.add_argument("action", choices=["discover", "register", "approve", "test", "enable", "disable", "move", "list"])
+    mb.add_argument("action", choices=["discover", "register", "approve", "test", "enable", "disable", "move", "set-method", "list"])
     mb.add_argument("addresses", nargs="*")
     mb.add_argument("--all", action="store_true", help="every registered mailbox")
     mb.add_argument("--environment", help="environment URL (discover, register, move)")
+    mb.add_argument("--method", choices=["server-side", "none"], help="set-method: the mailbox's synchronization method (M1)")
     runs = sub.add_parser("runs", help="the most recent cycles")
     runs.add_argument("--limit", type=int, default=10)
     plan = sub.add_parser("plan", help="dry run: what the next sync of a mailbox would do (writes nothing)")
@@ -286,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     flt.add_argument("--status", action="append", help="booking status name (repeatable)")
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
+    flt.add_argument("--dry-run", action="store_true", help="show what the change would remove, per mailbox; change nothing")
     for child in (run, mb, runs, diag, flt, plan):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p

@@ -15,6 +15,7 @@ from .core.domain import Booking, Link, Mailbox, SkippedRow, SyncFilter
 from .core.operations import CalendarOp, OpKind, OpResult, Outcome
 
 __all__ = [
+    "FILTER_FIELDS",
     "Booking",
     "BookingSource",
     "Calendar",
@@ -22,7 +23,8 @@ __all__ = [
     "ChangeSet",
     "ChangeTokenExpired",
     "CursorRow",
-    "CursorStore", "DurableClient",
+    "CursorStore",
+    "DurableClient",
     "LeaseStore",
     "LinkStore",
     "MailboxProbe",
@@ -42,6 +44,7 @@ __all__ = [
     "SyncError",
     "TransientError",
     "UserResource",
+    "WakeStore",
 ]
 
 
@@ -97,6 +100,9 @@ class UserResource:
     disabled: bool
 
 
+FILTER_FIELDS = ("booking_statuses", "work_order_types", "territories")
+
+
 class BookingSource(Protocol):
     @property
     def environment(self) -> str: ...
@@ -118,6 +124,10 @@ class BookingSource(Protocol):
     async def read_booking(self, booking_id: str) -> Booking | SkippedRow | None: ...
 
     async def list_user_resources(self) -> list[UserResource]: ...
+
+    async def filter_values(self) -> dict[str, set[str]]:
+        """The names a sync filter can name (FILTER_FIELDS -> names): booking statuses, work order types, territories."""
+        ...
 
 
 # ---- calendar (Graph) ------------------------------------------------------------------------------------------
@@ -234,7 +244,19 @@ class LeaseStore(Protocol):
     async def release_lease(self, name: str, holder: str) -> None: ...
 
 
-class StateStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, CursorStore, RunStore, LeaseStore, Protocol):
+class WakeStore(Protocol):
+    """Per mailbox, whether its own (webhook-started) sync is running, so that no change waits for the timer (T3).
+
+    `request_sync` marks the mailbox dirty when a sync runs, and otherwise claims it and returns the generation
+    the caller must start; `finish_sync` ends a claim only when nothing was marked since (else: go round again).
+    Both are ETag-guarded, so a change recorded while a sync decides to stop is never lost."""
+
+    async def request_sync(self, mailbox: str, now: datetime, stale_after_s: float) -> int | None: ...
+
+    async def finish_sync(self, mailbox: str, generation: int, now: datetime, *, release: bool = False) -> bool: ...
+
+
+class StateStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, CursorStore, RunStore, LeaseStore, WakeStore, Protocol):
     """Every table; the real one shares one Table service client."""
 
     async def ensure_tables(self) -> None: ...

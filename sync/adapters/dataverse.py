@@ -21,7 +21,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.core.pipeline import policies
 from azure.core.rest import HttpRequest
 
-from ..core.domain import Address, Booking, BookingStatus, SkippedRow, WorkOrder
+from ..core.domain import Address, Booking, BookingLocation, BookingStatus, SkippedRow, WorkOrder
 from ..core.ids import EMAIL, GUID, checked_guid
 from ..ports import ChangeSet, ChangeTokenExpired, PermanentError, ReadResult, TransientError, UserResource
 from .credentials import is_loopback_url
@@ -43,7 +43,8 @@ KNOWN_FS_STATUS = {None, 690970000, 690970001, 690970002, 690970003, 690970004, 
 ENTITY_SETS = {"bookableresourcebooking": "bookableresourcebookings", "msdyn_workorder": "msdyn_workorders",
                "bookableresource": "bookableresources"}
 BOOKING_SELECT = ["bookableresourcebookingid", "name", "starttime", "endtime", "statecode", "modifiedon",
-                  "_resource_value", "_bookingstatus_value", "_msdyn_workorder_value"]
+                  "_resource_value", "_bookingstatus_value", "_msdyn_workorder_value",
+                  "msdyn_worklocation", "msdyn_latitude", "msdyn_longitude"]
 RESOURCE_SELECT = ["name", "resourcetype", "_userid_value"]
 USER_SELECT = ["internalemailaddress", "isdisabled"]
 STATUS_SELECT = ["name", "status", "msdyn_fieldservicestatus"]
@@ -51,6 +52,10 @@ WORK_ORDER_SELECT = ["msdyn_name", "_msdyn_priority_value", "_msdyn_workordertyp
                      "msdyn_workordersummary", "_msdyn_serviceaccount_value", "_msdyn_reportedbycontact_value",
                      "_msdyn_serviceterritory_value", "msdyn_addressname", "msdyn_address1", "msdyn_address2", "msdyn_address3",
                      "msdyn_city", "msdyn_stateorprovince", "msdyn_postalcode", "msdyn_country", "msdyn_latitude", "msdyn_longitude"]
+# What sync filters name (S5): booking status names, work order type names, territory names. `territories` is the
+# standard territory table (primary name `name`); the vendored column reference does not list it.
+FILTER_VALUE_SOURCES = {"booking_statuses": ("bookingstatuses", "name"), "work_order_types": ("msdyn_workordertypes", "msdyn_name"),
+                        "territories": ("territories", "name")}
 NAVIGATIONS = {("bookableresourcebooking", "Resource"), ("bookableresourcebooking", "BookingStatus"),
                ("bookableresourcebooking", "msdyn_workorder"), ("bookableresource", "UserId")}
 BOOKING_EXPAND = (f"Resource($select={','.join(RESOURCE_SELECT)};$expand=UserId($select={','.join(USER_SELECT)})),"
@@ -189,7 +194,13 @@ def booking_from_row(row: dict, environment: str) -> Booking | SkippedRow:
                             latitude=wo_row.get("msdyn_latitude"), longitude=wo_row.get("msdyn_longitude")))
     return Booking(id=booking_id, environment=environment.lower(), start=start, end=end, active=statecode == 0, status=status,
                    resource_id=row.get("_resource_value"), resource_type=resource.get("resourcetype"), mailbox=address,
-                   work_order=work_order, name=_text(row, "name"), modified_on=_dt(row.get("modifiedon")))
+                   work_order=work_order, name=_text(row, "name"), modified_on=_dt(row.get("modifiedon")),
+                   location=BookingLocation(row.get("msdyn_worklocation"), _number(row.get("msdyn_latitude")),
+                                            _number(row.get("msdyn_longitude"))))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # ---- the client ----------------------------------------------------------------------------------------
@@ -400,6 +411,13 @@ class DataverseClient:
                 rows.extend(body.get("value", []))
             result = self._map(rows)
         return changes, result
+
+    async def filter_values(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for field, (entity_set, column) in FILTER_VALUE_SOURCES.items():
+            rows, _ = await self._pages(f"{entity_set}?$select={column}", [])
+            found[field] = {str(r[column]) for r in rows if r.get(column)}
+        return found
 
     async def list_user_resources(self) -> list[UserResource]:
         url = (f"bookableresources?$select={','.join(RESOURCE_SELECT)}&$filter=resourcetype eq 3"

@@ -197,6 +197,23 @@ class InMemoryStateStore:
         self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s)}, row["etag"] if row else None)
         return True
 
+    async def request_sync(self, mailbox: str, now: datetime, stale_after_s: float) -> int | None:
+        row = self._t("wake").get(("wake", key(mailbox)))
+        if row is not None and row["running"] and row["since"] > now - timedelta(seconds=stale_after_s):
+            row["dirty"] = True
+            return None
+        generation = (row["generation"] if row else 0) + 1
+        self._t("wake")[("wake", key(mailbox))] = {"generation": generation, "running": True, "dirty": False, "since": now, "etag": "-"}
+        return generation
+
+    async def finish_sync(self, mailbox: str, generation: int, now: datetime, *, release: bool = False) -> bool:
+        row = self._t("wake").get(("wake", key(mailbox)))
+        if row is None or row["generation"] != generation or not row["running"]:
+            return True
+        again = row["dirty"] and not release
+        row.update(running=again, dirty=False, since=now)
+        return not again
+
     async def release_lease(self, name: str, holder: str) -> None:
         row = self._t("leases").get(("lease", key(name)))
         if row is not None and row["holder"] == holder:
@@ -352,6 +369,13 @@ class FakeBookingSource:
         ids = set(work_order_ids)
         return ReadResult([b for b in self.bookings.values()
                            if b.work_order and b.work_order.id in ids and b.start < end and b.end > start])
+
+    async def filter_values(self) -> dict[str, set[str]]:
+        self.requests += 1
+        work_orders = [b.work_order for b in self.bookings.values() if b.work_order]
+        return {"booking_statuses": {b.status.name for b in self.bookings.values() if b.status.name},
+                "work_order_types": {w.work_order_type for w in work_orders if w.work_order_type},
+                "territories": {w.territory for w in work_orders if w.territory}}
 
     async def list_user_resources(self) -> list[UserResource]:
         """The user resources the bookings name (discovery, M3)."""

@@ -33,6 +33,7 @@ from ..ports import CursorRow, PendingRow, StoreConflict
 
 TABLES = ("mailboxes", "links", "bookingindex", "pending", "cursors", "outcomes", "runs", "leases")
 TRANSACTION_LIMIT = 100
+WAKE_ATTEMPTS = 20
 KEY_SAFE = "@.-_+!$&'()*,;=:~|"
 
 
@@ -430,6 +431,43 @@ class TableStateStore:
             await self._delete("leases", "lease", key(name), etag)
         except StoreConflict:
             pass                                            # expired and taken over by someone else: theirs now
+
+    # -- wake rows (WakeStore, PK "wake" in the leases table): running, dirty, generation, since --------------------------
+
+    async def request_sync(self, mailbox: str, now: datetime, stale_after_s: float) -> int | None:
+        for _ in range(WAKE_ATTEMPTS):
+            entity = await self._get("leases", "wake", key(mailbox))
+            etag = _etag(entity) if entity is not None else None
+            generation = int(entity["generation"]) if entity is not None else 0
+            since = _required_dt(entity["since"]).timestamp() if entity is not None else 0.0
+            running = entity is not None and bool(entity.get("running")) and since > now.timestamp() - stale_after_s
+            if running and entity is not None and entity.get("dirty"):
+                return None                                   # already marked: the running sync goes round again
+            row = {"PartitionKey": "wake", "RowKey": key(mailbox), "generation": generation, "running": True, "dirty": True,
+                   "since": entity["since"] if running and entity is not None else _iso(now)}
+            if not running:
+                row.update(generation=generation + 1, dirty=False)
+            try:
+                await self._write("leases", row, etag)
+            except StoreConflict:
+                continue
+            return None if running else generation + 1
+        raise StoreConflict("the wake row kept changing")
+
+    async def finish_sync(self, mailbox: str, generation: int, now: datetime, *, release: bool = False) -> bool:
+        for _ in range(WAKE_ATTEMPTS):
+            entity = await self._get("leases", "wake", key(mailbox))
+            if entity is None or int(entity["generation"]) != generation or not entity.get("running"):
+                return True                                   # taken over (or released): this sync is done
+            again = bool(entity.get("dirty")) and not release
+            row = {"PartitionKey": "wake", "RowKey": key(mailbox), "generation": generation, "running": again, "dirty": False,
+                   "since": _iso(now)}
+            try:
+                await self._write("leases", row, _etag(entity))
+            except StoreConflict:
+                continue
+            return not again
+        raise StoreConflict("the wake row kept changing")
 
 
 def _with_etag(link: Link, etag: str | None) -> Link:

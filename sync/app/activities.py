@@ -19,10 +19,11 @@ from azure.core.exceptions import AzureError
 from ..core.pseudonym import mailbox_ref
 from ..engine.collect import collect
 from ..engine.mailbox import MailboxSync
+from ..engine.removals import deployment_guard
 from ..ports import PermanentError, TransientError
 from . import telemetry
 from .clients import Clients
-from .orchestrators import COLLECT_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
+from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
 from .settings import AppSettings, load
 
 log = logging.getLogger("sync.activities")
@@ -43,6 +44,7 @@ class Activities:
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, Clients]] = {}
         self._telemetry_key: str | None = None
         self._filters: tuple[float, tuple] | None = None
+        self._addresses: dict[str, str] = {}
 
     async def clients(self) -> Clients:
         """This event loop's clients, made on first use."""
@@ -66,14 +68,22 @@ class Activities:
             self._filters = (time.monotonic(), await rt.store.global_filters())
         return self._filters[1]
 
-    async def _mailbox_ref(self, rt: Clients, mailbox: str) -> str:
+    async def _telemetry_key_of(self, rt: Clients) -> str:
         if self._telemetry_key is None:
             self._telemetry_key = await rt.store.telemetry_key()
-        return mailbox_ref(self._telemetry_key, mailbox)
+        return self._telemetry_key
+
+    async def _mailbox_ref(self, rt: Clients, mailbox: str) -> str:
+        return mailbox_ref(await self._telemetry_key_of(rt), mailbox)
+
+    async def mailbox_refs(self, addresses: list[str]) -> list[str]:
+        rt = await self.clients()
+        return [await self._mailbox_ref(rt, a) for a in addresses]
 
     def by_name(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
         """The activity functions under the names the orchestrators call them by."""
-        return {COLLECT_ACTIVITY: self.collect_environment, SYNC_MAILBOX_ACTIVITY: self.sync_mailbox, RECORD_RUN_ACTIVITY: self.record_run}
+        return {COLLECT_ACTIVITY: self.collect_environment, SYNC_MAILBOX_ACTIVITY: self.sync_mailbox, RECORD_RUN_ACTIVITY: self.record_run,
+                FINISH_MAILBOX_SYNC_ACTIVITY: self.finish_mailbox_sync, GUARD_ACTIVITY: self.check_removals}
 
     @property
     def settings(self) -> AppSettings:
@@ -96,6 +106,7 @@ class Activities:
             log.error("collect failed: environment=%s code=%s", environment, exc.code)
             return {"environment": environment, "error": str(exc), "mailboxes": []}
         out = result.to_dict()
+        out["mailboxes"] = await self.mailbox_refs(out["mailboxes"])     # orchestrations carry pseudonyms only
         out["seconds"] = round(time.monotonic() - started, 3)
         out["dataverse_requests"] = source.requests - requests_before
         telemetry.record_collect(out)
@@ -104,33 +115,25 @@ class Activities:
         return out
 
     async def sync_mailbox(self, payload: dict) -> dict:
-        mailbox, now = payload["mailbox"], datetime.fromisoformat(payload["now"])
+        """One mailbox's sync. `mailbox_ref` (the pseudonym orchestrations carry) or, from in-process callers,
+        `mailbox` (the address). The result names the mailbox by its pseudonym only."""
+        now = datetime.fromisoformat(payload["now"])
         started = time.monotonic()
-        ref = "mbx-unknown"
+        ref = payload.get("mailbox_ref") or "mbx-unknown"
         try:
             rt = await self.clients()
-            ref = await self._mailbox_ref(rt, mailbox)
-            lease, holder = f"mailbox:{mailbox.lower()}", f"{ref}:{uuid.uuid4()}"
-            # Two syncs of one mailbox never overlap: the timer cycle and a webhook-started sync share this lease.
-            if not await rt.store.acquire_lease(lease, holder, datetime.now(UTC), MAILBOX_LEASE_S):
-                return {"mailbox": mailbox, "outcome": "busy", "retryable": True, "counts": {}, "error": None}
-            try:
-                with telemetry.span("sync.mailbox", mailbox_ref=ref) as current:
-                    sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await self._global_filters(rt))
-                    result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False))).to_dict()
-                    result["pending_left"] = len(await rt.store.pending(mailbox))
-                    current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
-            finally:
-                await rt.store.release_lease(lease, holder)
+            mailbox = payload.get("mailbox") or await self._address(rt, ref)
+            ref = await self._mailbox_ref(rt, mailbox) if mailbox else ref
+            result = await self._sync_leased(rt, mailbox, ref, now, payload) if mailbox else {
+                "outcome": "skipped", "counts": {}, "error": "no registered mailbox has this reference"}
         except (TransientError, AzureError, OSError) as exc:
             log.warning("mailbox sync failed transiently: mailbox_ref=%s error=%s", ref, type(exc).__name__)
-            result = {"mailbox": mailbox, "outcome": "error", "retryable": True, "error": f"{type(exc).__name__}: {str(exc)[:300]}",
-                      "counts": {}}
+            result = {"outcome": "error", "retryable": True, "error": _error_text(exc), "counts": {}}
         except Exception as exc:
-            # the type only: exception texts can quote addresses
             log.error("mailbox sync failed: mailbox_ref=%s error=%s", ref, type(exc).__name__)
-            result = {"mailbox": mailbox, "outcome": "error", "retryable": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}",
-                      "counts": {}}
+            result = {"outcome": "error", "retryable": False, "error": _error_text(exc), "counts": {}}
+        result.pop("mailbox", None)
+        result["mailbox_ref"] = ref
         seconds = time.monotonic() - started
         result["seconds"] = round(seconds, 3)
         result.setdefault("retryable", result["outcome"] == "transient")
@@ -138,9 +141,63 @@ class Activities:
         log.info("mailbox synced: mailbox_ref=%s outcome=%s counts=%s", ref, result["outcome"], result["counts"])
         return result
 
+    async def _sync_leased(self, rt: Clients, mailbox: str, ref: str, now: datetime, payload: dict) -> dict:
+        lease, holder = f"mailbox:{mailbox.lower()}", f"{ref}:{uuid.uuid4()}"
+        # Two syncs of one mailbox never overlap: the timer cycle and a webhook-started sync share this lease.
+        if not await rt.store.acquire_lease(lease, holder, datetime.now(UTC), MAILBOX_LEASE_S):
+            return {"outcome": "busy", "retryable": True, "counts": {}, "error": None}
+        try:
+            with telemetry.span("sync.mailbox", mailbox_ref=ref) as current:
+                sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await self._global_filters(rt))
+                result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False),
+                                         hold_removals=payload.get("hold_removals"),
+                                         keep_held="hold_removals" not in payload)).to_dict()
+                result["pending_left"] = len(await rt.store.pending(mailbox))
+                current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
+                return result
+        finally:
+            await rt.store.release_lease(lease, holder)
+
+    async def check_removals(self, payload: dict) -> dict:
+        """D5 for the deployment: may this cycle's mailboxes remove what they would remove?"""
+        rt = await self.clients()
+        addresses = [a for a in [await self._address(rt, ref) for ref in payload["mailboxes"]] if a]
+        verdict = await deployment_guard(rt.store, self.settings.sync, datetime.fromisoformat(payload["now"]), addresses,
+                                         int(payload.get("candidates", 0)), await self._global_filters(rt),
+                                         held=int(payload.get("held", 0)))
+        if verdict.message:
+            log.error("cycle's removals held by the deployment-wide guard: removals=%d links=%d", verdict.removals, verdict.links)
+        return verdict.to_dict()
+
+    async def finish_mailbox_sync(self, payload: dict) -> dict:
+        """Ends a webhook-started sync unless a change was recorded since it last looked (then: go round again)."""
+        rt = await self.clients()
+        mailbox = await self._address(rt, payload["mailbox_ref"])
+        if mailbox is None:
+            return {"done": True}
+        done = await rt.store.finish_sync(mailbox, int(payload["generation"]), datetime.fromisoformat(payload["now"]),
+                                          release=bool(payload.get("release")))
+        return {"done": done}
+
+    async def address_of(self, ref: str) -> str | None:
+        return await self._address(await self.clients(), ref)
+
+    async def _address(self, rt: Clients, ref: str) -> str | None:
+        """The address behind a pseudonym; the map is rebuilt from the mailbox rows when a ref is not in it."""
+        if ref not in self._addresses:
+            key = await self._telemetry_key_of(rt)
+            self._addresses = {mailbox_ref(key, row["address"]): row["address"] for row in await rt.store.list_mailboxes()}
+        return self._addresses.get(ref)
+
     async def record_run(self, summary: dict) -> dict:
         rt = await self.clients()
         await rt.store.record_run({k: v for k, v in summary.items() if k != "mailboxes"})
         started, finished = datetime.fromisoformat(summary["started"]), datetime.fromisoformat(summary["finished"])
         telemetry.record_cycle(summary, (finished - started).total_seconds())
         return {"recorded": summary["id"]}
+
+
+def _error_text(exc: Exception) -> str:
+    """What a failed activity reports: the error's type and its code, never its text (texts can quote addresses)."""
+    code = getattr(exc, "code", None) or getattr(exc, "error_code", None) or getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}" + (f" ({code})" if code else "")

@@ -16,7 +16,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from . import orchestrators as orchestration
-from .orchestrators import COLLECT_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
+from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
 from .settings import SettingError
 
 if TYPE_CHECKING:
@@ -48,6 +48,16 @@ async def collect_environment(payload: dict) -> dict:
 @bp.activity_trigger(input_name="payload", activity=SYNC_MAILBOX_ACTIVITY)
 async def sync_mailbox(payload: dict) -> dict:
     return await activities().sync_mailbox(payload)
+
+
+@bp.activity_trigger(input_name="payload", activity=FINISH_MAILBOX_SYNC_ACTIVITY)
+async def finish_mailbox_sync(payload: dict) -> dict:
+    return await activities().finish_mailbox_sync(payload)
+
+
+@bp.activity_trigger(input_name="payload", activity=GUARD_ACTIVITY)
+async def check_removals(payload: dict) -> dict:
+    return await activities().check_removals(payload)
 
 
 @bp.activity_trigger(input_name="payload", activity=RECORD_RUN_ACTIVITY)
@@ -128,8 +138,9 @@ async def mailboxes_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="mailboxes/{action}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def mailboxes_admin(req: func.HttpRequest) -> func.HttpResponse:
-    """POST /api/mailboxes/{discover|register|approve|test|enable|disable|move} with
-    {"addresses": [...]} or {"all": true}, and "environment" for discover/register/move."""
+    """POST /api/mailboxes/{discover|register|approve|test|enable|disable|move|set-method} with
+    {"addresses": [...]} or {"all": true}, "environment" for discover/register/move, and "method" (server-side or none)
+    for set-method (M1)."""
     return await _mailbox_action(req, req.route_params.get("action", ""))
 
 
@@ -141,16 +152,17 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
             body = req.get_json()
         except ValueError:
             return _json(400, {"error": "the body must be JSON"})
-        if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment"}:
-            return _json(400, {"error": "the body accepts addresses, all and environment"})
+        if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment", "method"}:
+            return _json(400, {"error": "the body accepts addresses, all, environment and method"})
     settings = activities().settings
     try:
-        addresses = validate(action, body.get("addresses"), body.get("all", False), body.get("environment"), settings.environments)
+        addresses = validate(action, body.get("addresses"), body.get("all", False), body.get("environment"), settings.environments,
+                             body.get("method"))
     except InvalidRequest as exc:
         return _json(400, {"error": str(exc)})
     try:
         result = await mailbox_action(await activities().clients(), settings.environments, action, addresses, body.get("all", False),
-                                      body.get("environment"), datetime.now(UTC))
+                                      body.get("environment"), datetime.now(UTC), method=body.get("method"))
     except AdminError as exc:
         return _json(409, {"error": str(exc)})
     return _json(200, result)
@@ -160,7 +172,8 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
 async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
     """S5: GET /api/filters[?mailbox=ADDRESS] lists; POST with {"action": "add"|"remove", "name", "booking_statuses",
     "work_order_types", "territories", "mailbox"} changes them (global unless a mailbox is named)."""
-    from ..admin.operations import AdminError, InvalidRequest, filters_action
+    from ..admin.filters import filter_request, filters_action
+    from ..admin.operations import AdminError, InvalidRequest
     if req.method == "GET":
         body = {"action": "list", "mailbox": req.params.get("mailbox")}
     else:
@@ -168,13 +181,15 @@ async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
             body = req.get_json()
         except ValueError:
             return _json(400, {"error": "the body must be JSON"})
-        allowed = {"action", "name", "mailbox", "booking_statuses", "work_order_types", "territories"}
+        allowed = {"action", "name", "mailbox", "booking_statuses", "work_order_types", "territories", "dry_run"}
         if not isinstance(body, dict) or set(body) - allowed:
             return _json(400, {"error": f"the body accepts {', '.join(sorted(allowed))}"})
-    store = (await activities().clients()).store
+    settings = activities().settings
     try:
-        result = await filters_action(store, body.get("action", "list"), body.get("mailbox"), body.get("name"),
-                                      body.get("booking_statuses", []), body.get("work_order_types", []), body.get("territories", []))
+        request = filter_request(body.get("action", "list"), body.get("mailbox"), body.get("name"), body.get("booking_statuses", []),
+                                 body.get("work_order_types", []), body.get("territories", []), body.get("dry_run", False))
+        result = await filters_action(await activities().clients(), settings.environments, request, settings.sync,
+                                      datetime.now(UTC))
     except InvalidRequest as exc:
         return _json(400, {"error": str(exc)})
     except AdminError as exc:

@@ -23,6 +23,8 @@ MAILBOX_ORCHESTRATOR = "sync_mailbox_now"
 COLLECT_ACTIVITY = "collect_environment"
 SYNC_MAILBOX_ACTIVITY = "sync_mailbox"
 RECORD_RUN_ACTIVITY = "record_run"
+FINISH_MAILBOX_SYNC_ACTIVITY = "finish_mailbox_sync"
+GUARD_ACTIVITY = "check_removals"
 CYCLE_INSTANCE_ID = "fieldservice-outlook-sync-cycle"
 MAILBOX_GROUP = 50
 RETRY_ROUNDS = 2
@@ -55,17 +57,25 @@ def sync_cycle(context: df.DurableOrchestrationContext):
 
     results: dict[str, dict] = {}
     todo = sorted(mailboxes)
+    hold = None
+    candidates = sum(e.get("removal_candidates", 0) for e in run["environments"])
+    held = sum(e.get("removals_held", 0) for e in run["environments"])
+    if todo and (candidates or held) and not settings.get("force", False):      # D5, before any mailbox removes anything
+        context.set_custom_status({"phase": "guard", "mailboxes": len(todo)})
+        run["guard"] = yield context.call_activity(GUARD_ACTIVITY, {"mailboxes": todo, "candidates": candidates, "held": held,
+                                                                    "now": now.isoformat()})
+        hold = run["guard"].get("message")
     for attempt in range(RETRY_ROUNDS + 1):
         if not todo:
             break
         if attempt:
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=RETRY_DELAYS_S[attempt - 1]))
         context.set_custom_status({"phase": "sync", "round": attempt + 1, "mailboxes": len(todo), "done": len(results)})
-        batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False)}
+        batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False), "hold_removals": hold}
         outcome = yield from _fan_out(context, batch)
         for r in outcome:
-            results[r["mailbox"]] = r
-        todo = sorted(r["mailbox"] for r in outcome if r.get("retryable"))
+            results[r["mailbox_ref"]] = r
+        todo = sorted(r["mailbox_ref"] for r in outcome if r.get("retryable"))
 
     run["mailboxes"] = [results[m] for m in sorted(results)]
     run.update(_summarise(run["mailboxes"]))
@@ -78,9 +88,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
 def _fan_out(context: df.DurableOrchestrationContext, batch: dict):
     mailboxes = batch["mailboxes"]
     if len(mailboxes) <= MAILBOX_GROUP:
-        return (yield context.task_all([context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox": m, "now": batch["now"],
-                                                                                      "force": batch["force"]})
-                                        for m in mailboxes]))
+        return (yield context.task_all([context.call_activity(SYNC_MAILBOX_ACTIVITY, _mailbox_input(batch, m)) for m in mailboxes]))
     groups = [mailboxes[i:i + MAILBOX_GROUP] for i in range(0, len(mailboxes), MAILBOX_GROUP)]
     nested = yield context.task_all([context.call_sub_orchestrator(GROUP_ORCHESTRATOR, {**batch, "mailboxes": g})
                                      for g in groups])
@@ -89,10 +97,12 @@ def _fan_out(context: df.DurableOrchestrationContext, batch: dict):
 
 def sync_mailbox_group(context: df.DurableOrchestrationContext):
     batch = context.get_input()
-    results = yield context.task_all([context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox": m, "now": batch["now"],
-                                                                                    "force": batch["force"]})
-                                      for m in batch["mailboxes"]])
+    results = yield context.task_all([context.call_activity(SYNC_MAILBOX_ACTIVITY, _mailbox_input(batch, m)) for m in batch["mailboxes"]])
     return results
+
+
+def _mailbox_input(batch: dict, ref: str) -> dict[str, Any]:
+    return {"mailbox_ref": ref, "now": batch["now"], "force": batch["force"], "hold_removals": batch.get("hold_removals")}
 
 
 def _summarise(results: list[dict]) -> dict:
@@ -110,25 +120,36 @@ BUSY_WAIT_S = 2
 
 
 def sync_mailbox_now(context: df.DurableOrchestrationContext):
-    """T3: one mailbox, now. Instance id = the mailbox, so changes arriving meanwhile coalesce: the loop
-    goes round while the last sync made progress and observations are still pending."""
+    """T3: one mailbox, now, for the webhook. Changes arriving meanwhile mark the mailbox dirty (WakeStore) and
+    this loop goes round again; it ends only when `finish_mailbox_sync` finds nothing marked since, so no
+    change waits for the timer. Input and output carry the mailbox's pseudonym, never its address."""
     request = context.get_input()
+    ref, generation = request["mailbox_ref"], request["generation"]
     rounds = 0
     totals: dict[str, int] = {}
     result: dict = {}
-    while rounds < MAILBOX_ROUNDS:
+    done = False
+    while not done and rounds < MAILBOX_ROUNDS:
         rounds += 1
-        result = yield context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox": request["mailbox"],
-                                                                     "now": context.current_utc_datetime.isoformat(),
-                                                              "force": False})
+        result = yield context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox_ref": ref, "now": context.current_utc_datetime.isoformat(),
+                                                                     "force": False})
         for name, n in (result.get("counts") or {}).items():
             totals[name] = totals.get(name, 0) + n
         if result.get("outcome") == "busy":                  # the timer cycle holds the mailbox: wait for it
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=BUSY_WAIT_S))
             continue
-        if result.get("outcome") != "synced" or not result.get("pending_left"):
-            break
-    return {"mailbox": request["mailbox"], "rounds": rounds, "outcome": result.get("outcome"), "totals": totals}
+        synced = result.get("outcome") == "synced"
+        if synced and result.get("pending_left"):
+            continue
+        finished = yield context.call_activity(FINISH_MAILBOX_SYNC_ACTIVITY, _finish(ref, generation, context, release=not synced))
+        done = finished["done"]
+    if not done:                                             # out of rounds: hand over to the next webhook or the timer
+        yield context.call_activity(FINISH_MAILBOX_SYNC_ACTIVITY, _finish(ref, generation, context, release=True))
+    return {"mailbox_ref": ref, "rounds": rounds, "outcome": result.get("outcome"), "totals": totals}
+
+
+def _finish(ref: str, generation: int, context: df.DurableOrchestrationContext, *, release: bool) -> dict[str, Any]:
+    return {"mailbox_ref": ref, "generation": generation, "now": context.current_utc_datetime.isoformat(), "release": release}
 
 
 ORCHESTRATORS = {CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group, MAILBOX_ORCHESTRATOR: sync_mailbox_now}

@@ -2,11 +2,13 @@
 
 Dataverse posts a RemoteExecutionContext for each registered step (Create, Update, Delete of
 bookableresourcebooking). The handler answers fast: it validates the payload, reads the booking by id
-(which also covers the message-too-large case, where Dataverse strips the body), records a pending
+whatever the message says (a message is only a hint to look: only a 404 from Dataverse is a delete; this
+also covers the message-too-large case, where Dataverse strips the body), records a pending
 observation for every mailbox the change concerns (the booking's mailbox now, and every mailbox holding
-a link for it, so a reassignment reaches both) and starts the mailbox's own orchestration, whose
-instance id is the mailbox: a burst of changes coalesces into a few syncs, and two syncs of one mailbox
-never overlap (a per-mailbox lease also keeps the timer cycle out).
+a link for it, so a reassignment reaches both) and wakes the mailbox's own orchestration (WakeStore):
+a running one goes round again before it ends, otherwise a new one starts under the mailbox's pseudonym.
+A burst of changes coalesces into a few syncs, and two syncs of one mailbox never overlap (a per-mailbox
+lease also keeps the timer cycle out).
 """
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from ..core.domain import Booking, SkippedRow
 from ..core.ids import GUID
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
-from ..ports import BookingSource, DurableClient, LinkStore, MailboxStore, PendingStore, Services
+from ..ports import BookingSource, DurableClient, LinkStore, MailboxStore, PendingStore, Services, WakeStore
 from .orchestrators import MAILBOX_ORCHESTRATOR
 from .settings import AppSettings
 
@@ -29,6 +32,7 @@ MAX_BODY = 512 * 1024
 ENTITY = "bookableresourcebooking"
 MESSAGES = {"Create", "Update", "Delete"}
 SIZE_EXCEEDED_HEADER = "x-ms-dynamics-msg-size-exceeded"
+WAKE_STALE_S = 600.0          # a claim older than this is taken over: its sync died without ending it
 
 
 class WebhookRejected(Exception):
@@ -44,13 +48,13 @@ class Notification:
     correlation_id: str | None
 
 
-class WebhookStore(MailboxStore, LinkStore, PendingStore, Protocol):
+class WebhookStore(MailboxStore, LinkStore, PendingStore, WakeStore, Protocol):
     """The rows the webhook touches."""
 
 
-def instance_id(telemetry_key: str, mailbox: str) -> str:
+def instance_id(telemetry_key: str, mailbox: str, generation: int) -> str:
     """The mailbox's own orchestration: pseudonymous, so no address lands in the Durable history or in logs."""
-    return "mailbox-sync-" + mailbox_ref(telemetry_key, mailbox)
+    return f"mailbox-sync-{mailbox_ref(telemetry_key, mailbox)}-{generation}"
 
 
 def check_secret(expected: str | None, given: str | None) -> None:
@@ -83,7 +87,9 @@ def parse(body: bytes, headers: dict[str, str]) -> Notification:
 
 async def route(notification: Notification, source: BookingSource, store: WebhookStore) -> dict[str, dict[str, Any] | None]:
     """The pending observations this change produces, per mailbox (nothing for mailboxes not registered)."""
-    booking = None if notification.message == "Delete" else await source.read_booking(notification.booking_id)
+    # A message is a hint, never the truth: whatever it says, the booking is read from Dataverse, and only
+    # its absence there (a 404) is a delete. A forged or stale Delete for a booking that exists is a change.
+    booking = await source.read_booking(notification.booking_id)
     holders = (await store.mailboxes_for_bookings(source.environment, [notification.booking_id])).get(notification.booking_id, set())
     observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
     if isinstance(booking, SkippedRow):
@@ -101,16 +107,22 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
     return routed
 
 
-async def start_mailbox_syncs(client: DurableClient, telemetry_key: str, mailboxes: list[str], now_iso: str) -> list[str]:
-    """Start each mailbox's orchestration unless it runs already (a running one loops while work is pending)."""
+async def start_mailbox_syncs(client: DurableClient, store: WakeStore, telemetry_key: str, mailboxes: list[str],
+                              now: datetime) -> list[str]:
+    """Wake each mailbox's own sync: a running one is marked dirty and goes round again before it ends
+    (no change waits for the timer); otherwise a new generation is claimed and started."""
     started = []
     for mailbox in mailboxes:
-        instance = instance_id(telemetry_key, mailbox)
-        status = await client.get_status(instance)
-        runtime_status = getattr(getattr(status, "runtime_status", None), "value", None)
-        if runtime_status in ("Running", "Pending"):
+        generation = await store.request_sync(mailbox, now, WAKE_STALE_S)
+        if generation is None:
             continue
-        await client.start_new(MAILBOX_ORCHESTRATOR, instance, {"mailbox": mailbox, "now": now_iso})
+        ref = mailbox_ref(telemetry_key, mailbox)
+        instance = instance_id(telemetry_key, mailbox, generation)
+        try:
+            await client.start_new(MAILBOX_ORCHESTRATOR, instance, {"mailbox_ref": ref, "generation": generation})
+        except Exception:
+            await store.finish_sync(mailbox, generation, now, release=True)    # not started: let the next change claim it
+            raise
         started.append(instance)
     return started
 
@@ -128,7 +140,8 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
     if environment.lower() not in {e.lower() for e in settings.environments}:
         return 400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"}
     routed = await route(notification, services.source(environment), services.store)
-    started = await start_mailbox_syncs(client, await services.store.telemetry_key(), sorted(routed), now_iso)
+    started = await start_mailbox_syncs(client, services.store, await services.store.telemetry_key(), sorted(routed),
+                                        datetime.fromisoformat(now_iso))
     log.info("webhook accepted: message=%s booking=%s mailboxes=%d started=%d", notification.message, notification.booking_id,
              len(routed), len(started))
     return 202, {"booking": notification.booking_id, "message": notification.message, "mailboxes": len(routed), "started": len(started)}

@@ -44,6 +44,14 @@ class WorkOrder:
 
 
 @dataclass(frozen=True)
+class BookingLocation:
+    """The booking's own location (C2): msdyn_worklocation (Onsite, Facility, Location Agnostic) and coordinates."""
+    work_location: int | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+@dataclass(frozen=True)
 class BookingStatus:
     id: str | None
     name: str | None
@@ -69,6 +77,7 @@ class Booking:
     work_order: WorkOrder | None
     name: str | None = None
     modified_on: datetime | None = None
+    location: BookingLocation = field(default_factory=BookingLocation)
 
 
 @dataclass(frozen=True)

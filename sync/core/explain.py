@@ -22,7 +22,7 @@ CODES = (
     Reason.MAILBOX_NOT_REGISTERED.value, Reason.SYNC_METHOD_NONE.value, Reason.MAILBOX_NOT_APPROVED.value,
     Reason.MAILBOX_NOT_TESTED.value, Reason.MAILBOX_TEST_FAILED.value, Reason.MAILBOX_SYNC_OFF.value,
     Reason.BOUND_TO_ANOTHER_ENVIRONMENT.value, Reason.OUTSIDE_WINDOW.value, Reason.INACTIVE.value, Reason.EXCLUDED_BY_FILTER.value,
-    Reason.CANCELED_NOT_PROPAGATED.value, LAST_ATTEMPT_FAILED, WAITING, SYNCED,
+    Reason.CANCELED_NOT_PROPAGATED.value, Reason.CANCELED.value, Reason.CANCELED_IN_PAST.value, LAST_ATTEMPT_FAILED, WAITING, SYNCED,
 )
 SENTENCES = {
     Reason.NO_WORK_ORDER: "Only bookings tied to a work order sync; this booking has none.",
@@ -70,11 +70,9 @@ def explain(booking: Booking | SkippedRow | None, booking_id: str, mailbox: Mail
         reason = scope.booking_reason(booking, mailbox, global_filters)
     if reason is not None:
         return _out_of_scope(reason, booking, mailbox, global_filters, details)
-    if booking.status.canceled and not settings.propagate_cancellations:
-        sentence = ("The booking is canceled and cancellations are not propagated (PROPAGATE_CANCELLATIONS is off), "
-                    "so the event is left as it is." if linked else
-                    "The booking is canceled and cancellations are not propagated, so it is not written.")
-        return Diagnosis(Reason.CANCELED_NOT_PROPAGATED.value, sentence, in_outlook=linked, details=details)
+    canceled = scope.canceled_reason(booking, link if linked else None, settings, now)
+    if canceled is not None:
+        return Diagnosis(canceled.value, _canceled_sentence(canceled, linked), in_outlook=linked, details=details)
     if not linked and not scope.in_window(booking, settings, now):
         low, high = scope.window(settings, now)
         return Diagnosis(Reason.OUTSIDE_WINDOW.value,
@@ -89,6 +87,17 @@ def explain(booking: Booking | SkippedRow | None, booking_id: str, mailbox: Mail
         return Diagnosis(SYNCED, f"In Outlook: event {link.event_id} in {link.mailbox}, written {written}.", in_outlook=True,
                          details=details)
     return Diagnosis(WAITING, "The booking is in scope and will be written on the next cycle.", details=details)
+
+
+def _canceled_sentence(reason: Reason, linked: bool) -> str:
+    if reason == Reason.CANCELED_NOT_PROPAGATED:
+        return ("The booking is canceled and cancellations are not propagated (PROPAGATE_CANCELLATIONS is off), "
+                "so the event is left as it is." if linked else
+                "The booking is canceled and cancellations are not propagated, so it is not written.")
+    if reason == Reason.CANCELED_IN_PAST:
+        return "The booking is canceled, but its event is in the past, and past events are never removed."
+    return ("The booking is canceled; its event is canceled in Outlook on the next cycle." if linked else
+            "The booking is canceled, so it is not written.")
 
 
 def _out_of_scope(reason: Reason, booking: Booking, mailbox: Mailbox | None, global_filters: tuple[SyncFilter, ...],

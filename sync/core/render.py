@@ -1,7 +1,8 @@
 """PURE: a booking -> the Graph event that represents it (rule C1), and the fingerprints the planner compares.
 
-The trigger fingerprint covers what makes Dynamics update an appointment (time window and location,
-C2); the content fingerprint covers the whole payload (work order fields too, C3's enhanced setting).
+The trigger fingerprint covers what makes Dynamics update an appointment: the booking's time window and
+its own location (msdyn_worklocation, msdyn_latitude, msdyn_longitude; C2). The content fingerprint
+covers the whole payload, the work order's fields and service address too (C3 and its enhanced setting).
 Every value placed in HTML is escaped and every free text is bounded (E3).
 """
 from __future__ import annotations
@@ -123,13 +124,15 @@ def body_html(booking: Booking, time_zone: str) -> str:
 
 
 def render(booking: Booking, mailbox: str, time_zone: str, generation: int) -> RenderedEvent:
+    # C2: what makes Dynamics update an appointment is the booking's time window and the booking's own
+    # location; the work order's service address is a work order field (C3).
     trigger = {"start": booking.start.astimezone(UTC).isoformat(), "end": booking.end.astimezone(UTC).isoformat(),
-               "location": location(booking)}
+               "booking_location": [booking.location.work_location, booking.location.latitude, booking.location.longitude]}
     payload = {
         "subject": subject(booking),
         "start": _utc(booking.start),
         "end": _utc(booking.end),
-        "location": trigger["location"],
+        "location": location(booking),
         "body": {"contentType": "html", "content": body_html(booking, time_zone)},
         "importance": "normal",
         "showAs": "busy",

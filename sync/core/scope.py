@@ -1,4 +1,5 @@
-"""Every scope rule in one place: which bookings a mailbox syncs (S1-S5) and which mailboxes sync (M1, M4, M5).
+"""Every scope rule in one place: which bookings a mailbox syncs (S1-S5), which mailboxes sync (M1, M4, M5),
+and what becomes of a canceled booking (X1, X2).
 
 The planner and diagnose (G1) both ask here, in the same order, so a diagnosis can never disagree with
 what the sync does. Pure: `now` is an argument.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .domain import RESOURCE_TYPE_USER, Booking, Mailbox, MailboxTestStatus, SyncFilter
+from .domain import RESOURCE_TYPE_USER, Booking, Link, Mailbox, MailboxTestStatus, SyncFilter
 from .reasons import Reason
 from .settings import SyncSettings
 
@@ -70,6 +71,17 @@ def booking_reason(booking: Booking, mailbox: Mailbox, global_filters: tuple[Syn
     if filters and not any(f.matches(booking) for f in filters):
         return Reason.EXCLUDED_BY_FILTER                                # S5
     return None
+
+
+def canceled_reason(booking: Booking, linked: Link | None, settings: SyncSettings, now: datetime) -> Reason | None:
+    """X1, X2: what becomes of a canceled booking's event; None when the booking is not canceled."""
+    if not booking.status.canceled:
+        return None
+    if not settings.propagate_cancellations:
+        return Reason.CANCELED_NOT_PROPAGATED                           # X1: leave the event as it is
+    if linked is not None and linked.event_start <= now:
+        return Reason.CANCELED_IN_PAST                                  # X2: past events stay
+    return Reason.CANCELED                                              # X2: canceled or removed (or never written)
 
 
 def effective_filters(mailbox: Mailbox, global_filters: tuple[SyncFilter, ...]) -> tuple[SyncFilter, ...]:

@@ -5,7 +5,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from .domain import Address, Booking, BookingStatus, SyncFilter, WorkOrder
+from .domain import Address, Booking, BookingLocation, BookingStatus, SyncFilter, WorkOrder
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -30,7 +30,8 @@ def booking_from_dict(d: dict[str, Any]) -> Booking:
         work_order = WorkOrder(**{**wo, "address": Address(**(wo.get("address") or {}))})
     return Booking(id=d["id"], environment=d["environment"], start=_required_dt(d["start"]), end=_required_dt(d["end"]), active=d["active"],
                    status=BookingStatus(**d["status"]), resource_id=d.get("resource_id"), resource_type=d.get("resource_type"),
-                   mailbox=d.get("mailbox"), work_order=work_order, name=d.get("name"), modified_on=_dt(d.get("modified_on")))
+                   mailbox=d.get("mailbox"), work_order=work_order, name=d.get("name"), modified_on=_dt(d.get("modified_on")),
+                   location=BookingLocation(**(d.get("location") or {})))
 
 
 def filter_to_dict(f: SyncFilter) -> dict[str, Any]:

@@ -47,18 +47,22 @@ class CollectResult:
     skipped: dict[str, int] = field(default_factory=dict)
     routed: dict[str, int] = field(default_factory=dict)    # mailbox -> observations stored
     unregistered: int = 0
+    removal_candidates: int = 0                             # observations that could remove an event (D5's gate)
+    removals_held: int = 0                                  # mailboxes whose removals an earlier cycle's guard held
     mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
 
     def to_dict(self) -> dict[str, Any]:
         return {"environment": self.environment, "mode": self.mode, "bookings_read": self.bookings_read, "deleted": self.deleted,
                 "skipped": self.skipped, "routed": len(self.routed), "observations": sum(self.routed.values()),
-                "unregistered": self.unregistered, "mailboxes": self.mailboxes}
+                "unregistered": self.unregistered, "removal_candidates": self.removal_candidates,
+                "removals_held": self.removals_held, "mailboxes": self.mailboxes}
 
 
 @dataclass
 class Routing:
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]]
     unregistered: int
+    to_holders: int = 0             # observations for mailboxes holding a link: the only ones that can remove (D5)
 
 
 async def collect(source: BookingSource, store: CollectStore, settings: SyncSettings, now: datetime) -> CollectResult:
@@ -71,7 +75,9 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     observations = await read(source, store, cursor, low, high, initial)
     holders = await store.mailboxes_for_bookings(environment, observations.observed.keys())
     routing = route(observations, holders, bindings, environment)
-    return await persist(store, environment, observations, routing, initial, cursor, high)
+    result = await persist(store, environment, observations, routing, initial, cursor, high)
+    result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
+    return result
 
 
 async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None, low: datetime, high: datetime,
@@ -127,7 +133,7 @@ async def _read_full(source: BookingSource, links: LinkStore, low: datetime, hig
 def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str) -> Routing:
     """PURE: booking -> the mailboxes it concerns. `bindings`: registered mailbox -> the environment it is bound to."""
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]] = {}
-    unregistered = 0
+    unregistered = to_holders = 0
     for booking_id, booking in observations.observed.items():
         targets = set(holders.get(booking_id, set()))                   # they hold a link: they must hear of it
         if booking is not None and booking.mailbox:
@@ -139,17 +145,20 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
             if mailbox not in holders.get(booking_id, set()) and bindings[mailbox] not in ("", environment):
                 continue                                                 # M4: bound to another environment
             per_mailbox.setdefault(mailbox, {})[booking_id] = booking_to_dict(booking) if booking is not None else None
+            to_holders += mailbox in holders.get(booking_id, set())
     for booking_id, booking in observations.initial.items():
         if booking_id not in observations.observed and booking.mailbox:
             per_mailbox.setdefault(booking.mailbox, {})[booking_id] = booking_to_dict(booking)
-    return Routing(per_mailbox, unregistered)
+            to_holders += 1                     # a window re-read (after a filter change) may find linked bookings out of scope
+    return Routing(per_mailbox, unregistered, to_holders)
 
 
 async def persist(store: CollectStore, environment: str, observations: Observations, routing: Routing, initial: set[str],
                   cursor: CursorRow | None, horizon: datetime) -> CollectResult:
     observed = observations.observed
     outcome = CollectResult(environment, observations.mode, bookings_read=sum(1 for b in observed.values() if b is not None),
-                            deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered)
+                            deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered,
+                            removal_candidates=routing.to_holders)
     for s in observations.skipped:
         outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
         log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ..core import settle as settling
 from ..core.actions import Action, Cancel, Create, Delete, GraphAction, Kind, Recover, Update
-from ..core.domain import Booking, Link, Mailbox, MailboxTestStatus, SyncFilter
+from ..core.domain import Booking, Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
 from ..core.operations import CalendarOp, OpKind
 from ..core.plan import Plan, plan
 from ..core.serialize import booking_from_dict
@@ -49,6 +49,13 @@ class MailboxResult:
                 **({"plan": self.plan} if self.plan is not None else {})}
 
 
+async def load_observations(store: PendingStore, address: str) -> tuple[list[PendingRow], dict[str, Booking], set[str]]:
+    """A mailbox's pending observations: the rows, the bookings observed, the ids observed deleted."""
+    pending = await store.pending(address)
+    bookings = {p["booking_id"]: booking_from_dict(p["booking"]) for p in pending if not p["deleted"] and p["booking"]}
+    return pending, bookings, {p["booking_id"] for p in pending if p["deleted"]}
+
+
 def plan_counts(p: Plan) -> dict[str, int]:
     counts: dict[str, int] = {}
     for a in p.actions:
@@ -62,16 +69,22 @@ class MailboxSync:
         self.store, self.calendar, self.settings, self.now = store, calendar, settings, now
         self.global_filters, self.crash = global_filters, crash
 
-    async def run(self, address: str, *, dry_run: bool = False, force: bool = False) -> MailboxResult:
+    async def run(self, address: str, *, dry_run: bool = False, force: bool = False, hold_removals: str | None = None,
+                  keep_held: bool = False) -> MailboxResult:
+        """One mailbox's sync. `hold_removals` carries the deployment-wide guard's message when it tripped (D5):
+        creates and updates go, removals wait with their observations. `keep_held`: a sync outside the cycle
+        (a webhook's) keeps holding what the last cycle's guard held, until a cycle decides again."""
         address = address.lower()
         mailbox = await self.store.get_mailbox(address)
         if mailbox is None or not mailbox.eligible:
             return MailboxResult(address, "skipped", error="mailbox not enabled for sync" if mailbox else "mailbox not registered")
-        pending = await self.store.pending(address)
+        if keep_held and not force and hold_removals is None:
+            row = await self.store.get_mailbox_row(address) or {}
+            hold_removals = (row.get("last_error") or "held by the deployment-wide guard") if row.get("removals_held") else None
+        pending, bookings, deleted = await load_observations(self.store, address)
         links = await self.store.links(address)
-        bookings = {p["booking_id"]: booking_from_dict(p["booking"]) for p in pending if not p["deleted"] and p["booking"]}
-        deleted = {p["booking_id"] for p in pending if p["deleted"]}
-        the_plan = plan(bookings, deleted, links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force)
+        the_plan = plan(bookings, deleted, links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force,
+                        hold_removals=hold_removals is not None)
         if dry_run:
             return MailboxResult(address, "dry-run", plan_counts(the_plan), error=the_plan.blocked.message if the_plan.blocked else None,
                                  plan=[{"booking": a.booking_id, "action": a.kind.value,
@@ -82,19 +95,25 @@ class MailboxSync:
             log.error("mailbox blocked by the mass-delete guard: mailbox_links=%d destructive=%d",
                       the_plan.blocked.links, the_plan.blocked.destructive)
             return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message)
-        return await _Execution(self, mailbox, bookings, deleted, pending).run(the_plan)
+        execution = _Execution(self, mailbox, bookings, deleted, pending, links)
+        execution.keep_pending.update(the_plan.held)
+        execution.held_message = hold_removals if the_plan.held else None
+        return await execution.run(the_plan)
 
 
 class _Execution:
     """Carries out one mailbox plan: each action's result goes through `settle`, whose decision is written."""
 
-    def __init__(self, sync: MailboxSync, mailbox: Mailbox, bookings: dict[str, Booking], deleted: set[str], pending: list[PendingRow]):
+    def __init__(self, sync: MailboxSync, mailbox: Mailbox, bookings: dict[str, Booking], deleted: set[str], pending: list[PendingRow],
+                 links: dict[str, Link]):
         self.sync, self.mailbox, self.bookings, self.deleted, self.pending = sync, mailbox, bookings, deleted, pending
         self.store, self.calendar, self.crash, self.now = sync.store, sync.calendar, sync.crash, sync.now
         self.counts: dict[str, int] = {}
         self.keep_pending: set[str] = set()
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.mailbox_failure: str | None = None
+        self.held_message: str | None = None
+        self.states = {booking_id: link.state for booking_id, link in links.items()}   # as the store holds them after each write
 
     async def run(self, the_plan: Plan) -> MailboxResult:
         actions: list[Action] = [a for a in the_plan.actions if not isinstance(a, Recover)]
@@ -113,11 +132,13 @@ class _Execution:
         plan_against = recovery.plan_against
         if recovery.write is not None:
             plan_against = await self.store.put_link(recovery.write.link)
+            self.states[action.booking_id] = plan_against.state
         booking = self.bookings.get(action.booking_id)
         again = plan({booking.id: booking} if booking else {}, {action.booking_id} & self.deleted, {action.booking_id: plan_against},
                      self.mailbox, self.sync.settings, self.now, global_filters=self.sync.global_filters, force=True)
         if settling.intent_obsolete(recovery, again.actions):
             await self.store.delete_link(action.link)
+            self.states.pop(action.booking_id, None)
         return again.actions
 
     async def _carry_out(self, actions: Sequence[Action]) -> None:
@@ -143,6 +164,7 @@ class _Execution:
             decision = settling.settle(action, result, current, self.now)
             if isinstance(decision.write, settling.PutLink):
                 puts.append(decision.write.link)           # each put row exists already (an intent, or the old link)
+                self.states[booking_id] = decision.write.link.state
                 decision = replace(decision, write=None)
             await self._write(action, decision)
             if decision.follow_up is not None:
@@ -158,14 +180,17 @@ class _Execution:
             return {}
         await self.store.put_links([settling.intent(a) for a in creates])
         await self.crash("after-intents")
+        self.states.update({a.booking_id: LinkState.CREATING for a in creates})
         fresh = await self.store.links(self.mailbox.address)            # the etags the next write must match
         return {a.booking_id: fresh[a.booking_id] for a in creates}
 
     async def _write(self, action: Action, decision: settling.Settlement) -> None:
         if isinstance(decision.write, settling.PutLink):
             await self.store.put_link(decision.write.link)
+            self.states[action.booking_id] = decision.write.link.state
         elif isinstance(decision.write, settling.DeleteLink):
             await self.store.delete_link(decision.write.link)
+            self.states.pop(action.booking_id, None)
         if decision.count:
             self._count(decision.count)
         if decision.keep_pending:
@@ -190,13 +215,15 @@ class _Execution:
             await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="failed", last_error=reason)
             return MailboxResult(address, "failed", self.counts, reason)
         failed = self.counts.get("failed", 0)
-        outcome = "transient" if failed else "synced"
-        fields: dict[str, Any] = {"last_cycle_at": self.now.isoformat(), "last_outcome": outcome,
-                                  "last_error": f"{failed} item(s) will be retried next cycle" if failed else ""}
+        outcome = "blocked" if self.held_message else "transient" if failed else "synced"
+        error = self.held_message or (f"{failed} item(s) will be retried next cycle" if failed else "")
+        fields: dict[str, Any] = {"last_cycle_at": self.now.isoformat(), "last_outcome": outcome, "last_error": error,
+                                  "linked_count": sum(1 for state in self.states.values() if state == LinkState.LINKED),
+                                  "removals_held": bool(self.held_message)}
         if any(self.counts.get(k) for k in WRITE_COUNTS):
             fields.update({f"count_{k}": v for k, v in self.counts.items()})
         await self.store.update_mailbox_fields(address, **fields)
-        return MailboxResult(address, outcome, self.counts, fields["last_error"] or None)
+        return MailboxResult(address, outcome, self.counts, error or None)
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1

@@ -14,10 +14,15 @@ def cycle_runner(activities: Activities, max_concurrent_activities: int = 8, **k
 
 
 async def run_cycle(settings: AppSettings, *, force: bool = False, trigger: str = "manual", max_concurrent_activities: int = 8) -> dict:
+    """One cycle; the summary's mailbox rows are given their addresses back for the administrator who ran it
+    (the orchestration itself carries pseudonyms only)."""
     activities = Activities(lambda: settings)
     try:
-        return await cycle_runner(activities, max_concurrent_activities).run(
-            CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force,
-                                 "trigger": trigger}, instance_id=CYCLE_INSTANCE_ID)
+        summary = await cycle_runner(activities, max_concurrent_activities).run(
+            CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger},
+            instance_id=CYCLE_INSTANCE_ID)
+        for row in summary.get("mailboxes", []):
+            row["mailbox"] = await activities.address_of(row["mailbox_ref"]) or row["mailbox_ref"]
+        return summary
     finally:
         await activities.close()

@@ -39,6 +39,7 @@ class InstanceRecord:
     history_events: int = 0
     episodes: int = 0
     activities: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)     # what the host would keep (and log): inputs, results, output
 
 
 class OrchestrationFailed(Exception):
@@ -72,6 +73,7 @@ class DurableRunner:
             state = json.loads(Orchestrator(fn).handle(context))
             record.custom_status = state.get("customStatus")
             record.history_events = len(history)
+            record.history = history
             if state.get("error"):
                 record.status = "Failed"
                 raise OrchestrationFailed(f"{name} ({instance_id}) failed: {state['error']}")

@@ -132,3 +132,25 @@ async def test_runs_newest_first(state_store):
     for i in range(3):
         await state_store.record_run({"id": f"r{i}", "started": (NOW + timedelta(minutes=15 * i)).isoformat(), "outcome": "ok"})
     assert [r["id"] for r in await state_store.recent_runs(2)] == ["r2", "r1"]
+
+
+async def test_r_t3_wake_rows_never_lose_a_change_recorded_while_a_sync_decides_to_stop(state_store):
+    """WakeStore: a change during a running sync marks it dirty; the sync ends only when nothing was marked."""
+    box = "tech@contoso.example"
+    assert await state_store.request_sync(box, NOW, 600) == 1                   # nothing runs: claim generation 1
+    assert await state_store.request_sync(box, NOW, 600) is None                # runs: marked dirty, nothing to start
+    assert await state_store.request_sync(box, NOW, 600) is None
+    assert await state_store.finish_sync(box, 1, NOW) is False                  # a change came in: go round again
+    assert await state_store.finish_sync(box, 1, NOW) is True                   # nothing since: ended
+    assert await state_store.request_sync(box, NOW, 600) == 2                   # the next change starts a new one
+    assert await state_store.request_sync(box, NOW, 600) is None
+    assert await state_store.finish_sync(box, 2, NOW, release=True) is True     # a failed sync hands over
+    assert await state_store.request_sync(box, NOW, 600) == 3
+
+
+async def test_r_t3_a_wake_claim_left_by_a_dead_sync_is_taken_over(state_store):
+    box = "tech@contoso.example"
+    assert await state_store.request_sync(box, NOW, 600) == 1
+    assert await state_store.request_sync(box, NOW + timedelta(seconds=601), 600) == 2   # stale: taken over
+    assert await state_store.finish_sync(box, 1, NOW + timedelta(seconds=602)) is True   # the old one is simply done
+    assert await state_store.request_sync(box, NOW + timedelta(seconds=603), 600) is None  # generation 2 still runs

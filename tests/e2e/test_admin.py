@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,6 +64,7 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
         "last_attempt_failed": seed.booking(people["broken"], soon),
         "synced": seed.booking(people["healthy"], soon + timedelta(hours=3)),
     }
+    past = seed.booking(people["healthy"], NOW - timedelta(days=1))
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         admin = MailboxAdmin(rt.store, rt.calendar)
@@ -80,9 +82,14 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
     await run_cycle(settings)
     ids["waiting_for_next_cycle"] = seed.booking(people["healthy"], soon + timedelta(hours=6))
     ids["booking_not_found"] = str(uuid.uuid4())
+    seed.update("bookableresourcebookings", past, {"_bookingstatus_value": seed.canceled})
+    propagating = {"canceled": ids["canceled_not_propagated"], "canceled_event_in_past": past}     # X2
     async with Clients(settings) as rt:
         found = {expected: await diagnose(booking_id, rt.source(env), rt.store, settings.sync, datetime.now(UTC))
                  for expected, booking_id in ids.items()}
+        x2 = replace(settings.sync, propagate_cancellations=True)
+        found |= {expected: await diagnose(booking_id, rt.source(env), rt.store, x2, datetime.now(UTC))
+                  for expected, booking_id in propagating.items()}
     assert set(found) == set(CODES)
     for expected, diagnosis in found.items():
         assert diagnosis.code == expected, (expected, diagnosis)
@@ -195,23 +202,30 @@ def test_cli_real_entry_point(tenant, table_prefix):
 
 
 async def test_r_s5_filters_over_the_shared_admin_operation(tenant, settings):
-    from sync.admin.operations import InvalidRequest, filters_action
+    from sync.admin.filters import filter_request, filters_action
+    from sync.admin.operations import InvalidRequest
+    seed = DvSeed(tenant)
+    seed.add("territories", {"name": "South"})
+
+    async def act(*args, **kw):
+        return await filters_action(rt, settings.environments, filter_request(*args, **kw), settings.sync, NOW)
+
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         await MailboxAdmin(rt.store).register("tech@contoso.example", settings.environments[0])
-        added = await filters_action(rt.store, "add", None, "south", territories=["South"])
+        added = await act("add", None, "south", territories=["South"])
         assert added["filters"][0]["territories"] == ["South"]
-        await filters_action(rt.store, "add", None, "repairs", work_order_types=["Repair"])
+        await act("add", None, "repairs", work_order_types=["Repair"])
         assert [f.name for f in await rt.store.global_filters()] == ["south", "repairs"]
-        mine = await filters_action(rt.store, "add", "tech@contoso.example", "mine", booking_statuses=["Scheduled"])
+        mine = await act("add", "tech@contoso.example", "mine", booking_statuses=["Scheduled"])
         assert mine["scope"] == "mailbox tech@contoso.example" and len(mine["filters"]) == 1
         with pytest.raises(InvalidRequest):
-            await filters_action(rt.store, "add", None, "empty")
+            await act("add", None, "empty")
         with pytest.raises(AdminError):
-            await filters_action(rt.store, "remove", None, "nope")
+            await act("remove", None, "nope")
         with pytest.raises(AdminError):
-            await filters_action(rt.store, "list", "unknown@contoso.example")
-        removed = await filters_action(rt.store, "remove", None, "south")
+            await act("list", "unknown@contoso.example")
+        removed = await act("remove", None, "south")
         assert [f["name"] for f in removed["filters"]] == ["repairs"]
 
 

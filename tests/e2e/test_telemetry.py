@@ -96,3 +96,44 @@ async def test_no_personal_data_in_spans_metrics_or_logs(exporters, tenant, tabl
     leaked = [f for f in forbidden if f and f in blob] + [p for p in people if re.search(rf"\b{re.escape(p)}\b", blob)]
     assert not leaked, leaked[:5]
     assert re.search(r"mbx-[0-9a-f]{12}", blob)                  # mailboxes are followed by pseudonym
+
+
+async def test_no_address_in_durable_instance_ids_inputs_or_outputs(tenant, table_prefix, monkeypatch):
+    """What the Durable host keeps and logs (instance ids, histories with every input and result, outputs) names
+    mailboxes by pseudonym only: the timer cycle and a webhook-started mailbox sync, on the demo org."""
+    import json
+
+    from sync.app.activities import Activities
+    from sync.app.orchestrators import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR
+    from sync.local.cycle import cycle_runner
+    from sync.local.webhook_host import LocalWebhookHost
+    from tests.stack_helpers import webhook_payload
+
+    summary = tenant.control("POST", "/demo", {"technicians": 6, "bookings": 40})
+    for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
+        monkeypatch.setenv(key, value)
+    settings = load()
+    await enable_all_mailboxes(settings)
+    activities = Activities(lambda: settings)
+    runner = cycle_runner(activities)
+    try:
+        output = await runner.run(CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "trigger": "test"}, CYCLE_INSTANCE_ID)
+    finally:
+        await activities.close()
+    assert output["totals"].get("created")
+    host = LocalWebhookHost(settings, "k")
+    url = await host.start()
+    try:
+        import httpx
+        booking = tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"][0]["bookableresourcebookingid"]
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(url + "?code=k", content=webhook_payload(tenant, booking, "Update"))).status_code == 202
+        await host.client.idle()
+    finally:
+        await host.stop()
+    instances = [*runner.instances.values(), *host.client.runner.instances.values()]
+    assert any(i.name == "sync_mailbox_now" for i in instances)
+    blob = json.dumps([{"id": i.instance_id, "history": i.history, "output": i.output, "status": i.custom_status} for i in instances])
+    assert not EMAIL.search(blob), EMAIL.search(blob)
+    assert not [a for a in summary["mailboxes"] if a.split("@")[0] in blob]
+    assert re.search(r"mailbox-sync-mbx-[0-9a-f]{12}-\d+", blob)

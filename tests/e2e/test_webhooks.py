@@ -188,3 +188,85 @@ async def test_two_syncs_of_one_mailbox_never_overlap(tenant, world):
         assert free["outcome"] == "synced"
     finally:
         await activities.close()
+
+
+@pytest.mark.parametrize("message", ["Create", "Update", "Delete"])
+async def test_r_t3_a_webhook_message_is_a_hint_never_the_truth(tenant, world, message):
+    """Forged messages for an existing, a missing and a foreign-environment booking: the calendars afterwards are
+    what the timer cycle alone produces (the forged Delete of an existing booking removes nothing)."""
+    settings, seed, techs, host, url = world
+    existing = seed.booking(techs[A], NOW + timedelta(days=1))
+    await run_cycle(settings)
+    before = {address: events(tenant, address) for address in (A, B)}
+    other = DvSeed(tenant, org="second")
+    foreign = other.booking(other.technician(A, mailbox=False), NOW + timedelta(days=2))
+    missing = DvSeed.new_id()
+    async with httpx.AsyncClient() as client:
+        for booking_id in (existing, missing, foreign):
+            forged = {"MessageName": message, "PrimaryEntityName": "bookableresourcebooking", "PrimaryEntityId": booking_id,
+                      "CorrelationId": DvSeed.new_id(), "InputParameters": [], "PostEntityImages": []}
+            answer = await client.post(url + f"?code={KEY}", content=json.dumps(forged))
+            assert answer.status_code == 202, answer.text
+        await host.client.idle()
+    after_webhooks = {address: events(tenant, address) for address in (A, B)}
+    assert after_webhooks == before
+    await run_cycle(settings)
+    assert {address: events(tenant, address) for address in (A, B)} == after_webhooks
+
+
+async def test_r_t3_no_change_waits_for_the_timer_and_mailbox_syncs_never_overlap(tenant, table_prefix, monkeypatch):
+    """1,000 changes over 50 mailboxes, delivered by webhook while the mailboxes' own syncs run: every change
+    reaches its calendar without a timer cycle, and no two syncs of one mailbox ever run at once."""
+    import sync.engine.mailbox as executor
+    for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
+        monkeypatch.setenv(key, value)
+    settings = load()
+    seed = DvSeed(tenant)
+    addresses = [f"tech{i:02d}@contoso.example" for i in range(50)]
+    techs = {a: seed.technician(a) for a in addresses}
+    bookings = {a: [seed.booking(techs[a], NOW + timedelta(days=1, hours=h)) for h in range(20)] for a in addresses}
+    async with Clients(settings) as rt:
+        await rt.store.ensure_tables()
+        admin = MailboxAdmin(rt.store, rt.calendar)
+        for address in addresses:
+            await admin.register(address, settings.environments[0], approved=True)
+        await admin.test_and_enable(addresses, NOW)
+    await run_cycle(settings)
+
+    running: dict[str, int] = {}
+    most = [0]
+    original = executor.MailboxSync.run
+
+    async def watched(self, address, **kw):
+        running[address] = running.get(address, 0) + 1
+        most[0] = max(most[0], running[address])
+        try:
+            return await original(self, address, **kw)
+        finally:
+            running[address] -= 1
+
+    monkeypatch.setattr(executor.MailboxSync, "run", watched)
+    host = LocalWebhookHost(settings, KEY)
+    url = await host.start()
+    try:
+        tenant.control("POST", "/orgs/default/webhooks", {"url": url + f"?code={KEY}"})
+        expected: dict[str, list[str]] = {}
+        for h in range(20):                                   # round by round, so changes land while syncs run
+            for address in addresses:
+                start = NOW + timedelta(days=3, hours=h, minutes=7)
+                seed.update("bookableresourcebookings", bookings[address][h],
+                            {"starttime": iso(start), "endtime": iso(start + timedelta(hours=1))})
+                expected.setdefault(address, []).append(start.strftime("%Y-%m-%dT%H:%M"))
+            await asyncio.sleep(0.02)
+
+        def all_arrived() -> bool:
+            return all(sorted(e["start"]["dateTime"][:16] for e in events(tenant, a)) == sorted(expected[a]) for a in addresses)
+
+        await wait_for(all_arrived, timeout=180)
+        await host.client.idle(timeout=120)
+    finally:
+        await host.stop()
+    assert host.requests == 1000
+    assert most[0] == 1, "two syncs of one mailbox ran at once"
+    async with Clients(settings) as rt:
+        assert [a for a in addresses if await rt.store.pending(a)] == []

@@ -20,6 +20,7 @@ def code(b, mb=..., link=None, outcome=None, registered=True, settings=S, filter
 
 def test_r_g1_every_code_is_reachable_with_a_sentence():
     b = booking()
+    past = booking(start=NOW - timedelta(days=1))
     cases = {
         "booking_not_found": code(None),
         "malformed_booking": code(SkippedRow(b.id, "end_before_start")),
@@ -37,6 +38,8 @@ def test_r_g1_every_code_is_reachable_with_a_sentence():
         "inactive": code(replace(b, active=False)),
         "excluded_by_filter": code(b, filters=(SyncFilter("south", territories=frozenset({"South"})),)),
         "canceled_not_propagated": code(replace(b, status=CANCELED)),
+        "canceled": code(replace(b, status=CANCELED), settings=replace(S, propagate_cancellations=True)),
+        "canceled_event_in_past": code(replace(past, status=CANCELED), link=link_for(past), settings=replace(S, propagate_cancellations=True)),
         "last_attempt_failed": code(b, outcome={"error": "transient: 503"}),
         "waiting_for_next_cycle": code(b),
         "synced": code(b, link=link_for(b, written_at=NOW)),

@@ -28,12 +28,12 @@ class Activities:
         return {"environment": env, "mode": "delta", "mailboxes": self.mailboxes_by_env[env]}
 
     async def sync_mailbox(self, payload):
-        mailbox = payload["mailbox"]
+        mailbox = payload["mailbox_ref"]          # orchestrations carry the keys collect returned (pseudonyms in the app)
         self.calls["sync:" + mailbox] += 1
         queued = self.mailbox_outcomes.get(mailbox)
         if queued:
-            return {"mailbox": mailbox, **queued.pop(0)}
-        return {"mailbox": mailbox, "outcome": "synced", "counts": {"created": 1}, "retryable": False}
+            return {"mailbox_ref": mailbox, **queued.pop(0)}
+        return {"mailbox_ref": mailbox, "outcome": "synced", "counts": {"created": 1}, "retryable": False}
 
     async def record_run(self, run):
         self.recorded.append(run)
@@ -56,7 +56,7 @@ async def test_r_t2_fans_out_one_activity_per_mailbox():
     mailboxes = [f"m{i:02d}@x.example" for i in range(12)]
     acts = Activities({"https://a.crm.dynamics.com": mailboxes})
     output, rt = await run(acts)
-    assert sorted(r["mailbox"] for r in output["mailboxes"]) == mailboxes
+    assert sorted(r["mailbox_ref"] for r in output["mailboxes"]) == mailboxes
     assert all(acts.calls["sync:" + m] == 1 for m in mailboxes)
     assert output["totals"] == {"created": 12} and output["outcomes"] == {"synced": 12}
     assert acts.recorded[0]["id"] == output["id"]
@@ -107,7 +107,7 @@ async def test_an_environment_that_stays_unreachable_does_not_stop_the_others():
     assert acts.calls["collect:https://a.crm.dynamics.com"] == 3            # max_number_of_attempts
     errors = {e["environment"]: e.get("error") for e in output["environments"]}
     assert "503" in errors["https://a.crm.dynamics.com"] and errors["https://b.crm.dynamics.com"] is None
-    assert [r["mailbox"] for r in output["mailboxes"]] == ["b@x.example"]
+    assert [r["mailbox_ref"] for r in output["mailboxes"]] == ["b@x.example"]
 
 
 async def test_orchestration_time_comes_from_the_context_not_the_clock():
@@ -127,3 +127,38 @@ async def test_orchestration_time_comes_from_the_context_not_the_clock():
                              clock=lambda: fixed)
     output = await rt.run(CYCLE_ORCHESTRATOR, {"environments": ["https://a.crm.dynamics.com"]}, "cycle")
     assert output["started"] == fixed.isoformat() and seen == [fixed.isoformat()]
+
+
+async def test_r_t3_a_mailbox_sync_goes_round_again_while_changes_arrive_and_ends_only_when_none_did():
+    from sync.app.orchestrators import FINISH_MAILBOX_SYNC_ACTIVITY, MAILBOX_ORCHESTRATOR, ORCHESTRATORS, SYNC_MAILBOX_ACTIVITY
+    finishes = [{"done": False}, {"done": False}, {"done": True}]       # two changes were marked while it ran
+    seen: list[dict] = []
+
+    async def sync(payload):
+        seen.append(payload)
+        return {"mailbox_ref": payload["mailbox_ref"], "outcome": "synced", "counts": {"updated": 1}, "pending_left": 0}
+
+    async def finish(payload):
+        assert payload["generation"] == 7 and payload["release"] is False
+        return finishes.pop(0)
+
+    runner = DurableRunner(ORCHESTRATORS, {SYNC_MAILBOX_ACTIVITY: sync, FINISH_MAILBOX_SYNC_ACTIVITY: finish})
+    output = await runner.run(MAILBOX_ORCHESTRATOR, {"mailbox_ref": "mbx-0123456789ab", "generation": 7}, "mailbox-sync-mbx-0123456789ab-7")
+    assert output == {"mailbox_ref": "mbx-0123456789ab", "rounds": 3, "outcome": "synced", "totals": {"updated": 3}}
+    assert all("@" not in str(p) for p in seen) and not finishes
+
+
+async def test_r_t3_a_failed_mailbox_sync_releases_its_claim_so_the_next_change_starts_a_new_one():
+    from sync.app.orchestrators import FINISH_MAILBOX_SYNC_ACTIVITY, MAILBOX_ORCHESTRATOR, ORCHESTRATORS, SYNC_MAILBOX_ACTIVITY
+    released = []
+
+    async def sync(payload):
+        return {"mailbox_ref": payload["mailbox_ref"], "outcome": "failed", "counts": {}, "error": "access_denied"}
+
+    async def finish(payload):
+        released.append(payload["release"])
+        return {"done": True}
+
+    runner = DurableRunner(ORCHESTRATORS, {SYNC_MAILBOX_ACTIVITY: sync, FINISH_MAILBOX_SYNC_ACTIVITY: finish})
+    output = await runner.run(MAILBOX_ORCHESTRATOR, {"mailbox_ref": "mbx-0123456789ab", "generation": 1}, "i")
+    assert output["rounds"] == 1 and released == [True]

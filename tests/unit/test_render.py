@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtenant.graph import EVENT_TYPE, validate
-from sync.core.domain import Address
+from sync.core.domain import Address, BookingLocation
 from sync.core.render import MAX_FIELD, TAG_BOOKING, TAG_ENVIRONMENT, render, transaction_id
 from tests.factories import ENV, booking, work_order
 
@@ -48,12 +48,16 @@ def test_r_c1_transaction_id_is_stable_and_varies_with_each_part():
                 transaction_id("https://other.crm.dynamics.com", "b", "m@x", 0)}) == 5
 
 
-def test_r_c2_trigger_fingerprint_covers_time_and_location_only():
+def test_r_c2_trigger_fingerprint_covers_the_time_window_and_the_bookings_own_location_only():
     b = booking()
     r = render(b, "t@x", "UTC", 0)
     assert render(replace(b, start=b.start + timedelta(minutes=30)), "t@x", "UTC", 0).trigger_fingerprint != r.trigger_fingerprint
+    for location in (BookingLocation(690970000), BookingLocation(None, 47.6, None), BookingLocation(None, None, -122.3)):
+        assert render(replace(b, location=location), "t@x", "UTC", 0).trigger_fingerprint != r.trigger_fingerprint
+    # the work order's service address is a work order field (C3): in the content, not in the trigger
     moved = replace(b, work_order=replace(b.work_order, address=Address(line1="2 Elm", city="Tacoma")))
-    assert render(moved, "t@x", "UTC", 0).trigger_fingerprint != r.trigger_fingerprint
+    assert render(moved, "t@x", "UTC", 0).trigger_fingerprint == r.trigger_fingerprint
+    assert render(moved, "t@x", "UTC", 0).content_fingerprint != r.content_fingerprint
     summary = replace(b, work_order=replace(b.work_order, summary="other"))
     assert render(summary, "t@x", "UTC", 0).trigger_fingerprint == r.trigger_fingerprint
     assert render(summary, "t@x", "UTC", 0).content_fingerprint != r.content_fingerprint

@@ -1,0 +1,55 @@
+"""D5 for the whole deployment: before any mailbox removes anything in a cycle, add up what every mailbox with
+pending work would remove and compare it with all the links the deployment holds. Decided by core.guard;
+this module only gathers the figures (a dry plan per mailbox, and the link count each sync records)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ..core import guard
+from ..core.domain import LinkState, SyncFilter
+from ..core.plan import plan
+from ..core.settings import SyncSettings
+from ..ports import LinkStore, MailboxStore, PendingStore
+from .mailbox import load_observations
+
+
+class RemovalsStore(MailboxStore, LinkStore, PendingStore, Protocol):
+    """The rows the deployment-wide guard reads."""
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    removals: int
+    links: int
+    message: str | None             # set when the cycle's removals must wait
+
+    def to_dict(self) -> dict[str, object]:
+        return {"removals": self.removals, "links": self.links, "blocked": self.message is not None, "message": self.message}
+
+
+async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: datetime, mailboxes: list[str], candidates: int,
+                           global_filters: tuple[SyncFilter, ...] = (), *, held: int = 0) -> GuardVerdict:
+    """`candidates`: observations that could remove; `held`: mailboxes whose removals an earlier cycle held (they are
+    judged again, with what arrived since)."""
+    if candidates < settings.mass_delete_min and not held:    # not enough observations to reach the guard's count
+        return GuardVerdict(0, 0, None)
+    removals = 0
+    for address in mailboxes:
+        mailbox = await store.get_mailbox(address)
+        if mailbox is None or not mailbox.eligible:
+            continue
+        _, bookings, deleted = await load_observations(store, address)
+        removals += plan(bookings, deleted, await store.links(address), mailbox, settings, now, global_filters=global_filters,
+                         force=True).removals
+    if removals < settings.mass_delete_min:
+        return GuardVerdict(removals, 0, None)
+    links = 0
+    for row in await store.list_mailboxes():
+        counted = row.get("linked_count")
+        if counted is None:                                    # not synced since the count was introduced
+            counted = sum(1 for link in (await store.links(row["address"])).values() if link.state == LinkState.LINKED)
+        links += int(counted)
+    blocked = guard.over_share(removals, links, settings)
+    return GuardVerdict(removals, links, guard.deployment_message(removals, links, len(mailboxes), settings) if blocked else None)
