@@ -15,12 +15,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from . import scope
+from . import guard, scope
 from .actions import REMOVALS, Action, Cancel, Create, Delete, Forget, Kind, Recover, Skip, Unlink, Update
 from .domain import Booking, Link, LinkState, Mailbox, SyncFilter
 from .reasons import Reason
 from .render import render
 from .settings import SyncSettings
+
+
+# C6: "moved to another resource" is any resource: another technician, an equipment or facility resource, or a
+# user without a mailbox; the link says the booking was this mailbox's user's.
+REASSIGNED = frozenset({Reason.OTHER_MAILBOX, Reason.NOT_USER_RESOURCE, Reason.NO_MAILBOX_ADDRESS})
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Plan:
     mailbox: str
     actions: list[Action] = field(default_factory=list)
     blocked: MassDeleteBlocked | None = None
+    held: list[str] = field(default_factory=list)      # removals held back by the deployment-wide guard
 
     def of(self, kind: Kind) -> list[Action]:
         return [a for a in self.actions if a.kind == kind]
@@ -49,7 +55,8 @@ class Plan:
 
 
 def plan(bookings: Mapping[str, Booking], deleted: Iterable[str], links: Mapping[str, Link], mailbox: Mailbox,
-         settings: SyncSettings, now: datetime, *, global_filters: tuple[SyncFilter, ...] = (), force: bool = False) -> Plan:
+         settings: SyncSettings, now: datetime, *, global_filters: tuple[SyncFilter, ...] = (), force: bool = False,
+         hold_removals: bool = False) -> Plan:
     result = Plan(mailbox.address)
     if scope.mailbox_reason(mailbox) is not None:                       # M1, M5: nothing new, nothing removed
         return result
@@ -67,6 +74,8 @@ def plan(bookings: Mapping[str, Booking], deleted: Iterable[str], links: Mapping
         else:
             result.actions.append(decide(booking, link, mailbox, settings, now, global_filters))
     _guard_mass_delete(result, links, settings, force)
+    if hold_removals and result.blocked is None:
+        _hold_removals(result)
     return result
 
 
@@ -90,8 +99,11 @@ def decide(booking: Booking, link: Link | None, mailbox: Mailbox, settings: Sync
         if linked is None:
             return Skip(booking.id, out_of_scope)
         return _logical_delete(linked, out_of_scope, settings, now)
-    if booking.status.canceled:
-        return _canceled(booking, linked, settings, now)
+    canceled = scope.canceled_reason(booking, linked, settings, now)
+    if canceled is not None:
+        if canceled == Reason.CANCELED and linked is not None:
+            return Cancel(linked, canceled) if linked.has_attendees else Delete(linked, canceled)   # X2
+        return Skip(booking.id, canceled)
     if linked is None:
         if not scope.in_window(booking, settings, now):                # S3: synced once it enters the window
             return Skip(booking.id, Reason.OUTSIDE_WINDOW)
@@ -108,19 +120,9 @@ def decide(booking: Booking, link: Link | None, mailbox: Mailbox, settings: Sync
     return Skip(booking.id, Reason.UNCHANGED)                           # C3, C4
 
 
-def _canceled(booking: Booking, linked: Link | None, settings: SyncSettings, now: datetime) -> Action:
-    if not settings.propagate_cancellations:                           # X1: leave the event as it is
-        return Skip(booking.id, Reason.CANCELED_NOT_PROPAGATED)
-    if linked is None:
-        return Skip(booking.id, Reason.CANCELED)
-    if linked.event_start <= now:                                       # X2: past events stay
-        return Skip(booking.id, Reason.CANCELED_IN_PAST)
-    return Cancel(linked, Reason.CANCELED) if linked.has_attendees else Delete(linked, Reason.CANCELED)   # X2
-
-
 def _logical_delete(link: Link, reason: Reason, settings: SyncSettings, now: datetime) -> Action:
     future = link.event_start > now
-    if reason == Reason.OTHER_MAILBOX and settings.remove_reassigned_future_events and future:   # C6 enhanced
+    if reason in REASSIGNED and settings.remove_reassigned_future_events and future:   # C6 enhanced: to any other resource
         return Delete(link, Reason.REASSIGNED_FUTURE, detail=reason.value)
     if settings.logical_deletes == "delete" and future:                # D3 with LOGICAL_DELETES=delete
         return Delete(link, Reason.LOGICAL_DELETE, detail=reason.value)
@@ -131,10 +133,12 @@ def _guard_mass_delete(result: Plan, links: Mapping[str, Link], settings: SyncSe
     """D5, per mailbox: an empty answer caused by a permission or filter mistake must not wipe a calendar."""
     destructive = result.removals
     linked = sum(1 for link in links.values() if link.state == LinkState.LINKED)
-    share = 100.0 * destructive / max(1, linked)
-    if not force and destructive >= settings.mass_delete_min and share > settings.mass_delete_percent:
-        message = (f"mass-delete guard: this cycle would remove {destructive} of {linked} links "
-                   f"({share:.0f} % > {settings.mass_delete_percent:.0f} %); nothing was changed for this mailbox. "
-                   f"Check permissions and filters, then run again with --force if it is intended.")
-        result.blocked = MassDeleteBlocked(destructive, linked, message)
+    if not force and guard.over_share(destructive, linked, settings):
+        result.blocked = MassDeleteBlocked(destructive, linked, guard.mailbox_message(destructive, linked, settings))
         result.actions = [a for a in result.actions if a.kind == Kind.SKIP]
+
+
+def _hold_removals(result: Plan) -> None:
+    """D5, deployment-wide: this cycle's removals wait (their observations stay) while creates and updates go."""
+    result.held = [a.booking_id for a in result.actions if isinstance(a, REMOVALS)]
+    result.actions = [a for a in result.actions if not isinstance(a, REMOVALS)]

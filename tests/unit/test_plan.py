@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from sync.core.domain import Address, LinkState, MailboxTestStatus, SyncFilter
+from sync.core.domain import Address, BookingLocation, LinkState, MailboxTestStatus, SyncFilter
 from sync.core.plan import Kind, Reason, plan
 from sync.core.settings import SyncSettings
 from tests.factories import CANCELED, NOW, booking, link_for, mailbox, moved, work_order
@@ -102,8 +102,27 @@ def test_r_c2_time_or_location_change_updates_in_place():
     b = booking()
     link = link_for(b)
     assert kinds(one([moved(b, timedelta(hours=1))], [link])) == [(Kind.UPDATE, Reason.TIME_OR_LOCATION_CHANGED)]
+    assert kinds(one([replace(b, end=b.end + timedelta(minutes=30))], [link])) == [(Kind.UPDATE, Reason.TIME_OR_LOCATION_CHANGED)]
+
+
+@pytest.mark.parametrize("settings", [FS, ENH], ids=["fieldservice", "enhanced"])
+@pytest.mark.parametrize("location", [BookingLocation(690970000, 47.61, -122.33), BookingLocation(690970001, None, None),
+                                      BookingLocation(None, 47.6, -122.4)])
+def test_r_c2_the_bookings_own_location_is_the_location_that_triggers_an_update(settings, location):
+    b = booking(location=BookingLocation(None, 47.6, -122.3))
+    (action,) = one([replace(b, location=location)], [link_for(b)], settings=settings).actions
+    assert (action.kind, action.reason) == (Kind.UPDATE, Reason.TIME_OR_LOCATION_CHANGED)
+    assert action.rendered.payload_for_update()["location"]["displayName"], "the update refreshes the work order fields too"
+
+
+def test_r_c2_c3_a_work_order_address_change_alone_waits_for_the_next_booking_change():
+    b = booking()
+    link = link_for(b)
     relocated = replace(b, work_order=replace(b.work_order, address=Address(line1="9 Elm St", city="Tacoma")))
-    assert kinds(one([relocated], [link])) == [(Kind.UPDATE, Reason.TIME_OR_LOCATION_CHANGED)]
+    assert kinds(one([relocated], [link])) == [(Kind.SKIP, Reason.UNCHANGED)]                      # fieldservice: not written
+    assert kinds(one([relocated], [link], settings=ENH)) == [(Kind.UPDATE, Reason.WORK_ORDER_FIELDS_CHANGED)]   # enhanced
+    (later,) = one([moved(relocated, timedelta(hours=1))], [link]).actions                          # then it travels with C2
+    assert later.kind == Kind.UPDATE and "Tacoma" in later.rendered.payload_for_update()["location"]["displayName"]
 
 
 def test_r_c3_work_order_only_change_does_not_touch_outlook_by_default():
@@ -130,6 +149,17 @@ def test_r_c6_reassigned_booking_is_created_in_new_mailbox_and_logically_deleted
     old_link = link_for(b, "tech@contoso.example")
     assert kinds(one([b], [old_link])) == [(Kind.UNLINK, Reason.LOGICAL_DELETE)]
     assert kinds(one([b], mb=mailbox("new@contoso.example")))[0][0] == Kind.CREATE
+
+
+@pytest.mark.parametrize("moved_to", [dict(mailbox="new@contoso.example"), dict(resource_type=2, mailbox=None),
+                                      dict(resource_type=4, mailbox=None), dict(mailbox=None)],
+                         ids=["another technician", "equipment (Lift 12)", "facility (Depot West)", "a user without a mailbox"])
+def test_r_c6_enhanced_a_booking_moved_to_any_other_resource_removes_the_old_future_event(moved_to):
+    b = booking()
+    link = link_for(b)
+    reassigned = replace(b, **moved_to)
+    assert kinds(one([reassigned], [link], settings=ENH)) == [(Kind.DELETE, Reason.REASSIGNED_FUTURE)]
+    assert kinds(one([reassigned], [link])) == [(Kind.UNLINK, Reason.LOGICAL_DELETE)]       # fieldservice: D3
 
 
 def test_r_c6_enhanced_removes_the_old_mailboxs_future_event():
@@ -234,3 +264,14 @@ def test_r_d5_guard_counts_only_live_links():
     links = [link_for(b) for b in bookings[:6]] + [link_for(b, state=LinkState.UNLINKED) for b in bookings[6:]]
     p = one([], links, deleted=[b.id for b in bookings])
     assert p.blocked is None      # 6 deletes < the minimum of 10; tombstones are not counted as links
+
+
+OTHER_ENV = "https://fabrikam.crm.dynamics.com"
+
+
+def test_r_m4_bookings_of_another_environment_are_out_of_scope_for_a_bound_mailbox():
+    b = booking(environment=OTHER_ENV)
+    assert kinds(one([b])) == [(Kind.SKIP, Reason.BOUND_TO_ANOTHER_ENVIRONMENT)]
+    p = one([b], [link_for(b)])                 # linked before a move: a logical delete, never an update
+    assert kinds(p) == [(Kind.UNLINK, Reason.LOGICAL_DELETE)] and p.actions[0].detail == Reason.BOUND_TO_ANOTHER_ENVIRONMENT.value
+    assert kinds(one([b], mb=mailbox(environment=OTHER_ENV)))[0][0] == Kind.CREATE
