@@ -155,6 +155,8 @@ class ControlApi:
                                                     display_name=m.get("displayName", m["address"]),
                                                     time_zone=m.get("timeZone", "UTC"), state=m.get("state", "enabled"),
                                                     in_scope=m.get("in_scope", True)))
+            if "roles" in m:
+                mailbox.roles = set(m["roles"])
             out.append({"id": mailbox.id, "address": mailbox.address})
         return web.json_response({"value": out}, status=201)
 
@@ -166,7 +168,7 @@ class ControlApi:
 
     async def list_mailboxes(self, _: web.Request) -> web.Response:
         return web.json_response({"value": [{"id": m.id, "address": m.address, "timeZone": m.time_zone, "state": m.state,
-                                              "in_scope": m.in_scope, "events": len(m.events)}
+                                              "in_scope": m.in_scope, "roles": sorted(m.roles), "events": len(m.events)}
                                              for m in self.tenant.graph.mailboxes.values()]})
 
     async def update_mailbox(self, request: web.Request) -> web.Response:
@@ -175,7 +177,9 @@ class ControlApi:
         for key, attr in (("state", "state"), ("in_scope", "in_scope"), ("timeZone", "time_zone")):
             if key in body:
                 setattr(mailbox, attr, body[key])
-        return web.json_response({"id": mailbox.id, "state": mailbox.state, "in_scope": mailbox.in_scope})
+        if "roles" in body:
+            mailbox.roles = set(body["roles"])
+        return web.json_response({"id": mailbox.id, "state": mailbox.state, "in_scope": mailbox.in_scope, "roles": sorted(mailbox.roles)})
 
     async def mailbox_events(self, request: web.Request) -> web.Response:
         mailbox = self._mailbox(request)
@@ -205,10 +209,13 @@ class ControlApi:
     async def graph_limits(self, request: web.Request) -> web.Response:
         body = await request.json()
         g = self.tenant.graph
-        for key in ("mailbox_concurrency", "mailbox_budget", "mailbox_window_s"):
+        if "duplicate_transaction" in body and str(body["duplicate_transaction"]) not in ("400", "409", "201"):
+            return web.json_response({"error": "duplicate_transaction is 400, 409 or 201"}, status=400)
+        keys = ("mailbox_concurrency", "mailbox_budget", "mailbox_window_s", "duplicate_transaction")
+        for key in keys:
             if key in body:
-                setattr(g, key, body[key])
-        return web.json_response({k: getattr(g, k) for k in ("mailbox_concurrency", "mailbox_budget", "mailbox_window_s")})
+                setattr(g, key, str(body[key]) if key == "duplicate_transaction" else body[key])
+        return web.json_response({k: getattr(g, k) for k in keys})
 
     # --- faults and observation ---------------------------------------------------------------------
     async def set_faults(self, request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import odata
 from .schema import DATAVERSE, Table
-from .tenant import DataverseOrg, Tenant, utcnow
+from .tenant import DataverseOrg, Tenant, redacted, utcnow
 
 API = "/api/data/v9.2"
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
@@ -153,7 +153,12 @@ class Query:
         def in_(resolve, PropertyName=None, PropertyValues=None):
             if PropertyName is None or PropertyValues is None:
                 raise odata.ODataSyntaxError("Microsoft.Dynamics.CRM.In requires PropertyName and PropertyValues.")
-            value = resolve(str(PropertyName).split("/"))
+            name = str(PropertyName)
+            if re.fullmatch(r"_\w+_value", name):
+                # Query functions name a column (the lookup's logical name), never the lookup's _x_value property:
+                # Dataverse answers such a request with this 400 (seen in the field for Microsoft.Dynamics.CRM.In).
+                raise DataverseError(400, "0x80041103", f"'{table.logical_name}' entity doesn't contain attribute with Name = '{name}'.")
+            value = resolve(name.split("/"))
             wanted = {str(v).lower() for v in PropertyValues}
             return value is not None and str(value).lower() in wanted
 
@@ -261,26 +266,40 @@ class DataverseService:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
                 raise DataverseError(fault.status, fault.code or "0x80040216", "An unexpected error occurred (injected).", headers)
             if request.method == "POST" and request.match_info["path"] == "$batch":
-                response = self.batch(org, base, request.headers.get("Content-Type", ""), await request.read())
-                self.tenant.log.add(service="dataverse", kind="http", method="POST-BATCH", path=request.path, status=response.status, mailbox=None)
+                raw = await request.read()
+                response = self.batch(org, base, request.headers.get("Content-Type", ""), raw,
+                                      "odata.continue-on-error" in parse_prefer(request.headers.get("Prefer")))
+                self.tenant.log.add(service="dataverse", kind="http", method="POST-BATCH", path=request.path, status=response.status,
+                                    mailbox=None, query=request.query_string, headers=redacted(request.headers),
+                                    body=raw.decode("utf-8", "replace"), response=response.text)
                 return response
             if request.method != "GET":
                 raise DataverseError(405, "0x80060888", f"The HTTP method '{request.method}' is not supported by the emulator for this resource; change data through the control API.")
             body, headers = self.get(org, base, request.match_info["path"], _query_params(request), parse_prefer(request.headers.get("Prefer")))
             headers.update({"OData-Version": "4.0", "x-ms-dop-hint": str(org.dop_hint)})
-            self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=200, mailbox=None)
+            self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=200, mailbox=None,
+                                query=request.query_string, headers=redacted(request.headers), body=None, response=body)
             if fault is not None and fault.action == "drop_after_apply":
                 request.transport.abort()
                 raise asyncio.CancelledError()
             return web.json_response(body, headers=headers)
         except DataverseError as err:
-            self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=err.status, mailbox=None)
+            self.tenant.log.add(service="dataverse", kind="http", method=request.method, path=request.path, status=err.status, mailbox=None,
+                                query=request.query_string, headers=redacted(request.headers), response={"error": {"code": err.code}})
             return error_response(err, org.dop_hint)
         finally:
             org.inflight -= 1
 
-    def batch(self, org: DataverseOrg, base: str, content_type: str, body: bytes) -> web.Response:
-        """OData $batch of GET requests (no change sets): run in order, answered in order, as Dataverse does."""
+    def batch(self, org: DataverseOrg, base: str, content_type: str, body: bytes, continue_on_error: bool = False) -> web.Response:
+        """OData $batch of GET requests (no change sets): run in order, answered in order, as Dataverse does.
+
+        Microsoft Learn, "Execute batch operations using the Web API", Handling errors: "When an error occurs for a
+        request within a batch, the error for that request will be returned for the batch request and more requests
+        won't be processed"; with `Prefer: odata.continue-on-error` "the batch request will return 200 OK and
+        individual response errors will be returned in the batch response body". The documented example shows a
+        failing first request answered `400` with that one part. Where an earlier part succeeded the page is silent:
+        the emulator answers the parts processed so far, the failing one last, under the failing part's status (the
+        product sends continue-on-error and reads any answer part by part, so either shape works)."""
         m = re.search(r'boundary="?([^";]+)"?', content_type)
         if not content_type.startswith("multipart/mixed") or not m:
             raise DataverseError(400, "0x80048d19", "The batch request must be multipart/mixed with a boundary.")
@@ -290,6 +309,7 @@ class DataverseService:
             raise DataverseError(400, "0x80048d19", "A batch request can contain at most 1000 requests.")
         out_boundary = f"batchresponse_{uuid.uuid4()}"
         answers = []
+        failed_status = None
         for part in parts:
             _, _, inner = part.partition("\r\n\r\n")
             request_line, _, rest = inner.partition("\r\n")
@@ -300,18 +320,27 @@ class DataverseService:
             try:
                 if method != "GET":
                     raise DataverseError(405, "0x80060888", "The emulator's $batch accepts GET requests only.")
+                item_fault = self.tenant.fault_for("dataverse-item", method, urlsplit(url).path)
+                if item_fault is not None and item_fault.action == "status":
+                    raise DataverseError(item_fault.status, item_fault.code or "0x80040216", "An unexpected error occurred (injected).")
                 split = urlsplit(url)
                 path = split.path[split.path.index(API) + len(API) + 1:] if API in split.path else split.path.lstrip("/")
                 payload, _ = self.get(org, base, path, dict(parse_qsl(split.query, keep_blank_values=True)), parse_prefer(headers.get("Prefer")))
             except DataverseError as err:
                 status, payload = err.status, {"error": {"code": err.code, "message": err.message}}
-            self.tenant.log.add(service="dataverse", kind="batch-item", method=method, path=url[:200], status=status, mailbox=None)
+            split_url = urlsplit(url)
+            self.tenant.log.add(service="dataverse", kind="batch-item", method=method, path=split_url.path, status=status, mailbox=None,
+                                query=split_url.query, headers=redacted(headers), body=None, response=payload)
             reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests"}.get(status, "Error")
             answers.append(f"--{out_boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
                            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; odata.metadata=minimal\r\nOData-Version: 4.0\r\n\r\n"
                            f"{json.dumps(payload)}\r\n")
+            if status >= 400 and not continue_on_error:
+                failed_status = status                               # "more requests won't be processed"
+                break
         text = "".join(answers) + f"--{out_boundary}--\r\n"
-        return web.Response(body=text.encode(), status=200, headers={"Content-Type": f"multipart/mixed; boundary={out_boundary}",
+        applied = {"Preference-Applied": "odata.continue-on-error"} if continue_on_error else {}
+        return web.Response(body=text.encode(), status=failed_status or 200, headers={**applied, "Content-Type": f"multipart/mixed; boundary={out_boundary}",
                                                                        "OData-Version": "4.0", "x-ms-dop-hint": str(org.dop_hint)})
 
     def get(self, org: DataverseOrg, base: str, path: str, params: dict, prefs: dict) -> tuple[dict, dict]:

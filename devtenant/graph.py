@@ -23,7 +23,7 @@ from aiohttp import web
 
 from . import odata
 from .schema import GRAPH
-from .tenant import FaultRule, Mailbox, Tenant, iso, utcnow
+from .tenant import FaultRule, Mailbox, Tenant, iso, redacted, utcnow
 
 WINDOWS_ZONES = {
     "utc": "UTC", "pacific standard time": "America/Los_Angeles", "mountain standard time": "America/Denver",
@@ -98,6 +98,19 @@ def new_id(prefix: str = "AAMkAG") -> str:
     return prefix + base64.urlsafe_b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes[:6]).decode().rstrip("=") + "AAA="
 
 
+def require_role(mailbox: Mailbox, method: str, rest: str) -> None:
+    """Exchange RBAC for Applications: a call needs a role granted for the mailbox's scope. Graph reference, "Get
+    user mailbox settings", Permissions: MailboxSettings.Read (application); "Get calendar" and "List events":
+    Calendars.Read; "Create event", "Update event", "Delete event", "event: cancel": Calendars.ReadWrite. Without it,
+    Graph answers 403 ErrorAccessDenied."""
+    if rest.startswith("/mailboxSettings"):
+        needed = {"MailboxSettings.Read", "MailboxSettings.ReadWrite"} if method == "GET" else {"MailboxSettings.ReadWrite"}
+    else:
+        needed = {"Calendars.Read", "Calendars.ReadWrite"} if method == "GET" else {"Calendars.ReadWrite"}
+    if not needed & set(mailbox.roles):
+        raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+
+
 class GraphService:
     def __init__(self, tenant: Tenant):
         self.tenant = tenant
@@ -125,7 +138,8 @@ class GraphService:
                 return self._fault_response(fault, request_id)
             status, headers, payload = await self.batch(body, request_id)
             self.tenant.log.add(service="graph", kind="http", method="POST-BATCH", path="/$batch", status=status, mailbox=None,
-                                items=len((body or {}).get("requests", []) if isinstance(body, dict) else 0))
+                                items=len((body or {}).get("requests", []) if isinstance(body, dict) else 0), query=request.query_string,
+                                headers=redacted(request.headers), body=body, response=payload)
             if fault is not None and fault.action == "drop_after_apply":
                 return self._drop(request)
             return web.json_response(payload, status=status, headers=headers)
@@ -177,11 +191,13 @@ class GraphService:
                 raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
             if mailbox.state != "enabled":
                 raise GraphError(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+            require_role(mailbox, method, m.group(2) or "")
             status, out_headers, payload, dropped = await self._admitted(mailbox, method, m.group(2) or "", query, headers, body, request_id)
         except GraphError as err:
             status, out_headers, payload = err.status, err.headers, error_body(err.code, err.message, request_id)
         out_headers = {"request-id": request_id, "client-request-id": headers.get("client-request-id", request_id), **out_headers}
-        self.tenant.log.add(service="graph", kind=kind, method=method, path="/" + path, status=status, mailbox=log_mailbox)
+        self.tenant.log.add(service="graph", kind=kind, method=method, path="/" + path, status=status, mailbox=log_mailbox,
+                            query=split.query, headers=redacted(headers), body=body, response=payload)
         return status, out_headers, payload, dropped
 
     async def _admitted(self, mailbox: Mailbox, method: str, rest: str, query: dict, headers: dict, body: Any, request_id: str):
@@ -251,6 +267,13 @@ class GraphService:
                 "isTallyingResponses": True, "isRemovable": False,
                 "owner": {"name": mailbox.display_name, "address": mailbox.address}}
 
+    def _repeated_transaction(self, mailbox: Mailbox, existing: dict, headers: dict) -> tuple[int, dict, dict]:
+        answer = self.tenant.graph.duplicate_transaction
+        if answer == "201":
+            return 201, {}, self.render(mailbox, existing, {}, headers)
+        raise GraphError(409 if answer == "409" else 400, "ErrorDuplicateTransactionId",
+                         "The TransactionId specified in the request has already been used to create a different event.")
+
     def create_event(self, mailbox: Mailbox, body: Any, headers: dict) -> tuple[int, dict, dict]:
         if not isinstance(body, dict):
             raise GraphError(400, "BadRequest", "Empty Payload. JSON content expected.")
@@ -259,7 +282,7 @@ class GraphService:
         if txn:
             for existing in mailbox.events.values():
                 if existing.get("transactionId") == txn:
-                    return 201, {}, self.render(mailbox, existing, {}, headers)
+                    return self._repeated_transaction(mailbox, existing, headers)
         for key in ("start", "end"):
             if not isinstance(body.get(key), dict):
                 raise GraphError(400, "ErrorInvalidRequest", f"The event's '{key}' property is required.")

@@ -91,6 +91,9 @@ class Mailbox:
     time_zone: str = "UTC"
     state: str = "enabled"        # enabled | disabled (soft-deleted / inactive / on-premises)
     in_scope: bool = True         # inside the app's Exchange RBAC for Applications scope
+    # The application roles the app holds for this mailbox's scope (Exchange RBAC for Applications). The default is
+    # exactly what docs/deploy.md and infra/scripts/grant-mailbox-access.ps1 grant: "Application Calendars.ReadWrite".
+    roles: set = field(default_factory=lambda: {"Calendars.ReadWrite"})
     events: dict[str, dict] = field(default_factory=dict)
     calendar_id: str = field(default_factory=lambda: "AAMkCal" + uuid.uuid4().hex[:16] + "AAA=")
     cancellations: list = field(default_factory=list)     # cancel messages sent to attendees
@@ -106,6 +109,11 @@ class GraphTenant:
         self.mailbox_concurrency = 4
         self.mailbox_budget = 10_000
         self.mailbox_window_s = 600.0
+        # What a create repeating a transactionId gets. Graph's event resource says the id lets the server "avoid
+        # redundant POST operations in case of client retries" and documents no answer; clients in the field meet
+        # 400 ErrorDuplicateTransactionId, some a 409. A guess, so the default is the strictest seen (400), and the
+        # control API switches to 409 or to 201 with the existing event (PUT /_control/graph/limits).
+        self.duplicate_transaction = "400"
 
     def add(self, mailbox: Mailbox) -> Mailbox:
         self.mailboxes[mailbox.id] = mailbox
@@ -155,7 +163,14 @@ class FaultRule:
         return True
 
 
+def redacted(headers: Any) -> dict[str, str]:
+    """Request headers as logged: every header, the credential replaced."""
+    return {k: ("Bearer <redacted>" if k.lower() == "authorization" else str(v)) for k, v in dict(headers or {}).items()}
+
+
 class RequestLog:
+    """Every request the emulator answered, whole: method, path, query, headers (authorization redacted), body,
+    status and response body; top-level requests (kind http) and each part of a $batch (batch-item / op)."""
     def __init__(self) -> None:
         self.entries: list[dict] = []
         self.max_concurrency: Counter[str] = Counter()     # per mailbox, counted on arrival

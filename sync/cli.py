@@ -1,6 +1,7 @@
 """`python -m sync ...`: the administrator's command line, over the same code the Functions app runs.
 
-Exit codes: 0 done; 1 done, but some mailboxes failed or were blocked; 2 bad usage or settings; 3 refused.
+Exit codes: 0 done; 1 done, but some mailboxes failed or were blocked, or an environment could not be read; 2 bad usage
+or settings; 3 refused.
 Every command takes --json for scripts. Output carries ids and counts; addresses only where the
 administrator asked about a mailbox.
 """
@@ -73,18 +74,14 @@ CYCLE_COLUMNS = ("mailbox", "outcome", "created", "updated", "deleted", "unlinke
 async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
     """One cycle through the local runner, under the same lease the timer takes (T1)."""
     from .app.clients import Clients
-    from .app.singleton import LEASE, LEASE_TTL_S
-    from .local.cycle import run_cycle
+    from .local.cycle import CycleRunning, run_cycle_once
 
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        holder = f"cli-{os.getpid()}"
-        if not await rt.store.acquire_lease(LEASE, holder, _now(), LEASE_TTL_S):
-            raise RefusedError("a sync cycle is already running (the cycle lease is held); try again when it finishes")
         try:
-            return await run_cycle(settings, force=force, trigger=trigger)
-        finally:
-            await rt.store.release_lease(LEASE, holder)
+            return await run_cycle_once(rt.store, settings, force=force, trigger=trigger)
+        except CycleRunning as exc:
+            raise RefusedError(str(exc)) from exc
 
 
 class RefusedError(Exception):
@@ -100,8 +97,11 @@ def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
 async def cmd_run(args: argparse.Namespace, settings: AppSettings) -> int:
     summary = await _run_cycle(settings, args.force, "manual")
     rows = _cycle_rows(summary)
-    _print(args, summary, table(rows, CYCLE_COLUMNS) + f"\n\ntotals: {summary.get('totals', {})}  outcomes: {summary.get('outcomes', {})}")
-    return EXIT_OK if all(r["outcome"] in ("synced", "skipped") for r in summary.get("mailboxes", [])) else EXIT_PARTIAL
+    failed = [e for e in summary.get("environments", []) if e.get("error")]
+    notes = "".join(f"\nenvironment not collected: {e['environment']}: {e['error']}" for e in failed)
+    _print(args, summary, table(rows, CYCLE_COLUMNS) + f"\n\ncycle: {summary.get('outcome')}  totals: {summary.get('totals', {})}  "
+                                                       f"outcomes: {summary.get('outcomes', {})}{notes}")
+    return EXIT_OK if summary.get("outcome") == "succeeded" else EXIT_PARTIAL
 
 
 async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
@@ -259,9 +259,9 @@ async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         runs = await rt.store.recent_runs(args.limit)
-    data = [{"started": r.get("started", "")[:19], "trigger": r.get("trigger"), "outcomes": r.get("outcomes"),
+    data = [{"started": r.get("started", "")[:19], "trigger": r.get("trigger"), "outcome": r.get("outcome"), "outcomes": r.get("outcomes"),
              "totals": r.get("totals")} for r in runs]
-    _print(args, runs, table(data, ("started", "trigger", "outcomes", "totals")))
+    _print(args, runs, table(data, ("started", "trigger", "outcome", "outcomes", "totals")))
     return EXIT_OK
 
 

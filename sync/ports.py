@@ -29,6 +29,7 @@ __all__ = [
     "LinkStore",
     "MailboxProbe",
     "MailboxStore",
+    "MailboxUnavailable",
     "OpKind",
     "OpResult",
     "Outcome",
@@ -62,6 +63,14 @@ class TransientError(SyncError):
 
 class PermanentError(SyncError):
     """Configuration or access problems a person must fix."""
+
+
+class MailboxUnavailable(PermanentError):
+    """The mailbox itself refused (not found, access denied, disabled: M6); `reason` is a person's next step."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, code="mailbox_unavailable")
+        self.reason = reason
 
 
 class ChangeTokenExpired(Exception):
@@ -139,6 +148,7 @@ class MailboxProbe:
     message: str | None = None     # a sentence a person can act on
     time_zone: str | None = None
     transient: bool = False
+    warning: str | None = None     # writable, but something a person may want to fix (the time zone fell back to UTC)
 
 
 class Calendar(Protocol):
@@ -239,7 +249,14 @@ class RunStore(Protocol):
 
 
 class LeaseStore(Protocol):
+    """Named leases with a time to live. The same holder may take its own lease again (a re-run of the same
+    activity after its host died); a lease whose holder died is free once its TTL ran out."""
+
     async def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool: ...
+
+    async def renew_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
+        """Extends a lease this holder still holds; False when it was lost (expired and taken)."""
+        ...
 
     async def release_lease(self, name: str, holder: str) -> None: ...
 

@@ -25,3 +25,11 @@ def webhook_payload(stack, booking_id: str, message: str = "Create") -> str:
     row = next(r for r in stack.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"]
                if r["bookableresourcebookingid"] == booking_id)
     return json.dumps(remote_execution_context("default", message, row, None))
+
+
+def stack_settings(stack, table_prefix: str, monkeypatch, **extra: str):
+    """The app's settings pointed at the local stack (and its own tables), as the Functions host would load them."""
+    from sync.app.settings import load
+    for key, value in {**stack.environment(), "STATE_TABLE_PREFIX": table_prefix, **extra}.items():
+        monkeypatch.setenv(key, value)
+    return load()

@@ -19,7 +19,8 @@ param(
     [Parameter(Mandatory)] [string] $ManagedIdentityObjectId,
     [Parameter(Mandatory)] [string] $TechniciansGroup,
     [string] $ScopeName = "Field Service technicians",
-    [string] $DisplayName = "fieldservice-outlook-sync"
+    [string] $DisplayName = "fieldservice-outlook-sync",
+    [switch] $IncludeMailboxSettings
 )
 $ErrorActionPreference = "Stop"
 
@@ -34,6 +35,15 @@ if (-not (Get-ManagementScope -Identity $ScopeName -ErrorAction SilentlyContinue
 $assignment = "$DisplayName calendars"
 if (-not (Get-ManagementRoleAssignment -Identity $assignment -ErrorAction SilentlyContinue)) {
     New-ManagementRoleAssignment -Name $assignment -App $sp.ServiceId -Role "Application Calendars.ReadWrite" -CustomResourceScope $ScopeName | Out-Null
+}
+if ($IncludeMailboxSettings) {
+    # Optional: lets the mailbox test read each technician's time zone (GET /mailboxSettings), so event bodies show
+    # local times. Without it the test succeeds with a warning and bodies show UTC, labelled as such.
+    $settingsAssignment = "$DisplayName mailbox settings"
+    if (-not (Get-ManagementRoleAssignment -Identity $settingsAssignment -ErrorAction SilentlyContinue)) {
+        New-ManagementRoleAssignment -Name $settingsAssignment -App $sp.ServiceId -Role "Application MailboxSettings.Read" `
+            -CustomResourceScope $ScopeName | Out-Null
+    }
 }
 $member = Get-DistributionGroupMember -Identity $TechniciansGroup | Select-Object -First 1
 if ($member) {

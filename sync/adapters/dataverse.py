@@ -292,15 +292,26 @@ class DataverseClient:
                       f"GET {self._absolute(url)} HTTP/1.1", "Accept: application/json",
                       *([f"Prefer: {','.join(prefer)}"] if prefer else []), "", ""]
         lines.append(f"--{boundary}--")
+        # Without continue-on-error Dataverse stops at the first failing part and answers the batch with its error
+        # (Learn: "Execute batch operations using the Web API", Handling errors); with it, every part is answered.
         request = HttpRequest("POST", self.environment + API + "$batch", content="\r\n".join(lines).encode(),
-                              headers={"Content-Type": f"multipart/mixed; boundary={boundary}", "Accept": "application/json"})
+                              headers={"Content-Type": f"multipart/mixed; boundary={boundary}", "Accept": "application/json",
+                                       "Prefer": "odata.continue-on-error"})
         response = await self._send(request)
-        if response.status_code != 200:
-            self._answer(response.status_code, self._json(response), response.reason)
         answers = parse_batch_response(response.headers.get("Content-Type", ""), response.content)
+        if response.status_code != 200:
+            failing = next(((status, body) for status, body in answers if status >= 400), None)
+            status, body = failing or (response.status_code, self._json(response))
+            self._answer(status, body, response.reason)
         if len(answers) != len(parts):
             raise TransientError(f"environment {self.environment} answered {len(answers)} of {len(parts)} batched requests", code="batch")
-        return [self._answer(status, body) for status, body in answers]
+        out = []
+        for (url, prefer), (status, body) in zip(parts, answers, strict=True):
+            if status == 429 or status >= 500:           # a throttled or failed part is sent again alone, through the retry policy
+                out.append(await self._get(url, prefer))
+            else:
+                out.append(self._answer(status, body))     # an expired change token raises ChangeTokenExpired (T4)
+        return out
 
     def _adjust_dop(self, hint: str | None) -> None:
         if hint and hint.isdigit():
@@ -355,8 +366,10 @@ class DataverseClient:
         batches = [checked[i:i + ID_BATCH] for i in range(0, len(checked), ID_BATCH)]
 
         async def one(batch: list[str]) -> ReadResult:
-            values = ",".join(filter_literal(v) for v in batch)
-            expr = f"Microsoft.Dynamics.CRM.In(PropertyName={filter_literal(prop)},PropertyValues=[{values}])"
+            # `prop eq <guid> or ...`: the documented form for lookup values (_x_value) too; query functions such as
+            # Microsoft.Dynamics.CRM.In take a column's PropertyName, which a lookup's _x_value is not. The GUIDs are
+            # checked above and go unquoted, as OData GUID literals do; 50 of them keep the URL near 3 KB.
+            expr = "(" + " or ".join(f"{prop} eq {v}" for v in batch) + ")"
             return await self._read(f"{expr} and {extra}" if extra else expr)
 
         result = ReadResult()

@@ -10,10 +10,11 @@ can act (M6, C5, E1-E3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,13 +38,14 @@ from msgraph_core.requests.batch_request_item import BatchRequestItem
 
 from ..core.operations import CalendarOp, OpKind, OpResult, Outcome
 from ..core.render import TAG_BOOKING, TAG_ENVIRONMENT
-from ..ports import MailboxProbe
+from ..ports import MailboxProbe, MailboxUnavailable, PermanentError, TransientError
 
 MAX_BATCH = 20
 MAILBOX_CONCURRENCY = 4
 MAX_ATTEMPTS = 6
 MAX_WAIT_S = 120.0
 RETRYABLE = {424, 429, 500, 502, 503, 504}
+DUPLICATE_TRANSACTION = "ErrorDuplicateTransactionId"
 MAILBOX_CODES = {"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorAccessDenied",
                  "ErrorMailboxStoreUnavailable", "MailboxNotFound"}
 PROBE_MESSAGES = {
@@ -54,6 +56,10 @@ PROBE_MESSAGES = {
     "calendar_read_only": "The app can read but not write this mailbox's calendar.",
     "auth_failed": "The app could not get a token for Microsoft Graph; check its managed identity and Graph permission.",
 }
+# M2: the documented least-privilege grant (Exchange RBAC "Application Calendars.ReadWrite") does not cover
+# GET /mailboxSettings (MailboxSettings.Read); the time zone only shapes the body text, so the mailbox stays writable.
+SETTINGS_DENIED = ("mailbox_settings_not_granted: the app may not read this mailbox's settings, so its time zone is shown as UTC; "
+                   "grant \"Application MailboxSettings.Read\" in the same management scope to show local times")
 
 
 class SequentialBatchItem(BatchRequestItem):
@@ -81,6 +87,8 @@ def _json_request(builder: Any, method: Method, payload: dict) -> RequestInforma
 def _classify(status: int, code: str | None, kind: OpKind | None) -> Outcome:
     if status < 300:
         return Outcome.OK
+    if kind == OpKind.CREATE and (code == DUPLICATE_TRANSACTION or status == 409):
+        return Outcome.ALREADY_CREATED   # Graph saw this transactionId: an earlier attempt created the event (400 or 409)
     if code in MAILBOX_CODES or (status == 403):
         return Outcome.MAILBOX_UNAVAILABLE
     if status == 404:
@@ -139,7 +147,12 @@ class GraphCalendar:
                 self.http_requests += 1
                 calendar = await user.calendar.get()
                 self.http_requests += 1
-                settings = await user.mailbox_settings.get()
+                try:
+                    settings = await user.mailbox_settings.get()
+                except APIError as err:
+                    if (err.response_status_code or 0) != 403:
+                        raise
+                    settings = None
             except APIError as err:
                 status, code = err.response_status_code or 0, _error_code(err)
                 if status in RETRYABLE:
@@ -153,7 +166,9 @@ class GraphCalendar:
                 return MailboxProbe(False, "transient", f"Graph did not answer ({name}); try again later.", transient=True)
         if calendar is not None and calendar.can_edit is False:
             return MailboxProbe(False, "calendar_read_only", PROBE_MESSAGES["calendar_read_only"])
-        return MailboxProbe(True, time_zone=(settings.time_zone if settings else None) or "UTC")
+        if settings is None:
+            return MailboxProbe(True, time_zone="UTC", warning=SETTINGS_DENIED)
+        return MailboxProbe(True, time_zone=settings.time_zone or "UTC")
 
     async def test_mailboxes(self, mailboxes: Sequence[str], concurrency: int = 8) -> dict[str, MailboxProbe]:
         """M2 in bulk: the calendar and mailbox settings of 10 mailboxes per fully parallel $batch (2 requests
@@ -183,7 +198,8 @@ class GraphCalendar:
                 if calendar is None or settings is None or {calendar.get("status"), settings.get("status")} & RETRYABLE:
                     probes[address] = await self.test_mailbox(address)
                     continue
-                for item in (calendar, settings):
+                settings_denied = int(settings.get("status") or 0) == 403 and int(calendar.get("status") or 0) < 300
+                for item in (calendar, *(() if settings_denied else (settings,))):
                     status = int(item.get("status") or 0)
                     if status >= 300:
                         code = ((item.get("body") or {}).get("error") or {}).get("code")
@@ -193,6 +209,8 @@ class GraphCalendar:
                 else:
                     if (calendar.get("body") or {}).get("canEdit") is False:
                         probes[address] = MailboxProbe(False, "calendar_read_only", PROBE_MESSAGES["calendar_read_only"])
+                    elif settings_denied:
+                        probes[address] = MailboxProbe(True, time_zone="UTC", warning=SETTINGS_DENIED)
                     else:
                         probes[address] = MailboxProbe(True, time_zone=(settings.get("body") or {}).get("timeZone") or "UTC")
 
@@ -205,7 +223,7 @@ class GraphCalendar:
         expand = (f"singleValueExtendedProperties($filter=id eq '{TAG_ENVIRONMENT}' or id eq '{TAG_BOOKING}')")
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(filter=flt, expand=[expand], select=["id"], top=50)
         config = RequestConfiguration(query_parameters=params)
-        async with self._slots[mailbox.lower()]:
+        async with self._slots[mailbox.lower()], _classified():
             self.http_requests += 1
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
         found: list[str] = []
@@ -220,7 +238,7 @@ class GraphCalendar:
         """A mailbox's events, soonest first (for people looking at a calendar: the demo and diagnose)."""
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(select=["subject", "start", "end", "showAs"], top=top,
                                                                               orderby=["start/dateTime"])
-        async with self._slots[mailbox.lower()]:
+        async with self._slots[mailbox.lower()], _classified():
             self.http_requests += 1
             config = RequestConfiguration(query_parameters=params)
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
@@ -318,6 +336,25 @@ class GraphCalendar:
                     retry_after[key] = 1.0
             answers[key] = (int(answer.get("status") or 0), error.get("code"), error.get("message"), body.get("id"))
         return answers, retry_after
+
+
+@contextlib.asynccontextmanager
+async def _classified() -> AsyncIterator[None]:
+    """A direct Graph read (the recovery look-up by tag, a calendar listing) fails like any write would: transient
+    (retry later, the mailbox stays retryable), mailbox unavailable (M6), or permanent."""
+    try:
+        yield
+    except APIError as err:
+        status, code = err.response_status_code or 0, _error_code(err)
+        outcome = _classify(status, code, OpKind.UPDATE)
+        if outcome in (Outcome.TRANSIENT, Outcome.GONE) and status != 404:
+            raise TransientError(f"Graph answered {status} ({code}) after retries", code=f"http_{status}") from err
+        if outcome in (Outcome.MAILBOX_UNAVAILABLE, Outcome.GONE):
+            reason = _probe_reason(status, code)
+            raise MailboxUnavailable(f"{reason}: {PROBE_MESSAGES[reason]}") from err
+        raise PermanentError(f"Graph refused the request ({status} {code})", code=f"http_{status}") from err
+    except (TimeoutError, httpx.TransportError) as exc:
+        raise TransientError(f"Graph did not answer ({type(exc).__name__})", code="network") from exc
 
 
 def _error_code(err: APIError) -> str | None:

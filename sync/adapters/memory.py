@@ -214,6 +214,13 @@ class InMemoryStateStore:
         row.update(running=again, dirty=False, since=now)
         return not again
 
+    async def renew_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
+        row = self._t("leases").get(("lease", key(name)))
+        if row is None or row["holder"] != holder:
+            return False
+        row["expires"] = now + timedelta(seconds=ttl_s)
+        return True
+
     async def release_lease(self, name: str, holder: str) -> None:
         row = self._t("leases").get(("lease", key(name)))
         if row is not None and row["holder"] == holder:
@@ -237,6 +244,9 @@ class FakeCalendar:
         self.faults: dict[str, list[Outcome]] = {}
         self.lose_answers: set[str] = set()       # applied, but the answer is lost (as a dropped connection)
         self.touched_untagged = 0
+        self.lookup_faults: list[Exception] = []   # raised by find_tagged, one each, before it answers
+        self.lagging_lookups = 0                   # find_tagged calls that do not see the newest events yet
+        self.repeated_transaction = "400"          # a create repeating a transactionId: 400, 409 (errors) or 201 (the event)
 
     def mailbox(self, address: str, **kw: Any) -> FakeMailbox:
         return self.mailboxes.setdefault(address.lower(), FakeMailbox(**kw))
@@ -267,6 +277,11 @@ class FakeCalendar:
                  "tagged": bool(e["tags"])} for e in events]
 
     async def find_tagged(self, mailbox: str, environment: str, booking_id: str) -> list[str]:
+        if self.lookup_faults:                     # as the Graph adapter classifies a failed read
+            raise self.lookup_faults.pop(0)
+        if self.lagging_lookups > 0:
+            self.lagging_lookups -= 1
+            return []
         m = self.mailboxes.get(mailbox.lower())
         return [e["id"] for e in (m.events.values() if m else [])
                 if e["tags"].get(TAG_BOOKING) == booking_id.lower() and e["tags"].get(TAG_ENVIRONMENT) == environment.lower()]
@@ -295,7 +310,10 @@ class FakeCalendar:
             txn = payload["transactionId"]
             for e in m.events.values():
                 if e.get("transactionId") == txn:
-                    return OpResult(op.key, Outcome.OK, e["id"], 201)
+                    if self.repeated_transaction == "201":
+                        return OpResult(op.key, Outcome.OK, e["id"], 201)
+                    return OpResult(op.key, Outcome.ALREADY_CREATED, status=int(self.repeated_transaction),
+                                    code="ErrorDuplicateTransactionId")
             event_id = "evt-" + uuid.uuid4().hex[:16]
             m.events[event_id] = self._event(event_id, payload)
             self.writes += 1

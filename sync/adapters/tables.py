@@ -420,6 +420,18 @@ class TableStateStore:
         except StoreConflict:
             return False
 
+    async def renew_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
+        entity = await self._get("leases", "lease", key(name))
+        if entity is None or entity["holder"] != holder:
+            return False
+        row = {"PartitionKey": "lease", "RowKey": key(name), "holder": holder,
+               "expires": datetime.fromtimestamp(now.timestamp() + ttl_s, UTC).isoformat()}
+        try:
+            self._leases[(name, holder)] = await self._write("leases", row, _etag(entity))
+        except StoreConflict:
+            return False
+        return True
+
     async def release_lease(self, name: str, holder: str) -> None:
         etag = self._leases.pop((name, holder), None)
         if etag is None:

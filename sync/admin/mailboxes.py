@@ -27,6 +27,7 @@ class TestReport:
     ok: bool
     reason: str | None
     message: str | None
+    warning: str | None = None
 
 
 def _none(done: int, total: int) -> None:
@@ -103,12 +104,13 @@ class MailboxAdmin:
                     report = TestReport(address, False, "not_approved", "Approve the mailbox before testing it.")
                 else:
                     probe = probes[address]
-                    report = TestReport(address, probe.ok, probe.reason, probe.message)
+                    report = TestReport(address, probe.ok, probe.reason, probe.message, probe.warning)
                     if not probe.transient:
                         status = MailboxTestStatus.SUCCESS if probe.ok else MailboxTestStatus.FAILURE
                         updated = replace(mailbox, test_status=status, test_reason=None if probe.ok else f"{probe.reason}: {probe.message}",
                                           time_zone=probe.time_zone or mailbox.time_zone, enabled=True if probe.ok else mailbox.enabled)
-                        extra: dict[str, Any] = {"tested_at": now.isoformat(), **({"needs_initial_read": True} if probe.ok else {})}
+                        extra: dict[str, Any] = {"tested_at": now.isoformat(), "test_warning": probe.warning or "",
+                                                 **({"needs_initial_read": True} if probe.ok else {})}
                         await self.store.put_mailbox(updated, None, **extra)
                 done[0] += 1
                 progress(done[0], len(addresses))

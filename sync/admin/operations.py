@@ -56,8 +56,8 @@ async def mailbox_action(services: Services, environments: tuple[str, ...], acti
     if action == "test":
         reports = await admin.test_and_enable(targets, now, environment, progress)
         return {"tested": len(reports), "succeeded": sum(r.ok for r in reports),
-                "results": [{"mailbox": r.address, "result": "success" if r.ok else "failure", "reason": r.reason, "message": r.message}
-                            for r in reports]}
+                "results": [{"mailbox": r.address, "result": "success" if r.ok else "failure", "reason": r.reason,
+                             "message": r.message or r.warning} for r in reports]}
     if action == "list":
         return {"mailboxes": mailbox_status_rows(rows, await services.store.telemetry_key())}
     return await _each(admin, action, targets, environment or environments[0], method, progress)

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -23,12 +23,13 @@ from ..engine.removals import deployment_guard
 from ..ports import PermanentError, TransientError
 from . import telemetry
 from .clients import Clients
+from .leases import KeptLease
 from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
 from .settings import AppSettings, load
 
 log = logging.getLogger("sync.activities")
 SettingsLoader = Callable[[], AppSettings]
-MAILBOX_LEASE_S = 600.0          # longer than any mailbox sync (functionTimeout is 10 minutes)
+MAILBOX_LEASE_S = 30.0           # renewed every 10 s while the sync runs; a dead holder's lease is free within 30 s
 
 
 FILTERS_TTL_S = 60.0
@@ -142,11 +143,13 @@ class Activities:
         return result
 
     async def _sync_leased(self, rt: Clients, mailbox: str, ref: str, now: datetime, payload: dict) -> dict:
-        lease, holder = f"mailbox:{mailbox.lower()}", f"{ref}:{uuid.uuid4()}"
-        # Two syncs of one mailbox never overlap: the timer cycle and a webhook-started sync share this lease.
-        if not await rt.store.acquire_lease(lease, holder, datetime.now(UTC), MAILBOX_LEASE_S):
-            return {"outcome": "busy", "retryable": True, "counts": {}, "error": None}
-        try:
+        # Two syncs of one mailbox never overlap: the timer cycle and a webhook-started sync share this lease. The
+        # holder names the orchestration's own call, so Durable's re-run of this activity after its host died takes
+        # over the lease its first attempt left; any other holder's lease is free within one TTL of its death.
+        holder = payload.get("lease_holder") or f"{ref}:{uuid.uuid4()}"
+        async with KeptLease(rt.store, f"mailbox:{mailbox.lower()}", holder, MAILBOX_LEASE_S) as held:
+            if not held:
+                return {"outcome": "busy", "retryable": True, "counts": {}, "error": None}
             with telemetry.span("sync.mailbox", mailbox_ref=ref) as current:
                 sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await self._global_filters(rt))
                 result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False),
@@ -155,8 +158,6 @@ class Activities:
                 result["pending_left"] = len(await rt.store.pending(mailbox))
                 current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
                 return result
-        finally:
-            await rt.store.release_lease(lease, holder)
 
     async def check_removals(self, payload: dict) -> dict:
         """D5 for the deployment: may this cycle's mailboxes remove what they would remove?"""

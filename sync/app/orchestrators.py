@@ -71,7 +71,8 @@ def sync_cycle(context: df.DurableOrchestrationContext):
         if attempt:
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=RETRY_DELAYS_S[attempt - 1]))
         context.set_custom_status({"phase": "sync", "round": attempt + 1, "mailboxes": len(todo), "done": len(results)})
-        batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False), "hold_removals": hold}
+        batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False), "hold_removals": hold,
+                 "instance": context.instance_id}
         outcome = yield from _fan_out(context, batch)
         for r in outcome:
             results[r["mailbox_ref"]] = r
@@ -79,6 +80,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
 
     run["mailboxes"] = [results[m] for m in sorted(results)]
     run.update(_summarise(run["mailboxes"]))
+    run["outcome"] = _cycle_outcome(run)
     run["finished"] = context.current_utc_datetime.isoformat()
     context.set_custom_status({"phase": "done", **run["totals"]})
     yield context.call_activity(RECORD_RUN_ACTIVITY, run)
@@ -102,7 +104,18 @@ def sync_mailbox_group(context: df.DurableOrchestrationContext):
 
 
 def _mailbox_input(batch: dict, ref: str) -> dict[str, Any]:
-    return {"mailbox_ref": ref, "now": batch["now"], "force": batch["force"], "hold_removals": batch.get("hold_removals")}
+    # the lease holder is this orchestration's own call: a re-run of the activity after a host crash takes its lease over
+    return {"mailbox_ref": ref, "now": batch["now"], "force": batch["force"], "hold_removals": batch.get("hold_removals"),
+            "lease_holder": f"{batch.get('instance', 'cycle')}:{ref}"}
+
+
+def _cycle_outcome(run: dict) -> str:
+    """failed: an environment could not be collected; partial: some mailboxes failed or were blocked; else succeeded."""
+    if any(e.get("error") for e in run["environments"]):
+        return "failed"
+    if any(outcome not in ("synced", "skipped") for outcome in run["outcomes"]):
+        return "partial"
+    return "succeeded"
 
 
 def _summarise(results: list[dict]) -> dict:
@@ -132,7 +145,7 @@ def sync_mailbox_now(context: df.DurableOrchestrationContext):
     while not done and rounds < MAILBOX_ROUNDS:
         rounds += 1
         result = yield context.call_activity(SYNC_MAILBOX_ACTIVITY, {"mailbox_ref": ref, "now": context.current_utc_datetime.isoformat(),
-                                                                     "force": False})
+                                                                     "force": False, "lease_holder": f"{context.instance_id}:{ref}"})
         for name, n in (result.get("counts") or {}).items():
             totals[name] = totals.get(name, 0) + n
         if result.get("outcome") == "busy":                  # the timer cycle holds the mailbox: wait for it

@@ -14,7 +14,7 @@ from ..ports import DurableClient, LeaseStore
 
 log = logging.getLogger("sync.singleton")
 LEASE = "cycle-start"
-LEASE_TTL_S = 60.0
+LEASE_TTL_S = 30.0          # kept (renewed) by whoever runs the cycle in process; free within 30 s of its death
 RUNNING = {"Running", "Pending", "ContinuedAsNew"}
 
 

@@ -63,6 +63,8 @@ def record_mailbox(result: dict, ref: str, seconds: float) -> None:
 
 
 def record_cycle(summary: dict, seconds: float) -> None:
-    CYCLE_DURATION.record(seconds, {"trigger": summary.get("trigger", "unknown")})
-    log.info("cycle finished", extra={"cycle_id": summary.get("id"), "outcomes": str(summary.get("outcomes")),
+    CYCLE_DURATION.record(seconds, {"trigger": summary.get("trigger", "unknown"), "outcome": summary.get("outcome", "unknown")})
+    log.info("cycle finished", extra={"cycle_id": summary.get("id"), "outcome": summary.get("outcome"),
+                                      "failed_environments": sum(1 for e in summary.get("environments", []) if e.get("error")),
+                                      "outcomes": str(summary.get("outcomes")),
                                       "totals": str(summary.get("totals")), "seconds": round(seconds, 3)})

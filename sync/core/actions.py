@@ -22,8 +22,26 @@ class Kind(str, Enum):
     SKIP = "skip"
 
 
+class _OfBooking:
+    """An action named by the booking it writes."""
+    booking: Booking
+
+    @property
+    def booking_id(self) -> str:
+        return self.booking.id
+
+
+class _OfLink:
+    """An action named by the link it acts on."""
+    link: Link
+
+    @property
+    def booking_id(self) -> str:
+        return self.link.booking_id
+
+
 @dataclass(frozen=True)
-class Create:
+class Create(_OfBooking):
     """C1: a new event. `previous` is the tombstone or unlinked row it replaces (its ETag guards the intent)."""
     kind: ClassVar[Kind] = Kind.CREATE
     booking: Booking
@@ -33,13 +51,9 @@ class Create:
     previous: Link | None = None
     recreate: bool = False         # C5: the linked event was deleted in Outlook
 
-    @property
-    def booking_id(self) -> str:
-        return self.booking.id
-
 
 @dataclass(frozen=True)
-class Update:
+class Update(_OfBooking):
     """C2/C3: PATCH the linked event (also relinks an event that came back into scope)."""
     kind: ClassVar[Kind] = Kind.UPDATE
     booking: Booking
@@ -48,75 +62,51 @@ class Update:
     reason: Reason
 
     @property
-    def booking_id(self) -> str:
-        return self.booking.id
-
-    @property
     def generation(self) -> int:
         return self.link.generation
 
 
 @dataclass(frozen=True)
-class Delete:
+class Delete(_OfLink):
     """D1, D3 (delete), C6 enhanced, X2 without attendees."""
     kind: ClassVar[Kind] = Kind.DELETE
     link: Link
     reason: Reason
     detail: str | None = None
 
-    @property
-    def booking_id(self) -> str:
-        return self.link.booking_id
-
 
 @dataclass(frozen=True)
-class Cancel:
+class Cancel(_OfLink):
     """X2: the Graph cancel action for an event with attendees (they are notified)."""
     kind: ClassVar[Kind] = Kind.CANCEL
     link: Link
     reason: Reason
 
-    @property
-    def booking_id(self) -> str:
-        return self.link.booking_id
-
 
 @dataclass(frozen=True)
-class Unlink:
+class Unlink(_OfLink):
     """D2, D3: stop tracking the event and leave it in Outlook."""
     kind: ClassVar[Kind] = Kind.UNLINK
     link: Link
     reason: Reason
     detail: str | None = None
 
-    @property
-    def booking_id(self) -> str:
-        return self.link.booking_id
-
 
 @dataclass(frozen=True)
-class Forget:
+class Forget(_OfLink):
     """Drop a tombstone whose booking is gone for good."""
     kind: ClassVar[Kind] = Kind.FORGET
     link: Link
     reason: Reason = Reason.DELETED
 
-    @property
-    def booking_id(self) -> str:
-        return self.link.booking_id
-
 
 @dataclass(frozen=True)
-class Recover:
+class Recover(_OfLink):
     """A create intent left by an interrupted run: look for the event by its ownership tag first."""
     kind: ClassVar[Kind] = Kind.RECOVER
     link: Link
     booking: Booking | None
     reason: Reason = Reason.CREATE_IN_FLIGHT
-
-    @property
-    def booking_id(self) -> str:
-        return self.link.booking_id
 
 
 @dataclass(frozen=True)

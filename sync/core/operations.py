@@ -29,6 +29,7 @@ class Outcome(str, Enum):
     INVALID = "invalid"                   # Graph refused this payload: skip the item with the reason
     TRANSIENT = "transient"               # throttled / 5xx / timeout after retries: left for the next cycle
     MAILBOX_UNAVAILABLE = "mailbox_unavailable"   # 403 / 404 mailbox / disabled (M6)
+    ALREADY_CREATED = "already_created"   # a create whose transactionId Graph has seen: the event exists; find it by tag
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from .reasons import Reason
 from .render import render
 from .settings import SyncSettings
 
-
 # C6: "moved to another resource" is any resource: another technician, an equipment or facility resource, or a
 # user without a mailbox; the link says the booking was this mailbox's user's.
 REASSIGNED = frozenset({Reason.OTHER_MAILBOX, Reason.NOT_USER_RESOURCE, Reason.NO_MAILBOX_ADDRESS})

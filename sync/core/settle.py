@@ -39,7 +39,7 @@ class Settlement:
     record: bool = True                  # whether the outcome is recorded at all
     keep_pending: bool = False           # the observation stays for the next sync
     mailbox_failure: str | None = None   # M6: the mailbox itself failed, with the reason a person can act on
-    follow_up: Create | None = None
+    follow_up: Create | Recover | None = None
 
 
 COUNTERS = {Kind.CREATE: "created", Kind.UPDATE: "updated", Kind.DELETE: "deleted", Kind.CANCEL: "cancelled",
@@ -62,6 +62,10 @@ def settle(action: Action, result: OpResult | None, link: Link | None, now: date
         return Settlement(keep_pending=True, mailbox_failure=mailbox_failure_reason(result), record=False)
     if result.outcome == Outcome.TRANSIENT:
         return Settlement(count="failed", error=f"transient: {result.code or result.status}", keep_pending=True)
+    if result.outcome == Outcome.ALREADY_CREATED and isinstance(action, Create) and link is not None:
+        # Graph already made an event under this transactionId (an earlier attempt whose answer was lost): never an
+        # orphan, never a loop: the event is found by its ownership tag and linked; the intent stays until it is.
+        return Settlement(record=False, follow_up=Recover(link, action.booking))
     if result.outcome == Outcome.INVALID:
         return Settlement(_rollback(action, link), "invalid", error=f"rejected by Graph: {result.code or result.status}")
     return _succeeded(action, result, link, now)

@@ -20,7 +20,7 @@ from ..core.operations import CalendarOp, OpKind
 from ..core.plan import Plan, plan
 from ..core.serialize import booking_from_dict
 from ..core.settings import SyncSettings
-from ..ports import Calendar, LinkStore, MailboxStore, OutcomeStore, PendingRow, PendingStore
+from ..ports import Calendar, LinkStore, MailboxStore, MailboxUnavailable, OutcomeStore, PendingRow, PendingStore
 
 log = logging.getLogger("sync.engine")
 CANCEL_COMMENT = "This visit was canceled in Dynamics 365 Field Service."
@@ -126,7 +126,12 @@ class _Execution:
 
     async def _recover(self, action: Recover) -> list[Action]:
         """A create intent left by an interrupted run: link the event if Graph has it, then plan the booking again."""
-        found = await self.calendar.find_tagged(self.mailbox.address, action.link.environment, action.booking_id)
+        try:
+            found = await self.calendar.find_tagged(self.mailbox.address, action.link.environment, action.booking_id)
+        except MailboxUnavailable as exc:        # M6, as for a write; a transient error leaves the mailbox retryable
+            self.mailbox_failure = self.mailbox_failure or exc.reason
+            self.keep_pending.add(action.booking_id)
+            return []
         self._count("recovered")
         recovery = settling.recovered(action, found, self.now)
         plan_against = recovery.plan_against
@@ -158,6 +163,7 @@ class _Execution:
         by_id = {a.booking_id: a for a in calls}
         puts: list[Link] = []
         follow_ups: list[Create] = []
+        duplicates: list[Recover] = []
         for booking_id, result in results.items():
             action = by_id[booking_id]
             current = intents.get(booking_id) if isinstance(action, Create) else action.link
@@ -167,13 +173,33 @@ class _Execution:
                 self.states[booking_id] = decision.write.link.state
                 decision = replace(decision, write=None)
             await self._write(action, decision)
-            if decision.follow_up is not None:
+            if isinstance(decision.follow_up, Create):
                 follow_ups.append(decision.follow_up)
+            elif isinstance(decision.follow_up, Recover):
+                duplicates.append(decision.follow_up)
         if puts:
             await self.store.put_links(puts, index=False)
             await self.crash("after-links")
+        for duplicate in duplicates:
+            await self._link_existing(duplicate)
         if follow_ups:
             await self._call_graph(list(follow_ups))
+
+    async def _link_existing(self, action: Recover) -> None:
+        """Graph answered that this transactionId made an event already: link it by its tag. If the tag look-up does
+        not see it yet, the intent stays for the next run's recovery; nothing is created again now (no loop)."""
+        found = await self.calendar.find_tagged(self.mailbox.address, action.link.environment, action.booking_id)
+        recovery = settling.recovered(action, found, self.now)
+        if recovery.write is None:
+            self._count("failed")
+            self.keep_pending.add(action.booking_id)
+            self.outcomes[action.booking_id] = {"action": "create", "reason": action.reason.value,
+                                                "error": "created earlier, not found by its tag yet; linked on the next run"}
+            return
+        await self.store.put_link(recovery.write.link)
+        self.states[action.booking_id] = recovery.write.link.state
+        self._count("created")
+        self.outcomes[action.booking_id] = {"action": "create", "reason": action.reason.value, "error": None}
 
     async def _record_intents(self, creates: list[Create]) -> dict[str, Link]:
         if not creates:

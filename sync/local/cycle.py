@@ -2,9 +2,16 @@
 Durable runner (local/durable.py), under the same cycle lease the timer takes (T1)."""
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
+
 from ..app.activities import Activities
+from ..app.leases import KeptLease
 from ..app.orchestrators import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, ORCHESTRATORS
 from ..app.settings import AppSettings
+from ..app.singleton import LEASE, LEASE_TTL_S
+from ..ports import LeaseStore
 from .durable import DurableRunner
 
 
@@ -26,3 +33,28 @@ async def run_cycle(settings: AppSettings, *, force: bool = False, trigger: str 
         return summary
     finally:
         await activities.close()
+
+
+class CycleRunning(Exception):
+    """Another cycle holds the cycle lease (T1)."""
+
+
+async def run_cycle_once(store: LeaseStore, settings: AppSettings, *, force: bool = False, trigger: str = "manual") -> dict:
+    """One cycle unless one runs: the cycle lease is taken first and kept (renewed) for as long as the cycle runs,
+    however long that is; a cycle that loses it stops rather than run beside its successor (T1)."""
+    task = asyncio.current_task()
+
+    def stop() -> None:
+        if task is not None:
+            task.cancel()
+
+    lease = KeptLease(store, LEASE, f"cli-{os.getpid()}-{uuid.uuid4()}", LEASE_TTL_S, on_lost=stop)
+    async with lease as held:
+        if not held:
+            raise CycleRunning("a sync cycle is already running (the cycle lease is held); try again when it finishes")
+        try:
+            return await run_cycle(settings, force=force, trigger=trigger)
+        except asyncio.CancelledError:
+            if lease.lost:
+                raise CycleRunning("the cycle lease was lost to another cycle; this one stopped") from None
+            raise

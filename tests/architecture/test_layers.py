@@ -6,6 +6,7 @@ Layers, top to bottom: cli -> local -> app -> admin -> engine -> adapters / port
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,16 @@ def test_mypy_finds_no_error_in_sync():
 def test_ruff_finds_nothing():
     result = _tool("ruff", "check", "sync", "devtenant", "tests", "bench", "tools", "function_app.py")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_the_readmes_module_map_matches_the_tree():
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```\nfunction_app.py")
+    block = readme[start: readme.index("```", start + 3)]
+    named = set(re.findall(r"([a-z_]+\.py)", block))
+    modules = {p.name for p in MODULES} - {"__init__.py", "__main__.py"}
+    assert modules <= named, f"modules missing from the README's map: {sorted(modules - named)}"
+    existing = modules | {p.name for p in REPO.glob("*.py")}
+    assert named <= existing, f"the README's map names modules that do not exist: {sorted(named - existing)}"
+    packages = {p.name for p in SYNC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert all(f"{name}/" in block for name in packages)

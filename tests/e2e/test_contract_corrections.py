@@ -9,20 +9,16 @@ import pytest
 from sync.admin.diagnose import diagnose
 from sync.admin.mailboxes import MailboxAdmin
 from sync.app.clients import Clients
-from sync.app.settings import load
 from sync.local.cycle import run_cycle
 from tests.dvseed import DvSeed
+from tests.stack_helpers import stack_settings
 
 pytestmark = pytest.mark.stack
 NOW = datetime.now(UTC).replace(microsecond=0)
 TECH = "tech@contoso.example"
 
 
-def configure(tenant, table_prefix, monkeypatch, **extra: str):
-    env = {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix, **extra}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return load()
+configure = stack_settings
 
 
 def events(tenant, address=TECH) -> list[dict]:

@@ -291,3 +291,27 @@ async def test_dry_run_returns_the_plan_and_writes_nothing():
     result = await MailboxSync(w.store, w.calendar, w.settings, w.now).run(A, dry_run=True)
     assert result.outcome == "dry-run" and result.plan == [{"booking": b.id, "action": "create", "reason": "new_in_scope"}]
     assert w.store.writes == writes_before and w.calendar.writes == 0 and len(await w.store.pending(A)) == 1
+
+
+async def test_r_e1_m6_errors_of_the_recovery_look_up_leave_the_mailbox_retryable_or_failed_never_duplicated():
+    from sync.ports import MailboxUnavailable, TransientError
+    w = World()
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+
+    async def crash(where: str) -> None:
+        if where == "after-graph":
+            raise RuntimeError("crash after-graph")
+
+    with pytest.raises(RuntimeError):
+        await w.cycle(crash=crash)                        # the create reached Graph; its link was never committed
+    w.calendar.lookup_faults = [TransientError("Graph answered 429 after retries", code="http_429")]
+    with pytest.raises(TransientError):                   # the activity reports it retryable (app/activities.py)
+        await w.cycle()
+    w.calendar.lookup_faults = [MailboxUnavailable("access_denied: outside the app's scope")]
+    result = await w.cycle()
+    assert result[A]["outcome"] == "failed" and result[A]["error"].startswith("access_denied")
+    await w.enable(A)                                      # tested again
+    await w.cycle()
+    assert len(w.tagged(A)) == 1 and (await w.store.links(A))[b.id].state.value == "linked"
