@@ -137,10 +137,11 @@ class GraphService:
                 self.tenant.log.add(service="graph", kind="http", method="POST-BATCH", path="/$batch", status=fault.status, mailbox=None)
                 return self._fault_response(fault, request_id)
             status, headers, payload = await self.batch(body, request_id)
+            item_dropped = bool(headers.pop("x-devtenant-dropped", ""))
             self.tenant.log.add(service="graph", kind="http", method="POST-BATCH", path="/$batch", status=status, mailbox=None,
                                 items=len((body or {}).get("requests", []) if isinstance(body, dict) else 0), query=request.query_string,
                                 headers=redacted(request.headers), body=body, response=payload)
-            if fault is not None and fault.action == "drop_after_apply":
+            if item_dropped or (fault is not None and fault.action == "drop_after_apply"):
                 return self._drop(request)
             return web.json_response(payload, status=status, headers=headers)
         target = path + (("?" + request.query_string) if request.query_string else "")
@@ -457,6 +458,7 @@ class GraphService:
             if not chained:
                 return bad("Batch should be either fully sequential or fully parallel")
         results: dict[str, asyncio.Future] = {k: asyncio.get_running_loop().create_future() for k in ids}
+        dropped: list[str] = []
 
         async def run(item: dict) -> dict:
             failed_dep = None
@@ -467,8 +469,10 @@ class GraphService:
             if failed_dep is not None:
                 out = {"id": item["id"], "status": 424, "body": error_body("FailedDependency", f"The request depends on '{failed_dep}', which failed.", request_id)}
             else:
-                status, headers, payload, _ = await self.execute(item["method"].upper(), item["url"], item.get("headers") or {},
-                                                                 item.get("body"), request_id, kind="batch-item")
+                status, headers, payload, lost = await self.execute(item["method"].upper(), item["url"], item.get("headers") or {},
+                                                                    item.get("body"), request_id, kind="batch-item")
+                if lost:
+                    dropped.append(item["id"])
                 out = {"id": item["id"], "status": status, "headers": {k: v for k, v in headers.items() if k in ("Retry-After", "Location")}}
                 if payload is not None:
                     out["body"] = payload
@@ -476,7 +480,9 @@ class GraphService:
             return out
 
         responses = await asyncio.gather(*(run(i) for i in requests))
-        return 200, {}, {"responses": list(responses)}
+        # An item-level drop_after_apply does what its top-level counterpart does: the item was applied, and the
+        # answer is lost with the connection (a batch travels back as one HTTP response).
+        return 200, {"x-devtenant-dropped": ",".join(dropped)} if dropped else {}, {"responses": list(responses)}
 
 
 def _ci_get(d: dict, key: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sync.adapters.memory import FakeBookingSource, FakeCalendar, InMemoryStateStore
+from sync.app.activities import MAILBOX_LEASE_S
 from sync.core.domain import Booking, Mailbox, MailboxTestStatus
 from sync.core.settings import SyncSettings
 from sync.engine.collect import collect
@@ -30,12 +31,19 @@ class World:
             self.source.put(b)
 
     async def cycle(self, crash=None, force: bool = False) -> dict[str, dict]:
+        """One cycle; each mailbox's sync under its lease, as the activity takes it (a held lease: busy, work kept)."""
         await collect(self.source, self.store, self.settings, self.now)
         results = {}
         kwargs = {"crash": crash} if crash else {}
         for mailbox in await self.store.pending_mailboxes():
-            sync = MailboxSync(self.store, self.calendar, self.settings, self.now, **kwargs)
-            results[mailbox] = (await sync.run(mailbox, force=force)).to_dict()
+            if not await self.store.acquire_lease(f"mailbox:{mailbox}", "world", self.now, MAILBOX_LEASE_S):
+                results[mailbox] = {"mailbox": mailbox, "outcome": "busy", "counts": {}}
+                continue
+            try:
+                sync = MailboxSync(self.store, self.calendar, self.settings, self.now, **kwargs)
+                results[mailbox] = (await sync.run(mailbox, force=force)).to_dict()
+            finally:
+                await self.store.release_lease(f"mailbox:{mailbox}", "world")
         return results
 
     def events(self, address: str) -> list[dict]:

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from ..adapters.credentials import is_loopback_url
 from ..core.settings import SyncSettings
+from .schedule import ScheduleError
+from .schedule import parse as parse_schedule
 
 PROFILES = ("fieldservice", "enhanced")
 ENHANCED_DEFAULTS = {"PROPAGATE_CANCELLATIONS": "true", "REFRESH_WORK_ORDER_FIELDS": "true",
@@ -60,10 +63,25 @@ def _int(env: Mapping[str, str], name: str, default: str, low: int, high: int) -
     return int(raw)
 
 
+HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
 def _url(name: str, raw: str, allow_path: bool = True) -> str:
     parts = urlsplit(raw)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise SettingError(name, "an absolute URL such as https://contoso.crm.dynamics.com", raw)
+    expected = "an absolute URL such as https://contoso.crm.dynamics.com"
+    if parts.scheme not in ("https", "http") or not parts.netloc or any(ch.isspace() for ch in raw):
+        raise SettingError(name, expected, raw)
+    try:
+        _ = parts.port                                      # raises for a port that is not a number in range
+    except ValueError:
+        raise SettingError(name, expected + " (a port, if any, is a number)", raw) from None
+    host = parts.hostname or ""
+    if not (HOST.match(host) or host in ("::1",)) or parts.username or parts.password:
+        raise SettingError(name, expected + " (a host name, no user or password)", raw)
+    if parts.query or parts.fragment:
+        raise SettingError(name, expected + " (no query or fragment)", raw)
+    if not allow_path and parts.path not in ("", "/"):
+        raise SettingError(name, expected + " (no path)", raw)
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SettingError(name, "an https URL (plain http is allowed for loopback only)", raw)
     return raw.rstrip("/")
@@ -91,9 +109,6 @@ def sync_settings_from(env: Mapping[str, str]) -> SyncSettings:
     )
 
 
-NCRONTAB = re.compile(r"^\S+( \S+){5}$")
-
-
 def load(env: Mapping[str, str] | None = None) -> AppSettings:
     env = dict(os.environ if env is None else env)
     raw_envs = env.get("DATAVERSE_ENVIRONMENTS", "").strip()
@@ -102,8 +117,10 @@ def load(env: Mapping[str, str] | None = None) -> AppSettings:
                            "a comma-separated list of environment URLs such as https://contoso.crm.dynamics.com", None)
     environments = tuple(dict.fromkeys(_url("DATAVERSE_ENVIRONMENTS", e.strip()) for e in raw_envs.split(",") if e.strip()))
     schedule = env.get("SYNC_SCHEDULE", "0 */15 * * * *").strip()
-    if not NCRONTAB.match(schedule):
-        raise SettingError("SYNC_SCHEDULE", "a six-field NCRONTAB expression such as '0 */15 * * * *'", schedule)
+    try:
+        parse_schedule(schedule)
+    except ScheduleError as exc:
+        raise SettingError("SYNC_SCHEDULE", f"a six-field NCRONTAB expression such as '0 */15 * * * *' ({exc})", schedule) from None
     conn = env.get("STATE_STORAGE_CONNECTION_STRING") or None
     endpoint = env.get("STATE_STORAGE_TABLE_ENDPOINT") or None
     if not conn and not endpoint:
@@ -118,9 +135,16 @@ def load(env: Mapping[str, str] | None = None) -> AppSettings:
     credential = env.get("SYNC_CREDENTIAL", "managed-identity").strip().lower()
     if credential not in ("managed-identity", "default", "loopback-dev"):
         raise SettingError("SYNC_CREDENTIAL", "managed-identity, default or loopback-dev", credential)
+    graph_url = _url("GRAPH_BASE_URL", env.get("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0").strip())
+    if credential == "loopback-dev":
+        remote = [u for u in (*environments, graph_url) if not is_loopback_url(u)]
+        if remote:
+            raise SettingError("SYNC_CREDENTIAL", "managed-identity or default for a real tenant (loopback-dev signs nothing "
+                                                  "and serves the local emulator only)",
+                               f"loopback-dev with {urlsplit(remote[0]).hostname}")
     return AppSettings(
         sync=sync_settings_from(env), environments=environments,
-        graph_base_url=_url("GRAPH_BASE_URL", env.get("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0").strip()),
+        graph_base_url=graph_url,
         schedule=schedule, storage_connection_string=conn, storage_table_endpoint=endpoint, table_prefix=prefix,
         credential=credential, managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,
         webhook_secret=env.get("WEBHOOK_HEADER_SECRET") or None,

@@ -263,3 +263,20 @@ def test_calls_outside_the_granted_application_roles_are_403_error_access_denied
     assert graph.post("users/reader@contoso.example/events", json=body).status_code == 403
     tenant.control("PATCH", "/mailboxes/tech@contoso.example", {"roles": ["Calendars.ReadWrite", "MailboxSettings.Read"]})
     assert graph.get("users/tech@contoso.example/mailboxSettings").status_code == 200
+
+
+def test_an_item_level_drop_after_apply_inside_a_batch_applies_the_item_and_loses_the_answer(tenant, graph):
+    """As its top-level counterpart: the write is applied, the connection is cut (a batch answers as one response)."""
+    import httpx
+    tenant.control("POST", "/mailboxes", [{"address": "tech@contoso.example"}])
+    tenant.control("PUT", "/faults", {"rules": [{"service": "graph", "method": "POST", "path": "/events$", "action": "drop_after_apply",
+                                                 "times": 1}]})
+    body = {"subject": "x", "start": {"dateTime": "2030-01-01T10:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2030-01-01T11:00:00", "timeZone": "UTC"}}
+    batch = {"requests": [{"id": "1", "method": "POST", "url": "/users/tech@contoso.example/events", "body": body,
+                           "headers": {"Content-Type": "application/json"}}]}
+    with pytest.raises(httpx.TransportError):
+        graph.post("$batch", json=batch)
+    assert len(tenant.control("GET", "/mailboxes/tech@contoso.example/events")["value"]) == 1
+    answered = graph.post("$batch", json=batch)                         # the rule is used up: answered as usual
+    assert answered.status_code == 200 and answered.json()["responses"][0]["status"] == 201

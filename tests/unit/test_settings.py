@@ -31,6 +31,15 @@ def test_r_e4_enhanced_profile_turns_improvements_on_each_overridable():
     ("PROPAGATE_CANCELLATIONS", "maybe", "true or false"),
     ("SYNC_WINDOW_PAST_DAYS", "-1", "whole number"),
     ("SYNC_SCHEDULE", "*/15 * * * *", "six-field NCRONTAB"),
+    ("SYNC_SCHEDULE", "a b c d e f", "second"),
+    ("SYNC_SCHEDULE", "0 */15 24 * * *", "hour"),
+    ("SYNC_SCHEDULE", "0 0 9 * Foo *", "month"),
+    ("SYNC_SCHEDULE", "0 0 17-9 * * *", "backwards"),
+    ("DATAVERSE_ENVIRONMENTS", "https://conto so.crm/ x", "absolute URL"),
+    ("DATAVERSE_ENVIRONMENTS", "https://contoso.crm.dynamics.com/?x=1", "no query"),
+    ("DATAVERSE_ENVIRONMENTS", "https://contoso.crm.dynamics.com:abc", "port"),
+    ("GRAPH_BASE_URL", "https://user:pw@graph.microsoft.com/v1.0", "no user"),
+    ("SYNC_CREDENTIAL", "loopback-dev", "loopback-dev signs nothing"),
     ("STATE_TABLE_PREFIX", "bad-prefix", "letters and digits"),
     ("SYNC_CREDENTIAL", "secret", "managed-identity"),
 ])
@@ -44,3 +53,18 @@ def test_r_e4_storage_is_required():
     with pytest.raises(SettingError) as err:
         load({"DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com"})
     assert "STATE_STORAGE_TABLE_ENDPOINT" in str(err.value)
+
+
+@pytest.mark.parametrize("schedule", ["0 */15 * * * *", "0 */5 * * * *", "0 0 * * * *", "0 0 */2 * * *", "0 0 9-17 * * *",
+                                      "0 30 9 * * *", "0 30 9 * * 1-5", "0 30 9 * Jan Mon", "5,8,10 1-30/5 * * * *"])
+def test_r_e4_documented_ncrontab_forms_are_accepted(schedule):
+    assert load({**GOOD, "SYNC_SCHEDULE": schedule}).schedule == schedule
+
+
+def test_r_e4_loopback_dev_is_accepted_for_the_local_emulator_only():
+    local = {"DATAVERSE_ENVIRONMENTS": "http://127.0.0.1:8400/orgs/default", "GRAPH_BASE_URL": "http://127.0.0.1:8400/v1.0",
+             "STATE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true", "SYNC_CREDENTIAL": "loopback-dev"}
+    assert load(local).credential == "loopback-dev"
+    with pytest.raises(SettingError) as err:
+        load({**local, "GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0"})
+    assert err.value.setting == "SYNC_CREDENTIAL" and "graph.microsoft.com" in str(err.value)

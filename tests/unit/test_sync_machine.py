@@ -19,6 +19,7 @@ from datetime import timedelta
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
+from sync.app.activities import MAILBOX_LEASE_S
 from sync.core.render import TAG_BOOKING
 from sync.core.settings import SyncSettings
 from sync.ports import Outcome
@@ -45,6 +46,7 @@ class SyncMachine(RuleBasedStateMachine):
         super().__init__()
         self.w = World(self.profile)
         self.w.calendar.repeated_transaction = self.repeated_transaction
+        self.dead_leases = False
         self.disabled: set[str] = set()
         self.owner_deleted: set[tuple[str, str]] = set()       # (booking, mailbox) whose event the owner removed
         self.personal: dict[str, str] = {}
@@ -128,6 +130,12 @@ class SyncMachine(RuleBasedStateMachine):
     def lost_answer(self, booking_id):
         self.w.calendar.lose_answers.add(booking_id)
 
+    @rule(mailbox=st.sampled_from(MAILBOXES))
+    def host_dies_holding_a_mailbox_lease(self, mailbox):
+        """A host killed in the middle of a mailbox's sync leaves its lease; it never renews it (T2, #19)."""
+        run(self.w.store.acquire_lease(f"mailbox:{mailbox}", "dead-host", self.w.now, MAILBOX_LEASE_S))
+        self.dead_leases = True
+
     @rule(n=st.integers(1, 3))
     def lagging_tag_lookups(self, n):
         """The look-up by tag does not see the newest events yet: a recovered create is sent again, with the same
@@ -155,6 +163,9 @@ class SyncMachine(RuleBasedStateMachine):
         before = self._tagged()
         run(self.w.cycle(force=True))                      # recovers what the last one left, with tag look-ups still lagging
         self.w.calendar.lagging_lookups = 0
+        if self.dead_leases:                               # a dead holder's lease is free once its TTL ran out
+            self.w.now += timedelta(seconds=MAILBOX_LEASE_S + 1)
+            self.dead_leases = False
         run(self.w.cycle(force=True))                      # a clean cycle recovers whatever is left
         self._check_no_past_event_deleted(before)
         self._check_calendars_match_bookings()
