@@ -199,7 +199,8 @@ def lower_bounds(s: Scenario, graph_ms: float, mailboxes: int, activities: int, 
 def micro(scale: dict) -> dict:
     out = {}
     code = "import time; t=time.perf_counter(); import function_app; print(time.perf_counter()-t)"
-    env = {**os.environ, "DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com", "STATE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+    env = {**os.environ, "DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com", "STATE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+           "SYNC_CREDENTIAL": "managed-identity", "GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0"}
     runs = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout) for _ in range(3)]
     out["function_app_import_s"] = round(min(runs), 3)
 

@@ -19,7 +19,13 @@ from typing import Any
 
 from .app.settings import AppSettings, SettingError, load
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_CODES = """exit codes:
+  0  done
+  1  done, but some mailboxes failed or were blocked, or an environment could not be read
+  2  bad usage or settings
+  3  refused (for example, a mailbox bound to another environment)
+  4  a service could not be reached, or a token could not be had (--debug shows the traceback)"""
 
 
 def _now() -> datetime:
@@ -207,6 +213,23 @@ async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
     lines = [f"{result.code}: {result.sentence}"]
     lines += [f"  {k}: {v}" for k, v in result.details.items() if v not in (None, "")]
     _print(args, result.to_dict(), "\n".join(lines))
+    return EXIT_PARTIAL if result.code == "booking_not_found" else EXIT_OK
+
+
+async def cmd_serve_webhook(args: argparse.Namespace, settings: AppSettings) -> int:
+    """The webhook endpoint of the Functions app (POST /api/dataverse/webhook, function-key auth), served locally
+    with the same handler and the same per-mailbox orchestrations, run in process, until Ctrl-C."""
+    from .local.webhook_host import LocalWebhookHost
+    if not args.key:
+        print("serve-webhook needs a function key: --key or WEBHOOK_FUNCTION_KEY (Dataverse sends it as ?code=)", file=sys.stderr)
+        return EXIT_USAGE
+    host = LocalWebhookHost(settings, args.key)
+    url = await host.start(args.host, args.port)
+    print(f"listening: {url}?code=<key>  (Ctrl-C stops)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await host.stop()
     return EXIT_OK
 
 
@@ -265,42 +288,86 @@ async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
     return EXIT_OK
 
 
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
+    return int(text)
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """Every command's --help ends with the exit codes."""
+
+    def __init__(self, **kw: Any):
+        super().__init__(**{"epilog": EXIT_CODES, "formatter_class": _Help, **kw})
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sync", description="Field Service bookings -> Outlook calendars")
+    p = argparse.ArgumentParser(prog="python -m sync", description="Field Service bookings -> Outlook calendars",
+                                epilog=EXIT_CODES, formatter_class=_Help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     run = sub.add_parser("run", help="run one sync cycle now (the same orchestration the timer starts)")
     run.add_argument("--force", action="store_true", help="let a cycle pass the mass-delete guard (D5)")
     sub.add_parser("demo", help="enable the demo organisation's mailboxes, sync twice and show the result")
     mb = sub.add_parser("mailboxes", help="register, approve, test & enable, disable, move and list mailboxes")
     mb.add_argument("action", choices=["discover", "register", "approve", "test", "enable", "disable", "move", "set-method", "list"])
-    mb.add_argument("addresses", nargs="*")
+    mb.add_argument("addresses", nargs="*", help="mailbox addresses (or --all)")
     mb.add_argument("--all", action="store_true", help="every registered mailbox")
     mb.add_argument("--environment", help="environment URL (discover, register, move)")
     mb.add_argument("--method", choices=["server-side", "none"], help="set-method: the mailbox's synchronization method (M1)")
     runs = sub.add_parser("runs", help="the most recent cycles")
-    runs.add_argument("--limit", type=int, default=10)
+    runs.add_argument("--limit", type=_limit, default=10, help="how many cycles to show (1-1000)")
+    hook = sub.add_parser("serve-webhook", help="serve the Dataverse webhook locally (T3), as the Functions app does")
+    hook.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    hook.add_argument("--port", type=int, default=7071, help="port (default: 7071, the Functions host's)")
+    hook.add_argument("--key", default=os.environ.get("WEBHOOK_FUNCTION_KEY", ""),
+                      help="the function key Dataverse must send as ?code= (default: WEBHOOK_FUNCTION_KEY)")
     plan = sub.add_parser("plan", help="dry run: what the next sync of a mailbox would do (writes nothing)")
-    plan.add_argument("mailbox")
+    plan.add_argument("mailbox", help="the mailbox's address")
     plan.add_argument("--force", action="store_true", help="as with run --force")
     diag = sub.add_parser("diagnose", help="is this booking in Outlook, and if not, why (G1)")
-    diag.add_argument("booking_id")
+    diag.add_argument("booking_id", help="the booking's id (a GUID)")
     diag.add_argument("--environment", help="environment URL (default: the first configured)")
     flt = sub.add_parser("filters", help="sync filters, global or per mailbox (S5)")
     flt.add_argument("action", choices=["list", "add", "remove"])
-    flt.add_argument("name", nargs="?")
+    flt.add_argument("name", nargs="?", help="the filter's name (add, remove)")
     flt.add_argument("--mailbox", help="a mailbox's own filters instead of the global ones")
     flt.add_argument("--status", action="append", help="booking status name (repeatable)")
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
     flt.add_argument("--dry-run", action="store_true", help="show what the change would remove, per mailbox; change nothing")
-    for child in (run, mb, runs, diag, flt, plan):
+    for child in (run, mb, runs, diag, flt, plan, hook):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose,
-            "filters": cmd_filters, "plan": cmd_plan}
+            "filters": cmd_filters, "plan": cmd_plan, "serve-webhook": cmd_serve_webhook}
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """One line for a failure of the world outside (storage, Dataverse, Graph, the token), naming what to check."""
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
+
+    from .ports import SyncError
+    text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if isinstance(exc, ClientAuthenticationError):
+        return f"could not get a token ({text}); check SYNC_CREDENTIAL, AZURE_CLIENT_ID and the identity's roles"
+    if isinstance(exc, ServiceRequestError):
+        return f"a service did not answer ({text}); check STATE_STORAGE_* (is Azurite running?) and the service URLs"
+    if isinstance(exc, SyncError):
+        return f"{text}"
+    if isinstance(exc, (AzureError, OSError)):
+        return f"{type(exc).__name__}: {text}; check the storage settings and that the services are reachable"
+    if isinstance(exc, ValueError) and "connection string" in text.lower():
+        return f"STATE_STORAGE_CONNECTION_STRING is not a connection string ({text})"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,3 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RefusedError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except BrokenPipeError:                       # `python -m sync ... | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        line = _unreachable(exc)
+        if line is None or getattr(args, "debug", False):
+            raise
+        print(f"failed: {line}", file=sys.stderr)
+        return EXIT_UNREACHABLE

@@ -397,7 +397,9 @@ class TableStateStore:
     async def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         out = []
         async for e in self._query("runs", "run"):
-            out.append({k: v for k, v in dict(e).items() if k not in ("PartitionKey", "RowKey")})
+            # nested values were stored as JSON text (Table columns are flat); they come back as objects
+            out.append({k: (json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v) for k, v in dict(e).items()
+                        if k not in ("PartitionKey", "RowKey")})
             if len(out) >= limit:
                 break
         return out

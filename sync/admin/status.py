@@ -14,9 +14,14 @@ def mailbox_status_rows(rows: list[dict[str, Any]], telemetry_key: str | None = 
         written = sum(int(r.get(k) or 0) for k in WRITE_COUNTS)
         out.append({"mailbox": r["address"], "environment": r.get("environment") or "", "sync_method": r.get("sync_method", "server-side"),
                     "approved": "yes" if r.get("approved") else "no", "test": r.get("test_status", "not_tested"),
-                    "reason": (r.get("test_reason") or r.get("test_warning") or "")[:60], "enabled": "yes" if r.get("enabled",
-                                                                                                                    True) else "no",
+                    "reason": (r.get("test_reason") or r.get("test_warning") or "")[:60], "enabled": "yes" if _syncs(r) else "no",
                     "tested_at": (r.get("tested_at") or "")[:19], "last_cycle": (r.get("last_cycle_at") or "")[:19],
                     "outcome": r.get("last_outcome") or "", "written": written, "last_error": (r.get("last_error") or "")[:80],
                     **({"ref": mailbox_ref(telemetry_key, r["address"])} if telemetry_key else {})})
     return out
+
+
+def _syncs(row: dict[str, Any]) -> bool:
+    """M1, M5: 'enabled' only for a mailbox that really syncs."""
+    return (row.get("sync_method", "server-side") == "server-side" and bool(row.get("approved")) and row.get("test_status") == "success"
+            and bool(row.get("enabled", True)))
