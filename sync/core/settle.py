@@ -62,10 +62,12 @@ def settle(action: Action, result: OpResult | None, link: Link | None, now: date
         return Settlement(keep_pending=True, mailbox_failure=mailbox_failure_reason(result), record=False)
     if result.outcome == Outcome.TRANSIENT:
         return Settlement(count="failed", error=f"transient: {result.code or result.status}", keep_pending=True)
-    if result.outcome == Outcome.ALREADY_CREATED and isinstance(action, Create) and link is not None:
+    if result.outcome == Outcome.ALREADY_CREATED:
         # Graph already made an event under this transactionId (an earlier attempt whose answer was lost): never an
         # orphan, never a loop: the event is found by its ownership tag and linked; the intent stays until it is.
-        return Settlement(record=False, follow_up=Recover(link, action.booking))
+        if isinstance(action, Create) and link is not None:
+            return Settlement(record=False, follow_up=Recover(link, action.booking))
+        return Settlement(count="failed", error="created earlier; linked on the next run", keep_pending=True)
     if result.outcome == Outcome.INVALID:
         return Settlement(_rollback(action, link), "invalid", error=f"rejected by Graph: {result.code or result.status}")
     return _succeeded(action, result, link, now)
