@@ -6,6 +6,8 @@ param dataverseEnvironments string
 param syncSchedule string
 param syncProfile string
 param operatorPrincipalId string
+param alertEmail string
+param webhookSecretInKeyVault string
 
 var storageName = 'st${resourceToken}'
 var deploymentContainer = 'app-package'
@@ -16,6 +18,8 @@ var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var storageTableDataReader = '76199698-9eea-4c19-bc75-cec21354c6b6'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+var webhookSecretName = 'webhook-header-secret'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${resourceToken}'
@@ -103,6 +107,33 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
+// Secrets an administrator sets (the webhook's header secret): Bicep creates the vault and the app's read access,
+// never the secret, so `azd provision` never wipes one an administrator set.
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  #checkov:skip=CKV_AZURE_109:Flex Consumption without a virtual network reaches the vault over its public endpoint; access is RBAC-only, for the app's identity
+  #checkov:skip=CKV_AZURE_189:Same reason: public network access must stay on without a virtual network; no access policy or key grants anything
+  #checkov:skip=CKV2_AZURE_32:No private endpoint without a virtual network (same reason)
+  name: 'kv-${take(resourceToken, 20)}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   #checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy is not offered in every region and would fail the deployment there; a missed cycle is caught by the next one
   name: 'plan-${resourceToken}'
@@ -137,6 +168,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
   properties: {
     serverFarmId: plan.id
+    keyVaultReferenceIdentity: identity.id
     httpsOnly: true
     clientCertEnabled: false
     functionAppConfig: {
@@ -258,7 +290,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'WEBHOOK_HEADER_SECRET'
-          value: ''
+          // A Key Vault reference, resolved with the app's identity; on only once the secret exists (docs/webhooks.md).
+          value: webhookSecretInKeyVault == 'true' ? '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${webhookSecretName})' : ''
         }
       ]
     }
@@ -306,6 +339,100 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+resource vaultReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, identity.id, keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}
+
+// Alerts: a cycle that failed or was blocked, mailboxes that turned Failure, and no successful cycle for an hour.
+resource operators 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-${resourceToken}'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'fssync'
+    enabled: true
+    emailReceivers: empty(alertEmail) ? [] : [
+      {
+        name: 'operators'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var alerts = [
+  {
+    name: 'cycle-failed-or-blocked'
+    description: 'A sync cycle failed (an environment could not be read) or some mailboxes failed or were blocked (D5).'
+    severity: 2
+    window: 'PT15M'
+    query: 'traces | where message == "cycle finished" | where tostring(customDimensions.outcome) in ("failed", "partial")'
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
+    name: 'mailboxes-turned-failure'
+    description: 'Mailboxes were set to Failure (M6): not found, access denied or disabled; they are skipped until tested again.'
+    severity: 2
+    window: 'PT15M'
+    query: 'customMetrics | where name == "sync.mailbox.outcomes" | where tostring(customDimensions.outcome) == "failed"'
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
+    name: 'no-successful-cycle-for-an-hour'
+    description: 'No sync cycle succeeded in the last hour: the timer, the host or every environment is failing.'
+    severity: 1
+    window: 'PT1H'
+    query: 'traces | where message == "cycle finished" | where tostring(customDimensions.outcome) == "succeeded"'
+    operator: 'Equal'
+    threshold: 0
+  }
+]
+
+resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for alert in alerts: {
+  name: 'alert-${alert.name}-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    displayName: alert.name
+    description: alert.description
+    severity: alert.severity
+    enabled: true
+    scopes: [
+      insights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: alert.window
+    criteria: {
+      allOf: [
+        {
+          query: alert.query
+          timeAggregation: 'Count'
+          operator: alert.operator
+          threshold: alert.threshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        operators.id
+      ]
+    }
+  }
+}]
+
 resource operatorTableReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
   name: guid(storage.id, operatorPrincipalId, storageTableDataReader)
   scope: storage
@@ -333,3 +460,4 @@ output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
 output tableEndpoint string = storage.properties.primaryEndpoints.table
 output applicationInsightsName string = insights.name
+output keyVaultName string = vault.name

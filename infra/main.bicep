@@ -27,6 +27,16 @@ param syncProfile string = 'fieldservice'
 @description('Optional: object id of a person or group allowed to read the state tables (troubleshooting).')
 param operatorPrincipalId string = ''
 
+@description('Optional: an address the alerts (failed or blocked cycle, mailboxes turned Failure, no successful cycle for an hour) are mailed to.')
+param alertEmail string = ''
+
+@allowed([
+  'true'
+  'false'
+])
+@description('Set to true once the secret webhook-header-secret exists in the Key Vault: WEBHOOK_HEADER_SECRET then references it.')
+param webhookSecretInKeyVault string = 'false'
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -50,6 +60,8 @@ module app 'app.bicep' = {
     syncSchedule: syncSchedule
     syncProfile: syncProfile
     operatorPrincipalId: operatorPrincipalId
+    alertEmail: alertEmail
+    webhookSecretInKeyVault: webhookSecretInKeyVault
   }
 }
 
@@ -59,3 +71,4 @@ output MANAGED_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 output STATE_STORAGE_TABLE_ENDPOINT string = app.outputs.tableEndpoint
 output APPLICATIONINSIGHTS_NAME string = app.outputs.applicationInsightsName
+output KEY_VAULT_NAME string = app.outputs.keyVaultName

@@ -87,6 +87,15 @@ def _url(name: str, raw: str, allow_path: bool = True) -> str:
     return raw.rstrip("/")
 
 
+def _webhook_secret(raw: str | None) -> str | None:
+    """App Service leaves a Key Vault reference it could not resolve in place: fail at start rather than demand that text."""
+    if raw is not None and raw.startswith("@Microsoft.KeyVault("):
+        raise SettingError("WEBHOOK_HEADER_SECRET", "the secret itself: its Key Vault reference did not resolve; create the secret "
+                           "webhook-header-secret in the app's Key Vault (docs/webhooks.md) or set WEBHOOK_SECRET_IN_KEY_VAULT=false",
+                           "an unresolved Key Vault reference")
+    return raw
+
+
 def sync_settings_from(env: Mapping[str, str]) -> SyncSettings:
     profile = env.get("SYNC_PROFILE", "fieldservice").strip().lower()
     if profile not in PROFILES:
@@ -147,5 +156,5 @@ def load(env: Mapping[str, str] | None = None) -> AppSettings:
         graph_base_url=graph_url,
         schedule=schedule, storage_connection_string=conn, storage_table_endpoint=endpoint, table_prefix=prefix,
         credential=credential, managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,
-        webhook_secret=env.get("WEBHOOK_HEADER_SECRET") or None,
+        webhook_secret=_webhook_secret(env.get("WEBHOOK_HEADER_SECRET") or None),
     )

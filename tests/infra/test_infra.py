@@ -73,3 +73,24 @@ def test_every_app_setting_is_deployed_and_in_the_sample():
     assert names - sample == set(), f"not in local.settings.sample.json: {sorted(names - sample)}"
     readme = (REPO / "README.md").read_text()
     assert [n for n in names if n not in readme] == []
+
+
+def test_key_vault_holds_the_webhook_secret_and_provisioning_never_writes_it():
+    app = (REPO / "infra" / "app.bicep").read_text()
+    vault = app[app.index("resource vault 'Microsoft.KeyVault/vaults"):app.index("resource plan ")]
+    assert "enableRbacAuthorization: true" in vault and "enablePurgeProtection: true" in vault and "enableSoftDelete: true" in vault
+    assert "keyVaultReferenceIdentity: identity.id" in app
+    assert "@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${webhookSecretName})" in app
+    assert "Microsoft.KeyVault/vaults/secrets" not in app, "a secret created by Bicep would be overwritten by every provision"
+    assert "keyVaultSecretsUser" in app[app.index("resource vaultReader"):]
+
+
+def test_alerts_cover_failed_or_blocked_cycles_failed_mailboxes_and_silence():
+    app = (REPO / "infra" / "app.bicep").read_text()
+    assert "Microsoft.Insights/actionGroups" in app and "Microsoft.Insights/scheduledQueryRules" in app
+    for name in ("cycle-failed-or-blocked", "mailboxes-turned-failure", "no-successful-cycle-for-an-hour"):
+        assert f"name: '{name}'" in app, name
+    # the alert queries read what the app emits (sync/app/telemetry.py)
+    telemetry = (REPO / "sync" / "app" / "telemetry.py").read_text()
+    assert '"cycle finished"' in telemetry and '"outcome"' in telemetry and '"sync.mailbox.outcomes"' in telemetry
+    assert all(a in (REPO / "docs" / "deploy.md").read_text() for a in ("ALERT_EMAIL", "WEBHOOK_SECRET_IN_KEY_VAULT"))

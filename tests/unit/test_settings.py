@@ -68,3 +68,10 @@ def test_r_e4_loopback_dev_is_accepted_for_the_local_emulator_only():
     with pytest.raises(SettingError) as err:
         load({**local, "GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0"})
     assert err.value.setting == "SYNC_CREDENTIAL" and "graph.microsoft.com" in str(err.value)
+
+
+def test_r_e4_an_unresolved_key_vault_reference_fails_at_start_naming_the_secret():
+    with pytest.raises(SettingError) as err:
+        load({**GOOD, "WEBHOOK_HEADER_SECRET": "@Microsoft.KeyVault(VaultName=kv1;SecretName=webhook-header-secret)"})
+    assert err.value.setting == "WEBHOOK_HEADER_SECRET" and "webhook-header-secret" in str(err.value)
+    assert load({**GOOD, "WEBHOOK_HEADER_SECRET": "s3cret"}).webhook_secret == "s3cret"
