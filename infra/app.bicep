@@ -8,6 +8,7 @@ param syncProfile string
 param operatorPrincipalId string
 param alertEmail string
 param webhookSecretInKeyVault string
+param adminAppClientId string
 
 var storageName = 'st${resourceToken}'
 var deploymentContainer = 'app-package'
@@ -336,6 +337,53 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+  }
+}
+
+// App Service Authentication (Easy Auth) in front of the administrative routes: a Microsoft Entra bearer token for
+// the app registration (its two app roles, Sync.Operator and Mailbox.Approver, are checked by the functions).
+// Token validation needs no client secret. The webhook keeps its own authentication (function key, header secret).
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(adminAppClientId)) {
+  #checkov:skip=CKV_AZURE_66:checkov reads this authsettingsV2 config as a site configuration; the Function App itself is checked above
+  #checkov:skip=CKV_AZURE_63:checkov reads this authsettingsV2 config as a site configuration; the Function App itself is checked above
+  #checkov:skip=CKV_AZURE_222:checkov reads this authsettingsV2 config as a site configuration; the Function App itself is checked above
+  #checkov:skip=CKV_AZURE_80:checkov reads this authsettingsV2 config as a site configuration; the Function App itself is checked above
+  #checkov:skip=CKV_AZURE_13:checkov reads this authsettingsV2 config as a site configuration; the Function App itself is checked above
+  #checkov:skip=CKV_AZURE_88:checkov reads this authsettingsV2 config as a site configuration; the Function App itself is checked above
+  #checkov:skip=CKV_AZURE_65:checkov reads this authsettingsV2 config as a site configuration; the Function App itself is checked above
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/api/dataverse/webhook'
+      ]
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+          clientId: adminAppClientId
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${adminAppClientId}'
+            adminAppClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

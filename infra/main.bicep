@@ -30,6 +30,9 @@ param operatorPrincipalId string = ''
 @description('Optional: an address the alerts (failed or blocked cycle, mailboxes turned Failure, no successful cycle for an hour) are mailed to.')
 param alertEmail string = ''
 
+@description('Client id of the app registration administrators sign in to (App Service Authentication); its app roles are Sync.Operator and Mailbox.Approver. Empty: the administrative routes refuse every call.')
+param adminAppClientId string = ''
+
 @allowed([
   'true'
   'false'
@@ -62,6 +65,7 @@ module app 'app.bicep' = {
     operatorPrincipalId: operatorPrincipalId
     alertEmail: alertEmail
     webhookSecretInKeyVault: webhookSecretInKeyVault
+    adminAppClientId: adminAppClientId
   }
 }
 

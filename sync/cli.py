@@ -11,13 +11,17 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
+import time
 import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from .admin.audit import audited
 from .app.settings import AppSettings, SettingError, load
+from .core.access import EITHER, Principal
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_CODES = """exit codes:
@@ -43,6 +47,9 @@ def table(rows: list[dict], columns: Sequence[str]) -> str:
     line = "  ".join(c.ljust(widths[c]) for c in columns)
     out = [line, "  ".join("-" * widths[c] for c in columns)]
     out += ["  ".join(cell(r, c).ljust(widths[c]) for c in columns).rstrip() for r in rows]
+    if sys.stdout.isatty():                      # on a terminal, long last columns are cut at its width
+        width = shutil.get_terminal_size().columns
+        out = [o if len(o) <= width else o[: max(10, width - 1)] + "…" for o in out]
     return "\n".join(out)
 
 
@@ -51,15 +58,28 @@ class Progress:
 
     def __init__(self, label: str, enabled: bool):
         self.label, self.enabled = label, enabled and sys.stderr.isatty()
+        self.started = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         if self.enabled:
             width = 30
             filled = int(width * done / max(1, total))
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            elapsed = time.monotonic() - self.started
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {elapsed:.0f} s")
             if done == total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """A readable summary of a mailbox operation's result (no Python reprs)."""
+    if "discovered" in result:
+        lines = []
+        for environment, counts in result["discovered"].items():
+            lines.append(f"{environment}: {counts['registered']} registered as pending, {counts['already']} already registered, "
+                         f"{counts['bound_elsewhere']} bound to another environment, {counts['no_mailbox']} without a mailbox")
+        return "\n".join(lines) or "no environment"
+    return "\n".join(f"{k}: {v}" for k, v in result.items())
 
 
 def _cycle_rows(summary: dict) -> list[dict]:
@@ -85,13 +105,34 @@ async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         try:
-            return await run_cycle_once(rt.store, settings, force=force, trigger=trigger)
+            work = run_cycle_once(rt.store, settings, force=force, trigger=trigger)
+            if trigger == "demo":
+                return await work
+            return await audited(rt.store, _operator(), "run", [], _now(), work, detail="force" if force else "")
         except CycleRunning as exc:
             raise RefusedError(str(exc)) from exc
 
 
 class RefusedError(Exception):
     pass
+
+
+def _operator() -> Principal:
+    """The command line is run by someone holding the deployment's settings: recorded by their account name."""
+    import getpass
+    user = getpass.getuser()
+    return Principal(f"cli:{user}", user, EITHER)
+
+
+async def cmd_audit(args: argparse.Namespace, settings: AppSettings) -> int:
+    from .app.clients import Clients
+    async with Clients(settings) as rt:
+        await rt.store.ensure_tables()
+        entries = await rt.store.recent_audit(args.limit)
+    rows = [{"at": e.get("at", "")[:19], "who": e.get("who"), "operation": e.get("operation"), "mailboxes": e.get("mailbox_count"),
+             "result": e.get("result"), "detail": e.get("detail") or e.get("error") or ""} for e in entries]
+    _print(args, entries, table(rows, ("at", "who", "operation", "mailboxes", "result", "detail")))
+    return EXIT_OK
 
 
 def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
@@ -183,8 +224,10 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         try:
-            result = await mailbox_action(rt, settings.environments, args.action, addresses, args.all, args.environment, _now(),
-                                          Progress(args.action, not args.json), method=args.method)
+            work = mailbox_action(rt, settings.environments, args.action, addresses, args.all, args.environment, _now(),
+                                  Progress(args.action, not args.json), method=args.method)
+            result = await (work if args.action == "list" else audited(rt.store, _operator(), f"mailboxes {args.action}", addresses,
+                                                                         _now(), work, detail="all" if args.all else ""))
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
@@ -195,7 +238,7 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         _print(args, result, table(result["mailboxes"], ("mailbox", "ref", "environment", "sync_method", "approved", "test", "reason",
                                                          "enabled", "last_cycle", "outcome", "written", "last_error")))
         return EXIT_OK
-    _print(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+    _print(args, result, _summary(result))
     return EXIT_OK
 
 
@@ -242,7 +285,10 @@ async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
         try:
             request = filter_request(args.action, args.mailbox, args.name, args.status or [], args.type or [], args.territory or [],
                                      args.dry_run)
-            result = await filters_action(rt, settings.environments, request, settings.sync, _now())
+            work = filters_action(rt, settings.environments, request, settings.sync, _now())
+            result = await (work if request.action == "list" else audited(
+                rt.store, _operator(), f"filters {request.action}", [request.mailbox] if request.mailbox else [], _now(), work,
+                detail=request.name + (" (dry run)" if request.dry_run else "")))
         except InvalidRequest as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
@@ -322,6 +368,8 @@ def parser() -> argparse.ArgumentParser:
     mb.add_argument("--method", choices=["server-side", "none"], help="set-method: the mailbox's synchronization method (M1)")
     runs = sub.add_parser("runs", help="the most recent cycles")
     runs.add_argument("--limit", type=_limit, default=10, help="how many cycles to show (1-1000)")
+    audit = sub.add_parser("audit", help="who did what, on which mailboxes, when, with what result (newest first)")
+    audit.add_argument("--limit", type=_limit, default=50, help="how many entries to show (1-1000)")
     hook = sub.add_parser("serve-webhook", help="serve the Dataverse webhook locally (T3), as the Functions app does")
     hook.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     hook.add_argument("--port", type=int, default=7071, help="port (default: 7071, the Functions host's)")
@@ -341,14 +389,14 @@ def parser() -> argparse.ArgumentParser:
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
     flt.add_argument("--dry-run", action="store_true", help="show what the change would remove, per mailbox; change nothing")
-    for child in (run, mb, runs, diag, flt, plan, hook):
+    for child in (run, mb, runs, diag, flt, plan, hook, audit):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose,
-            "filters": cmd_filters, "plan": cmd_plan, "serve-webhook": cmd_serve_webhook}
+            "filters": cmd_filters, "plan": cmd_plan, "serve-webhook": cmd_serve_webhook, "audit": cmd_audit}
 
 
 def _unreachable(exc: BaseException) -> str | None:

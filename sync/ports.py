@@ -16,6 +16,7 @@ from .core.operations import CalendarOp, OpKind, OpResult, Outcome
 
 __all__ = [
     "FILTER_FIELDS",
+    "AuditStore",
     "Booking",
     "BookingSource",
     "Calendar",
@@ -261,6 +262,14 @@ class LeaseStore(Protocol):
     async def release_lease(self, name: str, holder: str) -> None: ...
 
 
+class AuditStore(Protocol):
+    """Who did what, on which mailboxes, when, with what result: one row per administrative operation."""
+
+    async def record_audit(self, entry: dict[str, Any]) -> None: ...
+
+    async def recent_audit(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+
 class WakeStore(Protocol):
     """Per mailbox, whether its own (webhook-started) sync is running, so that no change waits for the timer (T3).
 
@@ -273,7 +282,8 @@ class WakeStore(Protocol):
     async def finish_sync(self, mailbox: str, generation: int, now: datetime, *, release: bool = False) -> bool: ...
 
 
-class StateStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, CursorStore, RunStore, LeaseStore, WakeStore, Protocol):
+class StateStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, CursorStore, RunStore, LeaseStore, WakeStore, AuditStore,
+                 Protocol):
     """Every table; the real one shares one Table service client."""
 
     async def ensure_tables(self) -> None: ...

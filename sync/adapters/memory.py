@@ -197,6 +197,12 @@ class InMemoryStateStore:
         self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s)}, row["etag"] if row else None)
         return True
 
+    async def record_audit(self, entry: dict[str, Any]) -> None:
+        self._put("audit", "audit", f"{len(self._t('audit')):013d}", {"entry": dict(entry)}, None)
+
+    async def recent_audit(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [r["entry"] for r in self._rows("audit", "audit")][::-1][:limit]
+
     async def request_sync(self, mailbox: str, now: datetime, stale_after_s: float) -> int | None:
         row = self._t("wake").get(("wake", key(mailbox)))
         if row is not None and row["running"] and row["since"] > now - timedelta(seconds=stale_after_s):

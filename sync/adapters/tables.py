@@ -17,6 +17,7 @@ Transactions are chunked to 100 entities of one partition.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilte
 from ..core.serialize import filter_from_dict, filter_to_dict
 from ..ports import CursorRow, PendingRow, StoreConflict
 
-TABLES = ("mailboxes", "links", "bookingindex", "pending", "cursors", "outcomes", "runs", "leases")
+TABLES = ("mailboxes", "links", "bookingindex", "pending", "cursors", "outcomes", "runs", "leases", "audit")
 TRANSACTION_LIMIT = 100
 WAKE_ATTEMPTS = 20
 KEY_SAFE = "@.-_+!$&'()*,;=:~|"
@@ -398,7 +399,7 @@ class TableStateStore:
         out = []
         async for e in self._query("runs", "run"):
             # nested values were stored as JSON text (Table columns are flat); they come back as objects
-            out.append({k: (json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v) for k, v in dict(e).items()
+            out.append({k: (json.loads(v) if isinstance(v, str) and v[:1] in ("[", "{") else v) for k, v in dict(e).items()
                         if k not in ("PartitionKey", "RowKey")})
             if len(out) >= limit:
                 break
@@ -445,6 +446,23 @@ class TableStateStore:
             await self._delete("leases", "lease", key(name), etag)
         except StoreConflict:
             pass                                            # expired and taken over by someone else: theirs now
+
+    # -- audit trail (PK "audit", RK inverted time: newest first) ----------------------------------------------------------------
+    async def record_audit(self, entry: dict[str, Any]) -> None:
+        at = _required_dt(entry["at"])
+        row = {"PartitionKey": "audit", "RowKey": f"{(10**13 - int(at.timestamp() * 1000)):013d}_{uuid.uuid4().hex[:8]}",
+               **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in entry.items()}}
+        await self.table("audit").create_entity(row)
+        self.writes += 1
+
+    async def recent_audit(self, limit: int = 50) -> list[dict[str, Any]]:
+        out = []
+        async for e in self._query("audit", "audit"):
+            out.append({k: (json.loads(v) if isinstance(v, str) and v[:1] in ("[", "{") else v) for k, v in dict(e).items()
+                        if k not in ("PartitionKey", "RowKey")})
+            if len(out) >= limit:
+                break
+        return out
 
     # -- wake rows (WakeStore, PK "wake" in the leases table): running, dirty, generation, since --------------------------
 

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 import azure.durable_functions as df
 import azure.functions as func
 
+from ..admin.audit import audited
+from ..core.access import NEEDS, Forbidden, Principal, authorize
 from . import orchestrators as orchestration
 from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
+from .principal import principal_from
 from .settings import SettingError
 
 if TYPE_CHECKING:
@@ -87,10 +90,21 @@ def _json(status: int, body: dict) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
 
 
+def signed_in(req: func.HttpRequest, operation: str) -> Principal | func.HttpResponse:
+    """The principal Easy Auth signed in, if it holds a role the operation needs; else the 403 naming that role."""
+    try:
+        return authorize(principal_from(dict(req.headers)), operation)
+    except Forbidden as exc:
+        return _json(403, {"error": str(exc)})
+
+
 @bp.route(route="sync/run", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a cycle now: POST /api/sync/run with an optional body {"force": true}."""
+    who = signed_in(req, "run")
+    if isinstance(who, func.HttpResponse):
+        return who
     force = False
     if req.get_body():
         try:
@@ -101,7 +115,9 @@ async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationCli
             return _json(400, {"error": "the body accepts one optional field: force (true or false)"})
         force = body.get("force", False)
     try:
-        started = await _start(client, "http", force)
+        store = (await activities().clients()).store
+        started = await audited(store, who, "run", [], datetime.now(UTC), _start(client, "http", force),
+                                detail="force" if force else "")
     except SettingError as exc:
         return _json(500, {"error": str(exc)})
     if started is None:
@@ -113,6 +129,9 @@ async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationCli
 @bp.durable_client_input(client_name="client")
 async def sync_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """The current cycle (runtime status, custom status) and the last recorded runs."""
+    who = signed_in(req, "status")
+    if isinstance(who, func.HttpResponse):
+        return who
     status = await client.get_status(orchestration.CYCLE_INSTANCE_ID)
     current = None
     if status is not None and getattr(status, "runtime_status", None) is not None:
@@ -146,6 +165,9 @@ async def mailboxes_admin(req: func.HttpRequest) -> func.HttpResponse:
 
 async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
     from ..admin.operations import AdminError, InvalidRequest, mailbox_action, validate
+    who = signed_in(req, action if action in NEEDS else "list")
+    if isinstance(who, func.HttpResponse):
+        return who
     body: dict = {}
     if req.get_body():
         try:
@@ -161,8 +183,11 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
     except InvalidRequest as exc:
         return _json(400, {"error": str(exc)})
     try:
-        result = await mailbox_action(await activities().clients(), settings.environments, action, addresses, body.get("all", False),
-                                      body.get("environment"), datetime.now(UTC), method=body.get("method"))
+        clients, now = await activities().clients(), datetime.now(UTC)
+        work = mailbox_action(clients, settings.environments, action, addresses, body.get("all", False), body.get("environment"), now,
+                              method=body.get("method"))
+        result = await (work if action == "list" else audited(clients.store, who, f"mailboxes {action}", addresses, now, work,
+                                                                detail="all" if body.get("all") else ""))
     except AdminError as exc:
         return _json(409, {"error": str(exc)})
     return _json(200, result)
@@ -184,12 +209,18 @@ async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
         allowed = {"action", "name", "mailbox", "booking_statuses", "work_order_types", "territories", "dry_run"}
         if not isinstance(body, dict) or set(body) - allowed:
             return _json(400, {"error": f"the body accepts {', '.join(sorted(allowed))}"})
+    changing = body.get("action", "list") != "list"
+    who = signed_in(req, "filters-change" if changing else "filters-list")
+    if isinstance(who, func.HttpResponse):
+        return who
     settings = activities().settings
     try:
         request = filter_request(body.get("action", "list"), body.get("mailbox"), body.get("name"), body.get("booking_statuses", []),
                                  body.get("work_order_types", []), body.get("territories", []), body.get("dry_run", False))
-        result = await filters_action(await activities().clients(), settings.environments, request, settings.sync,
-                                      datetime.now(UTC))
+        clients, now = await activities().clients(), datetime.now(UTC)
+        work = filters_action(clients, settings.environments, request, settings.sync, now)
+        result = await (audited(clients.store, who, f"filters {request.action}", [request.mailbox] if request.mailbox else [], now, work,
+                                detail=request.name + (" (dry run)" if request.dry_run else "")) if changing else work)
     except InvalidRequest as exc:
         return _json(400, {"error": str(exc)})
     except AdminError as exc:
@@ -202,6 +233,9 @@ async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
     """G1: GET /api/bookings/{id}/diagnosis[?environment=URL]."""
     from ..admin.diagnose import diagnose
     from ..core.ids import GUID
+    who = signed_in(req, "diagnose")
+    if isinstance(who, func.HttpResponse):
+        return who
     booking_id = req.route_params.get("booking_id", "")
     if not GUID.match(booking_id):
         return _json(400, {"error": "booking id must be a GUID"})
@@ -212,6 +246,18 @@ async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
     rt = await activities().clients()
     result = await diagnose(booking_id, rt.source(environment.rstrip("/")), rt.store, settings.sync, datetime.now(UTC))
     return _json(200, result.to_dict())
+
+
+@bp.route(route="audit", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def audit_trail(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/audit[?limit=N]: who did what, on which mailboxes, when, with what result (newest first)."""
+    who = signed_in(req, "audit")
+    if isinstance(who, func.HttpResponse):
+        return who
+    limit = req.params.get("limit", "50")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        return _json(400, {"error": "limit must be a whole number from 1 to 1000"})
+    return _json(200, {"audit": await (await activities().clients()).store.recent_audit(int(limit))})
 
 
 @bp.route(route="dataverse/webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -45,7 +45,8 @@ def test_a_service_that_cannot_be_reached_is_one_line_and_exit_code_4(tenant, ta
 def test_piped_into_head_arguments_checked_help_and_real_json(tenant, table_prefix):
     env = {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}
     tenant.control("POST", "/demo", {"technicians": 4, "bookings": 30})
-    assert cli(env, "mailboxes", "discover").returncode == 0
+    discovered = cli(env, "mailboxes", "discover")
+    assert discovered.returncode == 0 and "registered as pending" in discovered.stdout and "{" not in discovered.stdout
     piped = subprocess.run(f"{sys.executable} -m sync mailboxes list | head -1", shell=True, cwd=REPO, env={**os.environ, **env},
                            capture_output=True, text=True, timeout=120)
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr and piped.stdout.strip()

@@ -94,3 +94,13 @@ def test_alerts_cover_failed_or_blocked_cycles_failed_mailboxes_and_silence():
     telemetry = (REPO / "sync" / "app" / "telemetry.py").read_text()
     assert '"cycle finished"' in telemetry and '"outcome"' in telemetry and '"sync.mailbox.outcomes"' in telemetry
     assert all(a in (REPO / "docs" / "deploy.md").read_text() for a in ("ALERT_EMAIL", "WEBHOOK_SECRET_IN_KEY_VAULT"))
+
+
+def test_administration_sits_behind_app_service_authentication_and_the_webhook_keeps_its_own():
+    app = (REPO / "infra" / "app.bicep").read_text()
+    auth = app[app.index("resource auth 'Microsoft.Web/sites/config"):app.index("resource vaultReader")]
+    assert "name: 'authsettingsV2'" in auth and "requireAuthentication: true" in auth and "azureActiveDirectory" in auth
+    assert "'/api/dataverse/webhook'" in auth, "the webhook authenticates with its function key and header secret"
+    assert "clientSecret" not in auth, "token validation needs no secret"
+    deploy = (REPO / "docs" / "deploy.md").read_text()
+    assert all(role in deploy for role in ("Sync.Operator", "Mailbox.Approver", "ADMIN_APP_CLIENT_ID"))
