@@ -97,7 +97,7 @@ def _cycle_rows(summary: dict) -> list[dict]:
 CYCLE_COLUMNS = ("mailbox", "outcome", "created", "updated", "deleted", "unlinked", "skipped", "failed", "error")
 
 
-async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
+async def _run_cycle(settings: AppSettings, force: bool, trigger: str, progress: Progress | None = None) -> dict:
     """One cycle through the local runner, under the same lease the timer takes (T1)."""
     from .app.clients import Clients
     from .local.cycle import CycleRunning, run_cycle_once
@@ -105,7 +105,7 @@ async def _run_cycle(settings: AppSettings, force: bool, trigger: str) -> dict:
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         try:
-            work = run_cycle_once(rt.store, settings, force=force, trigger=trigger)
+            work = run_cycle_once(rt.store, settings, force=force, trigger=trigger, progress=progress)
             if trigger == "demo":
                 return await work
             return await audited(rt.store, _operator(), "run", [], _now(), work, detail="force" if force else "")
@@ -142,7 +142,7 @@ def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
 # ---- commands ---------------------------------------------------------------------------------------------
 
 async def cmd_run(args: argparse.Namespace, settings: AppSettings) -> int:
-    summary = await _run_cycle(settings, args.force, "manual")
+    summary = await _run_cycle(settings, args.force, "manual", Progress("syncing mailboxes", not args.json))
     rows = _cycle_rows(summary)
     failed = [e for e in summary.get("environments", []) if e.get("error")]
     notes = "".join(f"\nenvironment not collected: {e['environment']}: {e['error']}" for e in failed)

@@ -56,10 +56,12 @@ class MailboxAdmin:
         await self.store.put_mailbox(mailbox, needs_initial_read=True)
         return mailbox
 
-    async def discover(self, source: BookingSource) -> dict[str, int]:
+    async def discover(self, source: BookingSource, progress: Progress = _none) -> dict[str, int]:
         """Register the mailboxes of the environment's user resources as pending (M3)."""
         counts = {"registered": 0, "already": 0, "bound_elsewhere": 0, "no_mailbox": 0}
-        for resource in await source.list_user_resources():
+        resources = await source.list_user_resources()
+        for done, resource in enumerate(resources, 1):
+            progress(done, len(resources))
             if not resource.mailbox or resource.disabled:
                 counts["no_mailbox"] += 1
                 continue

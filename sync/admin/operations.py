@@ -52,7 +52,8 @@ async def mailbox_action(services: Services, environments: tuple[str, ...], acti
     rows = await services.store.list_mailboxes()
     targets = [r["address"] for r in rows] if all_ else addresses
     if action == "discover":
-        return {"discovered": {env: await admin.discover(services.source(env)) for env in ([environment] if environment else environments)}}
+        return {"discovered": {env: await admin.discover(services.source(env), progress)
+                               for env in ([environment] if environment else environments)}}
     if action == "test":
         reports = await admin.test_and_enable(targets, now, environment, progress)
         return {"tested": len(reports), "succeeded": sum(r.ok for r in reports),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Callable
 
 from ..app.activities import Activities
 from ..app.leases import KeptLease
-from ..app.orchestrators import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, ORCHESTRATORS
+from ..app.orchestrators import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, ORCHESTRATORS, SYNC_MAILBOX_ACTIVITY
 from ..app.settings import AppSettings
 from ..app.singleton import LEASE, LEASE_TTL_S
 from ..ports import LeaseStore
@@ -20,12 +21,14 @@ def cycle_runner(activities: Activities, max_concurrent_activities: int = 8, **k
                          **kw)  # type: ignore[arg-type]
 
 
-async def run_cycle(settings: AppSettings, *, force: bool = False, trigger: str = "manual", max_concurrent_activities: int = 8) -> dict:
+async def run_cycle(settings: AppSettings, *, force: bool = False, trigger: str = "manual", max_concurrent_activities: int = 8,
+                    progress: Callable[[int, int], None] | None = None) -> dict:
     """One cycle; the summary's mailbox rows are given their addresses back for the administrator who ran it
-    (the orchestration itself carries pseudonyms only)."""
+    (the orchestration itself carries pseudonyms only). `progress(done, scheduled)` follows the mailbox syncs."""
     activities = Activities(lambda: settings)
     try:
-        summary = await cycle_runner(activities, max_concurrent_activities).run(
+        runner = cycle_runner(activities, max_concurrent_activities, progress=progress, tracked=SYNC_MAILBOX_ACTIVITY)
+        summary = await runner.run(
             CYCLE_ORCHESTRATOR, {"environments": list(settings.environments), "force": force, "trigger": trigger},
             instance_id=CYCLE_INSTANCE_ID)
         for row in summary.get("mailboxes", []):
@@ -39,7 +42,8 @@ class CycleRunning(Exception):
     """Another cycle holds the cycle lease (T1)."""
 
 
-async def run_cycle_once(store: LeaseStore, settings: AppSettings, *, force: bool = False, trigger: str = "manual") -> dict:
+async def run_cycle_once(store: LeaseStore, settings: AppSettings, *, force: bool = False, trigger: str = "manual",
+                         progress: Callable[[int, int], None] | None = None) -> dict:
     """One cycle unless one runs: the cycle lease is taken first and kept (renewed) for as long as the cycle runs,
     however long that is; a cycle that loses it stops rather than run beside its successor (T1)."""
     task = asyncio.current_task()
@@ -53,7 +57,7 @@ async def run_cycle_once(store: LeaseStore, settings: AppSettings, *, force: boo
         if not held:
             raise CycleRunning("a sync cycle is already running (the cycle lease is held); try again when it finishes")
         try:
-            return await run_cycle(settings, force=force, trigger=trigger)
+            return await run_cycle(settings, force=force, trigger=trigger, progress=progress)
         except asyncio.CancelledError:
             if lease.lost:
                 raise CycleRunning("the cycle lease was lost to another cycle; this one stopped") from None

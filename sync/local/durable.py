@@ -52,8 +52,12 @@ def _ts(dt: datetime) -> str:
 
 class DurableRunner:
     def __init__(self, orchestrators: dict[str, Callable], activities: dict[str, Activity], *, max_concurrent_activities: int = 8,
-                 clock: Callable[[], datetime] | None = None, sleep_timers: bool = False):
+                 clock: Callable[[], datetime] | None = None, sleep_timers: bool = False,
+                 progress: Callable[[int, int], None] | None = None, tracked: str | None = None):
+        """`progress(done, scheduled)` is called as each `tracked` activity completes (a terminal's progress line)."""
         self.orchestrators, self.activities = orchestrators, activities
+        self.progress, self.tracked = progress, tracked
+        self._counts = [0, 0]                                   # tracked activities done, scheduled
         self.clock = clock or (lambda: datetime.now(UTC))
         self.sleep_timers = sleep_timers
         self._slots = asyncio.Semaphore(max_concurrent_activities)
@@ -103,10 +107,15 @@ class DurableRunner:
         now = self.clock()
         if isinstance(action, (CallActivityAction, CallActivityWithRetryAction)):
             record.activities.append(action.function_name)
+            tracked = action.function_name == self.tracked
+            self._counts[1] += tracked
             scheduled = self._event(E.TASK_SCHEDULED, task_id, now, Name=action.function_name)
             try:
                 async with self._slots:
                     result = await self.activities[action.function_name](json.loads(action.input_))
+                if tracked and self.progress is not None:
+                    self._counts[0] += 1
+                    self.progress(self._counts[0], self._counts[1])
                 return [scheduled, self._event(E.TASK_COMPLETED, -1, self.clock(), TaskScheduledId=task_id, Result=json.dumps(result))]
             except Exception as exc:
                 return [scheduled, self._event(E.TASK_FAILED, -1, self.clock(), TaskScheduledId=task_id,

@@ -80,3 +80,42 @@ def test_the_webhook_receiver_starts_locally_with_the_documented_command(tenant,
         server.terminate()
         server.wait(timeout=20)
     assert time
+
+
+def _on_a_terminal(env: dict, *args: str) -> tuple[int, str, str]:
+    """Runs the CLI with stderr on a pseudo-terminal (as an admin's shell has it); returns (code, stdout, terminal text)."""
+    import pty
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sync", *args], cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=terminal, text=True)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:                                   # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(controller)
+    return proc.returncode, out, shown.decode(errors="replace")
+
+
+def test_long_commands_show_progress_on_a_terminal_only(tenant, table_prefix):
+    env = {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}
+    tenant.control("POST", "/demo", {"technicians": 4, "bookings": 30})
+    code, _, shown = _on_a_terminal(env, "mailboxes", "discover")
+    assert code == 0 and "discover [" in shown and "s" in shown.split("]")[-1], shown
+    assert cli(env, "mailboxes", "approve", "--all").returncode == 0
+    code, _, shown = _on_a_terminal(env, "mailboxes", "test", "--all")
+    assert "test [" in shown and "/" in shown, shown
+    code, out, shown = _on_a_terminal(env, "run")
+    assert code == 0, out
+    done = [line for line in shown.replace("\r", "\n").splitlines() if line.startswith("syncing mailboxes [")]
+    assert done and done[-1].split("]")[1].split()[0].split("/")[0] == done[-1].split("]")[1].split()[0].split("/")[1], shown
+    quiet = cli(env, "run")                               # not a terminal: no progress line
+    assert quiet.returncode == 0 and "syncing mailboxes" not in quiet.stderr
+    code, out, shown = _on_a_terminal(env, "--json", "run")
+    assert code == 0 and "syncing mailboxes" not in shown and json.loads(out)["outcome"] == "succeeded"
