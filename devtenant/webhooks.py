@@ -1,5 +1,14 @@
 """Dataverse webhook delivery: a registered service endpoint receives a RemoteExecutionContext for each
-create, update and delete of a booking, posted asynchronously as Dataverse's asynchronous steps do."""
+create, update and delete of a booking, posted asynchronously as Dataverse's asynchronous steps do.
+
+Redelivery follows Microsoft Learn, "Use webhooks to create external handlers for server events", Troubleshoot
+WebHook registrations: "The timeout is 60 seconds. Generally, if no response is returned before the timeout
+period or if the response StatusCode value is not within the 2xx range to indicate success it will fail. The
+exception is when the error returned is [502, 503, 504] ... The WebHook service will make one more attempt only
+when these error codes are returned." A failed asynchronous step leaves a failed system job; here, a record in
+`failed_jobs`. How long the service waits before its one more attempt is not documented: `retry_delay_ms`
+(default 1 s) is the guess.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +20,8 @@ from typing import Any
 import aiohttp
 
 SIZE_EXCEEDED_HEADER = "x-ms-dynamics-msg-size-exceeded"
+RETRIED_STATUSES = {502, 503, 504}
+TIMEOUT_S = 60.0
 
 
 def _date(dt: datetime) -> str:
@@ -56,12 +67,15 @@ class WebhookRegistry:
         self.delivered = 0
         self.dropped = 0
         self.failed = 0
+        self.redelivered = 0
+        self.failed_jobs: list[dict[str, Any]] = []          # the system jobs of failed asynchronous steps
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def register(self, spec: dict) -> dict:
         endpoint = {"url": spec["url"], "headers": spec.get("headers", {}), "drop": int(spec.get("drop", 0)),
-                    "size_exceeded": bool(spec.get("size_exceeded", False)), "delay_ms": float(spec.get("delay_ms", 0))}
+                    "size_exceeded": bool(spec.get("size_exceeded", False)), "delay_ms": float(spec.get("delay_ms", 0)),
+                    "retry_delay_ms": float(spec.get("retry_delay_ms", 1000)), "timeout_s": float(spec.get("timeout_s", TIMEOUT_S))}
         self.endpoints.append(endpoint)
         return endpoint
 
@@ -77,26 +91,39 @@ class WebhookRegistry:
 
     async def _post(self, endpoint: dict, payload: dict) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+            self._session = aiohttp.ClientSession()
         headers = {"Content-Type": "application/json", **endpoint["headers"]}
         if endpoint["size_exceeded"]:                                # Dataverse strips the large parts and says so
             headers[SIZE_EXCEEDED_HEADER] = "true"
             payload = {**payload, "InputParameters": [], "PreEntityImages": [], "PostEntityImages": [], "ParentContext": None}
         if endpoint["delay_ms"]:
             await asyncio.sleep(endpoint["delay_ms"] / 1000)
+        status = await self._attempt(endpoint, payload, headers)
+        if status in RETRIED_STATUSES:                               # one more attempt, for these three only
+            self.redelivered += 1
+            await asyncio.sleep(endpoint["retry_delay_ms"] / 1000)
+            status = await self._attempt(endpoint, payload, headers)
+        if status is not None and status < 300:
+            self.delivered += 1
+            return
+        self.failed += 1
+        self.failed_jobs.append({"PrimaryEntityId": payload.get("PrimaryEntityId"), "MessageName": payload.get("MessageName"),
+                                 "statuscode": 31, "message": f"the endpoint answered {status}" if status else "no answer"})
+
+    async def _attempt(self, endpoint: dict, payload: dict, headers: dict) -> int | None:
+        """The endpoint's status, or None when it did not answer within the timeout or the connection failed."""
+        assert self._session is not None
         try:
-            async with self._session.post(endpoint["url"], data=json.dumps(payload), headers=headers) as resp:
+            async with self._session.post(endpoint["url"], data=json.dumps(payload), headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=endpoint["timeout_s"])) as resp:
                 await resp.read()
-                if resp.status < 300:
-                    self.delivered += 1
-                else:
-                    self.failed += 1
-        except aiohttp.ClientError:
-            self.failed += 1
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
 
     def status(self) -> dict[str, Any]:
         return {"endpoints": len(self.endpoints), "delivered": self.delivered, "dropped": self.dropped, "failed": self.failed,
-                "in_flight": len(self._tasks)}
+                "redelivered": self.redelivered, "failed_jobs": list(self.failed_jobs), "in_flight": len(self._tasks)}
 
     async def close(self) -> None:
         if self._session is not None:

@@ -9,6 +9,10 @@ a link for it, so a reassignment reaches both) and wakes the mailbox's own orche
 a running one goes round again before it ends, otherwise a new one starts under the mailbox's pseudonym.
 A burst of changes coalesces into a few syncs, and two syncs of one mailbox never overlap (a per-mailbox
 lease also keeps the timer cycle out).
+
+When Dataverse or the state store cannot be reached for the moment, the answer is 503: Dataverse's webhook
+service makes one more attempt for 502, 503 and 504 only (Learn, "Use webhooks", Troubleshoot WebHook
+registrations), and the timer cycle catches whatever that attempt misses.
 """
 from __future__ import annotations
 
@@ -19,11 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
 from ..core.domain import Booking, SkippedRow
 from ..core.ids import GUID
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
-from ..ports import BookingSource, DurableClient, LinkStore, MailboxStore, PendingStore, Services, WakeStore
+from ..ports import BookingSource, DurableClient, LinkStore, MailboxStore, PendingStore, Services, TransientError, WakeStore
 from .orchestrators import MAILBOX_ORCHESTRATOR
 from .settings import AppSettings
 
@@ -139,9 +145,23 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
     environment = (params.get("environment") or settings.environments[0]).rstrip("/")
     if environment.lower() not in {e.lower() for e in settings.environments}:
         return 400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"}
-    routed = await route(notification, services.source(environment), services.store)
-    started = await start_mailbox_syncs(client, services.store, await services.store.telemetry_key(), sorted(routed),
-                                        datetime.fromisoformat(now_iso))
+    try:
+        routed = await route(notification, services.source(environment), services.store)
+        started = await start_mailbox_syncs(client, services.store, await services.store.telemetry_key(), sorted(routed),
+                                            datetime.fromisoformat(now_iso))
+    except (TransientError, ServiceRequestError, ServiceResponseError) as exc:
+        return _unavailable(notification, exc)
+    except HttpResponseError as exc:
+        if (exc.status_code or 0) < 500 and exc.status_code != 429:
+            raise
+        return _unavailable(notification, exc)
     log.info("webhook accepted: message=%s booking=%s mailboxes=%d started=%d", notification.message, notification.booking_id,
              len(routed), len(started))
     return 202, {"booking": notification.booking_id, "message": notification.message, "mailboxes": len(routed), "started": len(started)}
+
+
+def _unavailable(notification: Notification, exc: Exception) -> tuple[int, dict[str, Any]]:
+    """503: the one answer (with 502 and 504) after which Dataverse posts the change once more."""
+    log.warning("webhook deferred, a service did not answer: booking=%s error=%s", notification.booking_id, type(exc).__name__)
+    return 503, {"error": "Dataverse or the state store did not answer; the change is taken on the next delivery or cycle",
+                 "booking": notification.booking_id}

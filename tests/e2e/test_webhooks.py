@@ -270,3 +270,18 @@ async def test_r_t3_no_change_waits_for_the_timer_and_mailbox_syncs_never_overla
     assert most[0] == 1, "two syncs of one mailbox ran at once"
     async with Clients(settings) as rt:
         assert [a for a in addresses if await rt.store.pending(a)] == []
+
+
+async def test_r_t3_dataverse_down_answers_503_and_the_one_redelivery_reaches_outlook(tenant, world):
+    """Dataverse's webhook service makes one more attempt for 502/503/504 only (Learn, "Use webhooks", Troubleshoot);
+    a change the handler cannot read for the moment is answered 503, never 500, so that attempt comes."""
+    settings, seed, techs, host, url = world
+    tenant.control("POST", "/orgs/default/webhooks", {"url": url + f"?code={KEY}", "retry_delay_ms": 1500})
+    tenant.control("PUT", "/faults", {"rules": [{"service": "dataverse", "method": "GET", "path": "bookableresourcebookings$",
+                                                 "action": "status", "status": 503, "retry_after": 0.05}]})
+    seed.booking(techs[A], NOW + timedelta(days=1))
+    await wait_for(lambda: tenant.control("GET", "/orgs/default/webhooks")["redelivered"] == 1)
+    tenant.control("DELETE", "/faults")                     # Dataverse answers again before the one more attempt
+    await wait_for(lambda: len(events(tenant, A)) == 1)
+    state = tenant.control("GET", "/orgs/default/webhooks")
+    assert state["delivered"] == 1 and state["failed"] == 0 and state["failed_jobs"] == []

@@ -1,0 +1,101 @@
+"""The emulated webhook service retries as Dataverse's does. Microsoft Learn, "Use webhooks to create external handlers
+for server events", Troubleshoot WebHook registrations: "The timeout is 60 seconds. Generally, if no response is
+returned before the timeout period or if the response StatusCode value is not within the 2xx range to indicate success
+it will fail. The exception is when the error returned is [502 Bad Gateway, 503 Service Unavailable, 504 Gateway
+Timeout] ... The WebHook service will make one more attempt only when these error codes are returned."."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiohttp import web
+
+pytestmark = pytest.mark.stack
+
+
+class Receiver:
+    """A webhook endpoint that answers the statuses it is given, in order (then 200), or hangs for `hang` attempts."""
+
+    def __init__(self, statuses: list[int], hang: int = 0):
+        self.statuses, self.hang, self.attempts = list(statuses), hang, 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.attempts += 1
+        if self.hang:
+            self.hang -= 1
+            await asyncio.sleep(5)
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+
+    async def __aenter__(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]          # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}/hook"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+async def settled(tenant, expected_attempts: int, receiver: Receiver) -> dict:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = tenant.control("GET", "/orgs/default/webhooks")
+        if receiver.attempts >= expected_attempts and status["in_flight"] == 0:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"webhook not settled: {receiver.attempts} attempts")
+
+
+def create_booking(tenant) -> str:
+    row = tenant.control("POST", "/orgs/default/tables/bookableresourcebookings",
+                         [{"name": "b", "starttime": "2026-11-23T09:00:00Z", "endtime": "2026-11-23T10:00:00Z"}])["value"][0]
+    return row["bookableresourcebookingid"]
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_one_more_attempt_after_502_503_504_and_it_can_succeed(tenant, status):
+    receiver = Receiver([status])
+    async with receiver as url:
+        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50})
+        create_booking(tenant)
+        state = await settled(tenant, 2, receiver)
+    assert receiver.attempts == 2 and state["redelivered"] == 1 and state["delivered"] == 1 and state["failed_jobs"] == []
+
+
+async def test_only_one_more_attempt_then_a_failed_system_job(tenant):
+    receiver = Receiver([503, 503, 503])
+    async with receiver as url:
+        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50})
+        booking = create_booking(tenant)
+        state = await settled(tenant, 2, receiver)
+        await asyncio.sleep(0.3)
+    assert receiver.attempts == 2 and state["failed"] == 1
+    assert [j["PrimaryEntityId"] for j in state["failed_jobs"]] == [booking]
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 500])
+async def test_any_other_error_is_not_retried(tenant, status):
+    receiver = Receiver([status])
+    async with receiver as url:
+        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50})
+        create_booking(tenant)
+        state = await settled(tenant, 1, receiver)
+        await asyncio.sleep(0.3)
+    assert receiver.attempts == 1 and state["redelivered"] == 0 and state["failed"] == 1
+
+
+async def test_no_answer_within_the_timeout_fails_without_another_attempt(tenant):
+    receiver = Receiver([], hang=1)
+    async with receiver as url:
+        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50, "timeout_s": 0.5})
+        create_booking(tenant)
+        state = await settled(tenant, 1, receiver)
+        await asyncio.sleep(1)
+        state = tenant.control("GET", "/orgs/default/webhooks")
+    assert receiver.attempts == 1 and state["failed"] == 1 and state["redelivered"] == 0
