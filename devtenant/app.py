@@ -5,6 +5,7 @@ from aiohttp import web
 
 from .control import ControlApi
 from .dataverse import DataverseService
+from .entra import EntraService
 from .graph import GraphService
 from .tenant import Tenant
 
@@ -17,5 +18,6 @@ def build_app(tenant: Tenant | None = None) -> web.Application:
     app["tenant"] = tenant
     app.add_routes(DataverseService(tenant).routes())
     app.add_routes(graph.routes())
+    app.add_routes(EntraService(tenant).routes())
     app.add_routes(ControlApi(tenant, graph).routes())
     return app

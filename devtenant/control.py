@@ -14,7 +14,7 @@ from aiohttp import web
 from . import demo
 from .graph import GraphError, GraphService
 from .schema import DATAVERSE
-from .tenant import FaultRule, Mailbox, Tenant
+from .tenant import HOME_TENANT, Directory, FaultRule, Mailbox, Tenant
 
 PREFIX = "/_control"
 
@@ -40,6 +40,9 @@ class ControlApi:
             web.post(p + "/orgs/{org}/webhooks", self.register_webhook),
             web.get(p + "/orgs/{org}/webhooks", self.webhook_status),
             web.put(p + "/orgs/{org}/limits", self.org_limits),
+            web.get(p + "/tenants", self.list_tenants),
+            web.post(p + "/tenants", self.add_tenant),
+            web.patch(p + "/tenants/{tid}", self.update_tenant),
             web.post(p + "/mailboxes", self.add_mailboxes),
             web.get(p + "/mailboxes", self.list_mailboxes),
             web.patch(p + "/mailboxes/{mailbox}", self.update_mailbox),
@@ -151,14 +154,43 @@ class ControlApi:
         body = await request.json()
         out = []
         for m in body if isinstance(body, list) else [body]:
+            if str(m.get("tenant", HOME_TENANT)).lower() not in self.tenant.graph.directories:
+                return _bad(f"unknown tenant {m.get('tenant')}: add it with POST /_control/tenants first")
             mailbox = self.tenant.graph.add(Mailbox(id=str(m.get("id") or uuid.uuid4()).lower(), address=m["address"],
                                                     display_name=m.get("displayName", m["address"]),
                                                     time_zone=m.get("timeZone", "UTC"), state=m.get("state", "enabled"),
-                                                    in_scope=m.get("in_scope", True)))
+                                                    in_scope=m.get("in_scope", True), tenant_id=str(m.get("tenant", HOME_TENANT)).lower()))
             if "roles" in m:
                 mailbox.roles = set(m["roles"])
             out.append({"id": mailbox.id, "address": mailbox.address})
         return web.json_response({"value": out}, status=201)
+
+    # --- Entra tenants ------------------------------------------------------------------------------
+    @staticmethod
+    def _directory_json(d: Directory) -> dict:
+        return {"id": d.id, "home": d.id == HOME_TENANT, "consented": d.consented, "federation_trusted": d.federation_trusted}
+
+    async def list_tenants(self, _: web.Request) -> web.Response:
+        return web.json_response({"value": [self._directory_json(d) for d in self.tenant.graph.directories.values()]})
+
+    async def add_tenant(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        tid = str(body.get("id") or uuid.uuid4()).lower()
+        directory = self.tenant.graph.directories.setdefault(tid, Directory(tid))
+        directory.consented = bool(body.get("consented", directory.consented))
+        directory.federation_trusted = bool(body.get("federation_trusted", directory.federation_trusted))
+        return web.json_response(self._directory_json(directory), status=201)
+
+    async def update_tenant(self, request: web.Request) -> web.Response:
+        """Grant or revoke the app's admin consent in a tenant, or break its federated trust."""
+        directory = self.tenant.graph.directories.get(request.match_info["tid"].lower())
+        if directory is None:
+            return _bad("no such tenant", 404)
+        body = await request.json()
+        for name in ("consented", "federation_trusted"):
+            if name in body:
+                setattr(directory, name, bool(body[name]))
+        return web.json_response(self._directory_json(directory))
 
     def _mailbox(self, request: web.Request) -> Mailbox:
         mailbox = self.tenant.graph.find(request.match_info["mailbox"])
@@ -167,7 +199,7 @@ class ControlApi:
         return mailbox
 
     async def list_mailboxes(self, _: web.Request) -> web.Response:
-        return web.json_response({"value": [{"id": m.id, "address": m.address, "timeZone": m.time_zone, "state": m.state,
+        return web.json_response({"value": [{"id": m.id, "address": m.address, "tenant": m.tenant_id, "timeZone": m.time_zone, "state": m.state,
                                               "in_scope": m.in_scope, "roles": sorted(m.roles), "events": len(m.events)}
                                              for m in self.tenant.graph.mailboxes.values()]})
 
@@ -255,8 +287,13 @@ class ControlApi:
         body = await request.json() if request.can_read_body else {}
         now = datetime.fromisoformat(body["now"].replace("Z", "+00:00")) if body.get("now") else None
         org_name = body.get("org", "default")
+        partner = body.get("partner")
+        if partner:
+            partner = {"tenant": str(partner["tenant"]).lower(), "domain": partner.get("domain", "fabrikam.example"),
+                       "technicians": int(partner.get("technicians", 5))}
+            self.tenant.graph.directories.setdefault(partner["tenant"], Directory(partner["tenant"]))
         generated = demo.generate(now=now, seed=int(body.get("seed", 7)), technicians=int(body.get("technicians", 25)),
-                                  bookings=int(body.get("bookings", 300)))
+                                  bookings=int(body.get("bookings", 300)), partner=partner)
         org = self.tenant.org(org_name)
         for entity_set, rows in generated.tables.items():
             table = DATAVERSE.by_entity_set[entity_set]
@@ -264,7 +301,8 @@ class ControlApi:
                 org.upsert(table.logical_name, row)
         for m in generated.mailboxes:
             self.tenant.graph.add(Mailbox(id=str(uuid.uuid4()), address=m["address"], display_name=m["displayName"],
-                                          time_zone=m["timeZone"], in_scope=m.get("in_scope", True)))
+                                          time_zone=m["timeZone"], in_scope=m.get("in_scope", True),
+                                          tenant_id=m.get("tenant", HOME_TENANT)))
         for address, event in generated.personal_events:
             self.graph.create_event(self.tenant.graph.find(address), event, {})
         summary: dict[str, Any] = {"org": org_name, "now": generated.now.isoformat(),

@@ -28,6 +28,17 @@ SUMMARIES = ["Customer reports intermittent fault since Monday.", "Annual contra
 HOSTILE = "<script>alert('x')</script> & \"quoted\" 'single' </td><img src=x onerror=alert(1)> %27 ) or 1 eq 1 —  مرحبا 🔧"
 
 
+# The subcontractor of the demo: its technicians' mailboxes live in their own Microsoft Entra tenant.
+PARTNER_TENANT = "4b1d5e2a-7c3f-4a8e-9b6d-2f0e1c3a5b7d"
+PARTNER_DOMAIN = "fabrikam.example"
+CROSS_TENANT_APP = "0f6c2d9e-1a4b-4c7d-8e3f-5a6b7c8d9e0f"     # the multi-tenant app registration that trusts the identity
+
+
+def partner_settings(home_domain: str = "contoso.example") -> dict[str, str]:
+    """The app settings that route the demo's two tenants (MAILBOX_TENANTS, CROSS_TENANT_APP_CLIENT_ID)."""
+    return {"MAILBOX_TENANTS": f"{home_domain}=home,{PARTNER_DOMAIN}={PARTNER_TENANT}", "CROSS_TENANT_APP_CLIENT_ID": CROSS_TENANT_APP}
+
+
 def gid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
@@ -53,7 +64,9 @@ def iso(dt: datetime) -> str:
 
 
 def generate(now: datetime | None = None, seed: int = 7, technicians: int = 25, bookings: int = 300,
-             domain: str = "contoso.example") -> DemoOrg:
+             domain: str = "contoso.example", partner: dict | None = None) -> DemoOrg:
+    """`partner` {"tenant", "domain", "technicians"}: that many of the technicians are a subcontractor's, whose
+    mailboxes live in another Microsoft Entra tenant under its own domain (edge case `partner_mailboxes`)."""
     rng = random.Random(seed)
     now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
     org = DemoOrg(now)
@@ -92,11 +105,15 @@ def generate(now: datetime | None = None, seed: int = 7, technicians: int = 25, 
         while local in used:
             local += "2"
         used.add(local)
-        address = f"{local}@{domain}"
+        of_partner = partner is not None and i >= technicians - int(partner.get("technicians", 0))
+        address = f"{local}@{partner['domain'] if of_partner and partner else domain}"
         res = resource(f"{first} {last}", 3, user(first, last, address))
         techs.append(res)
         tz = rng.choice(["Pacific Standard Time", "Pacific Standard Time", "UTC", "Eastern Standard Time"])
-        org.mailboxes.append({"address": address, "displayName": f"{first} {last}", "timeZone": tz, "resource": res})
+        org.mailboxes.append({"address": address, "displayName": f"{first} {last}", "timeZone": tz, "resource": res,
+                              **({"tenant": partner["tenant"]} if of_partner and partner else {})})
+        if of_partner:
+            org.case("partner_mailboxes", address)
     # Mailboxes whose test must fail: one unknown to Exchange, one outside the app's access scope.
     missing = resource("Rowan Ghost", 3, user("Rowan", "Ghost", f"rowan.ghost@{domain}"))
     org.case("mailbox_not_found", f"rowan.ghost@{domain}")

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from . import odata
 from .schema import GRAPH
-from .tenant import FaultRule, Mailbox, Tenant, iso, redacted, utcnow
+from .tenant import HOME_TENANT, FaultRule, Mailbox, Tenant, iso, redacted, token_tenant, utcnow
 
 WINDOWS_ZONES = {
     "utc": "UTC", "pacific standard time": "America/Los_Angeles", "mountain standard time": "America/Denver",
@@ -112,6 +112,15 @@ def require_role(mailbox: Mailbox, method: str, rest: str) -> None:
 
 
 class GraphService:
+    def check_tenant(self, mailbox: Mailbox, tid: str) -> None:
+        """A token is good for the mailboxes of the tenant that issued it, while the app still holds consent there.
+        What Graph answers otherwise is a guess (docs/emulator-fidelity.md): 401 InvalidAuthenticationToken."""
+        directory = self.tenant.graph.directories.get(tid)
+        if directory is None or not directory.consented:
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure: the app has no consent in the token's tenant.")
+        if mailbox.tenant_id != tid:
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure: the token's tenant does not hold this mailbox.")
+
     def __init__(self, tenant: Tenant):
         self.tenant = tenant
 
@@ -136,7 +145,7 @@ class GraphService:
             if fault is not None and fault.action == "status":
                 self.tenant.log.add(service="graph", kind="http", method="POST-BATCH", path="/$batch", status=fault.status, mailbox=None)
                 return self._fault_response(fault, request_id)
-            status, headers, payload = await self.batch(body, request_id)
+            status, headers, payload = await self.batch(body, request_id, token_tenant(auth))
             item_dropped = bool(headers.pop("x-devtenant-dropped", ""))
             self.tenant.log.add(service="graph", kind="http", method="POST-BATCH", path="/$batch", status=status, mailbox=None,
                                 items=len((body or {}).get("requests", []) if isinstance(body, dict) else 0), query=request.query_string,
@@ -145,7 +154,8 @@ class GraphService:
                 return self._drop(request)
             return web.json_response(payload, status=status, headers=headers)
         target = path + (("?" + request.query_string) if request.query_string else "")
-        status, headers, payload, dropped = await self.execute(request.method, target, dict(request.headers), body, request_id, kind="http")
+        status, headers, payload, dropped = await self.execute(request.method, target, dict(request.headers), body, request_id, kind="http",
+                                                               tid=token_tenant(auth))
         if dropped:
             return self._drop(request)
         if payload is None:
@@ -173,7 +183,8 @@ class GraphService:
         return fault.status, headers, error_body(code, message, request_id)
 
     # --- one operation (top-level request or batch item) ------------------------------------------
-    async def execute(self, method: str, target: str, headers: dict, body: Any, request_id: str, kind: str) -> tuple[int, dict, Any, bool]:
+    async def execute(self, method: str, target: str, headers: dict, body: Any, request_id: str, kind: str,
+                      tid: str = HOME_TENANT) -> tuple[int, dict, Any, bool]:
         split = urlsplit(target if target.startswith("/") else "/" + target)
         path = unquote(split.path).lstrip("/")
         if path.startswith("v1.0/"):
@@ -188,6 +199,7 @@ class GraphService:
                 raise GraphError(400, "BadRequest", f"Resource not found for the segment '{path.split('/')[0]}'.")
             if mailbox is None:
                 raise GraphError(404, "ErrorInvalidUser", f"The requested user '{m.group(1)}' is invalid.")
+            self.check_tenant(mailbox, tid)
             if not mailbox.in_scope:
                 raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
             if mailbox.state != "enabled":
@@ -428,7 +440,7 @@ class GraphService:
         return resolve
 
     # --- JSON batching ----------------------------------------------------------------------------
-    async def batch(self, body: Any, request_id: str) -> tuple[int, dict, dict]:
+    async def batch(self, body: Any, request_id: str, tid: str = HOME_TENANT) -> tuple[int, dict, dict]:
         def bad(message: str) -> tuple[int, dict, dict]:
             return 400, {}, error_body("BadRequest", message, request_id)
 
@@ -470,7 +482,7 @@ class GraphService:
                 out = {"id": item["id"], "status": 424, "body": error_body("FailedDependency", f"The request depends on '{failed_dep}', which failed.", request_id)}
             else:
                 status, headers, payload, lost = await self.execute(item["method"].upper(), item["url"], item.get("headers") or {},
-                                                                    item.get("body"), request_id, kind="batch-item")
+                                                                    item.get("body"), request_id, kind="batch-item", tid=tid)
                 if lost:
                     dropped.append(item["id"])
                 out = {"id": item["id"], "status": status, "headers": {k: v for k, v in headers.items() if k in ("Retry-After", "Location")}}

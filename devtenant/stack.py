@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .demo import PARTNER_DOMAIN, PARTNER_TENANT, partner_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -175,15 +177,18 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     with LocalStack() as stack:
-        env = {**os.environ, **stack.environment()}
+        settings = {**stack.environment(), **(partner_settings() if args.demo else {})}
+        env = {**os.environ, **settings}
         print(f"local stack: Azurite tables on 127.0.0.1:{stack.table_port}, emulator at {stack.emulator_url}", flush=True)
         if args.demo:
-            summary = stack.control("POST", "/demo", {})
+            # Five of the 25 technicians are a subcontractor's, with mailboxes in the subcontractor's own tenant.
+            summary = stack.control("POST", "/demo", {"partner": {"tenant": PARTNER_TENANT, "domain": PARTNER_DOMAIN, "technicians": 5}})
             counts = summary["counts"]
             print(f"demo organisation loaded: {counts['bookableresourcebookings']} bookings, "
-                  f"{len(summary['mailboxes'])} mailboxes in Exchange", flush=True)
+                  f"{len(summary['mailboxes'])} mailboxes in Exchange, {len(summary['edge_cases']['partner_mailboxes'])} of them "
+                  f"in a second tenant ({PARTNER_DOMAIN})", flush=True)
         if args.print_env:
-            for key, value in stack.environment().items():
+            for key, value in settings.items():
                 print(f"{key}={value}")
         if not command:
             print("stack is up; Ctrl-C stops it", flush=True)

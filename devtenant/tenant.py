@@ -83,6 +83,28 @@ class DataverseOrg:
         return None
 
 
+HOME_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+@dataclass
+class Directory:
+    """A Microsoft Entra tenant as the app meets it: whether an admin of it consented to the app (its service
+    principal exists there), and whether the app's federated credential is accepted (the trust is configured)."""
+    id: str
+    consented: bool = True
+    federation_trusted: bool = True
+
+
+def token_tenant(authorization: str) -> str:
+    """The tenant a bearer token was issued in. Tokens from the emulator's token endpoint name it
+    (`devtenant;tid=...;...`); any other token, as the emulator has always accepted, is the home tenant's."""
+    token = authorization[7:].strip() if authorization.startswith("Bearer ") else authorization
+    if token.startswith("devtenant;"):
+        fields = dict(part.split("=", 1) for part in token.split(";")[1:] if "=" in part)
+        return fields.get("tid", HOME_TENANT)
+    return HOME_TENANT
+
+
 @dataclass
 class Mailbox:
     id: str
@@ -91,6 +113,7 @@ class Mailbox:
     time_zone: str = "UTC"
     state: str = "enabled"        # enabled | disabled (soft-deleted / inactive / on-premises)
     in_scope: bool = True         # inside the app's Exchange RBAC for Applications scope
+    tenant_id: str = HOME_TENANT  # the Entra tenant whose Exchange Online holds the mailbox
     # The application roles the app holds for this mailbox's scope (Exchange RBAC for Applications). The default is
     # exactly what docs/deploy.md and infra/scripts/grant-mailbox-access.ps1 grant: "Application Calendars.ReadWrite".
     roles: set = field(default_factory=lambda: {"Calendars.ReadWrite"})
@@ -105,7 +128,8 @@ class GraphTenant:
     def __init__(self) -> None:
         self.mailboxes: dict[str, Mailbox] = {}
         self.by_address: dict[str, str] = {}
-        self.tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+        self.tenant_id = HOME_TENANT
+        self.directories: dict[str, Directory] = {HOME_TENANT: Directory(HOME_TENANT)}
         self.mailbox_concurrency = 4
         self.mailbox_budget = 10_000
         self.mailbox_window_s = 600.0

@@ -9,6 +9,8 @@ param operatorPrincipalId string
 param alertEmail string
 param webhookSecretInKeyVault string
 param adminAppClientId string
+param mailboxTenants string
+param crossTenantAppClientId string
 
 var storageName = 'st${resourceToken}'
 var deploymentContainer = 'app-package'
@@ -288,6 +290,16 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'MASS_DELETE_MIN_COUNT'
           value: '10'
+        }
+        {
+          name: 'MAILBOX_TENANTS'
+          value: mailboxTenants
+        }
+        {
+          // The other tenants are reached through this app with the managed identity's token as a federated
+          // credential (workload identity federation): no client secret or certificate anywhere.
+          name: 'CROSS_TENANT_APP_CLIENT_ID'
+          value: crossTenantAppClientId
         }
         {
           name: 'WEBHOOK_HEADER_SECRET'

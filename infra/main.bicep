@@ -33,6 +33,12 @@ param alertEmail string = ''
 @description('Client id of the app registration administrators sign in to (App Service Authentication); its app roles are Sync.Operator and Mailbox.Approver. Empty: the administrative routes refuse every call.')
 param adminAppClientId string = ''
 
+@description('Optional: mailbox domains and the Microsoft Entra tenants that hold them, e.g. contoso.com=home,fabrikam.com=<tenant id>. Empty: every mailbox is in this tenant.')
+param mailboxTenants string = ''
+
+@description('Client id of the multi-tenant app registration that trusts the managed identity (docs/cross-tenant.md); needed when mailboxTenants names another tenant. No secret: a federated identity credential.')
+param crossTenantAppClientId string = ''
+
 @allowed([
   'true'
   'false'
@@ -66,6 +72,8 @@ module app 'app.bicep' = {
     alertEmail: alertEmail
     webhookSecretInKeyVault: webhookSecretInKeyVault
     adminAppClientId: adminAppClientId
+    mailboxTenants: mailboxTenants
+    crossTenantAppClientId: crossTenantAppClientId
   }
 }
 
@@ -73,6 +81,7 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
 output MANAGED_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
+output AZURE_TENANT_ID string = tenant().tenantId
 output STATE_STORAGE_TABLE_ENDPOINT string = app.outputs.tableEndpoint
 output APPLICATIONINSIGHTS_NAME string = app.outputs.applicationInsightsName
 output KEY_VAULT_NAME string = app.outputs.keyVaultName

@@ -77,7 +77,8 @@ def _summary(result: dict[str, Any]) -> str:
         lines = []
         for environment, counts in result["discovered"].items():
             lines.append(f"{environment}: {counts['registered']} registered as pending, {counts['already']} already registered, "
-                         f"{counts['bound_elsewhere']} bound to another environment, {counts['no_mailbox']} without a mailbox")
+                         f"{counts['bound_elsewhere']} bound to another environment, {counts['no_mailbox']} without a mailbox"
+                         + (f", {counts['no_tenant']} whose domain is in no tenant of MAILBOX_TENANTS" if counts.get("no_tenant") else ""))
         return "\n".join(lines) or "no environment"
     return "\n".join(f"{k}: {v}" for k, v in result.items())
 
@@ -157,10 +158,10 @@ async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
 
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store, rt.calendar, tenants=rt.tenants)
         for environment in settings.environments:
             found = await admin.discover(rt.source(environment))
-            print(f"discovered mailboxes in {environment}: {found}")
+            print(_summary({"discovered": {environment: found}}))
         addresses = [m["address"] for m in await rt.store.list_mailboxes()]
         await admin.approve(addresses, Progress("approving", not args.json))
         reports = await admin.test_and_enable(addresses, _now(), progress=Progress("testing", not args.json))
@@ -235,8 +236,9 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         _print(args, result, table(result["results"], ("mailbox", "result", "reason", "message")))
         return EXIT_OK if result["succeeded"] == result["tested"] else EXIT_PARTIAL
     if args.action == "list":
-        _print(args, result, table(result["mailboxes"], ("mailbox", "ref", "environment", "sync_method", "approved", "test", "reason",
-                                                         "enabled", "last_cycle", "outcome", "written", "last_error")))
+        columns = ("mailbox", "ref", "environment", "tenant", "sync_method", "approved", "test", "reason", "enabled", "last_cycle",
+                   "outcome", "written", "last_error")
+        _print(args, result, table(result["mailboxes"], columns))
         return EXIT_OK
     _print(args, result, _summary(result))
     return EXIT_OK

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypedDict
 
 from .core.domain import Booking, Link, Mailbox, SkippedRow, SyncFilter
 from .core.operations import CalendarOp, OpKind, OpResult, Outcome
+from .core.tenants import TenantMap
 
 __all__ = [
     "FILTER_FIELDS",
@@ -307,5 +308,10 @@ class Services(Protocol):
 
     @property
     def calendar(self) -> Calendar: ...
+
+    @property
+    def tenants(self) -> TenantMap:
+        """Which Entra tenant holds each mailbox (MAILBOX_TENANTS)."""
+        ...
 
     def source(self, environment: str) -> BookingSource: ...

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from azure.core.exceptions import ClientAuthenticationError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
@@ -38,6 +39,14 @@ from msgraph_core.requests.batch_request_item import BatchRequestItem
 
 from ..core.operations import CalendarOp, OpKind, OpResult, Outcome
 from ..core.render import TAG_BOOKING, TAG_ENVIRONMENT
+from ..core.tenants import (
+    HOME,
+    TENANT_CONSENT_MISSING,
+    TENANT_CREDENTIAL_REFUSED,
+    TENANT_REASONS,
+    consent_missing_message,
+    credential_refused_message,
+)
 from ..ports import MailboxProbe, MailboxUnavailable, PermanentError, TransientError
 
 MAX_BATCH = 20
@@ -84,9 +93,29 @@ def _json_request(builder: Any, method: Method, payload: dict) -> RequestInforma
     return info
 
 
+# Entra ID's answers when a tenant does not (or no longer) hold the app: no service principal, no consent, unknown app.
+CONSENT_CODES = ("AADSTS65001", "AADSTS7000229", "AADSTS700016", "AADSTS500011", "AADSTS650051", "AADSTS90002")
+
+
+def tenant_refusal(tenant: str, exc: Exception) -> tuple[str, str] | None:
+    """(reason code, message) when another tenant refused the app: a credential the tenant's Entra ID refused, or a
+    Graph 401 for that tenant's token. None for the home tenant, whose failures are the deployment's (exit 4)."""
+    if tenant == HOME:
+        return None
+    if isinstance(exc, ClientAuthenticationError):
+        if any(code in str(exc) for code in CONSENT_CODES):
+            return TENANT_CONSENT_MISSING, consent_missing_message(tenant)
+        return TENANT_CREDENTIAL_REFUSED, credential_refused_message(tenant)
+    if isinstance(exc, APIError) and exc.response_status_code == 401:
+        return TENANT_CONSENT_MISSING, consent_missing_message(tenant)
+    return None
+
+
 def _classify(status: int, code: str | None, kind: OpKind | None) -> Outcome:
     if status < 300:
         return Outcome.OK
+    if code in TENANT_REASONS:
+        return Outcome.MAILBOX_UNAVAILABLE
     if kind == OpKind.CREATE and (code == DUPLICATE_TRANSACTION or status == 409):
         return Outcome.ALREADY_CREATED   # Graph saw this transactionId: an earlier attempt created the event (400 or 409)
     if code in MAILBOX_CODES or (status == 403):
@@ -110,8 +139,9 @@ class GraphCalendar:
     """One Graph endpoint. Async; create it inside the event loop that uses it (msgraph-sdk is async-only)."""
 
     def __init__(self, base_url: str, credential: Any, *, max_retries: int = 3, timeout_s: float = 60.0,
-                 max_wait_s: float = MAX_WAIT_S):
+                 max_wait_s: float = MAX_WAIT_S, tenant: str = HOME):
         parts = urlsplit(base_url)
+        self.tenant = tenant                  # the Entra tenant whose mailboxes this client reaches (HOME or its id)
         self.base_url = base_url.rstrip("/")
         scope = f"{parts.scheme}://{parts.netloc}/.default"
         auth = AzureIdentityAuthenticationProvider(credential, scopes=[scope], allowed_hosts=[parts.hostname or ""])
@@ -153,7 +183,12 @@ class GraphCalendar:
                     if (err.response_status_code or 0) != 403:
                         raise
                     settings = None
-            except APIError as err:
+            except (APIError, ClientAuthenticationError) as err:
+                refused = tenant_refusal(self.tenant, err)
+                if refused is not None:
+                    return MailboxProbe(False, refused[0], refused[1])
+                if isinstance(err, ClientAuthenticationError):
+                    return MailboxProbe(False, "auth_failed", PROBE_MESSAGES["auth_failed"])
                 status, code = err.response_status_code or 0, _error_code(err)
                 if status in RETRYABLE:
                     return MailboxProbe(False, "transient", f"Graph answered {status}; try again later.", transient=True)
@@ -191,7 +226,11 @@ class GraphCalendar:
                 try:
                     raw = await self.adapter.send_primitive_async(await self.client.batch.to_post_request_information(content), "bytes", {})
                     answers = {str(r.get("id")): r for r in json.loads(raw or b"{}").get("responses", [])}
-                except (TimeoutError, APIError, httpx.TransportError, json.JSONDecodeError):
+                except (TimeoutError, APIError, ClientAuthenticationError, httpx.TransportError, json.JSONDecodeError) as exc:
+                    refused = tenant_refusal(self.tenant, exc)
+                    if refused is not None:                  # the tenant refused the app: every mailbox of the group alike
+                        probes.update({address: MailboxProbe(False, refused[0], refused[1]) for address in group})
+                        return
                     answers = {}
             for i, address in enumerate(group):
                 calendar, settings = answers.get(f"{i}c"), answers.get(f"{i}s")
@@ -223,7 +262,7 @@ class GraphCalendar:
         expand = (f"singleValueExtendedProperties($filter=id eq '{TAG_ENVIRONMENT}' or id eq '{TAG_BOOKING}')")
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(filter=flt, expand=[expand], select=["id"], top=50)
         config = RequestConfiguration(query_parameters=params)
-        async with self._slots[mailbox.lower()], _classified():
+        async with self._slots[mailbox.lower()], _classified(self.tenant):
             self.http_requests += 1
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
         found: list[str] = []
@@ -238,7 +277,7 @@ class GraphCalendar:
         """A mailbox's events, soonest first (for people looking at a calendar: the demo and diagnose)."""
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(select=["subject", "start", "end", "showAs"], top=top,
                                                                               orderby=["start/dateTime"])
-        async with self._slots[mailbox.lower()], _classified():
+        async with self._slots[mailbox.lower()], _classified(self.tenant):
             self.http_requests += 1
             config = RequestConfiguration(query_parameters=params)
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
@@ -310,7 +349,12 @@ class GraphCalendar:
                 # item bodies (it reads them as base64 bytes), so the raw answer is parsed here.
                 request_info = await self.client.batch.to_post_request_information(content)
                 raw = await self.adapter.send_primitive_async(request_info, "bytes", {})
-            except APIError as err:
+            except (APIError, ClientAuthenticationError) as err:
+                refused = tenant_refusal(self.tenant, err)
+                if refused is not None:
+                    return {op.key: (401, refused[0], refused[1], None) for op in chain}, {}
+                if isinstance(err, ClientAuthenticationError):
+                    raise
                 status = err.response_status_code or 503
                 return {op.key: (status, _error_code(err), "batch refused", None) for op in chain}, {}
             except (TimeoutError, httpx.TransportError) as exc:
@@ -339,22 +383,31 @@ class GraphCalendar:
 
 
 @contextlib.asynccontextmanager
-async def _classified() -> AsyncIterator[None]:
+async def _classified(tenant: str) -> AsyncIterator[None]:
     """A direct Graph read (the recovery look-up by tag, a calendar listing) fails like any write would: transient
-    (retry later, the mailbox stays retryable), mailbox unavailable (M6), or permanent."""
+    (retry later, the mailbox stays retryable), mailbox unavailable (M6, a tenant that refuses the app too), or permanent."""
     try:
         yield
-    except APIError as err:
-        status, code = err.response_status_code or 0, _error_code(err)
-        outcome = _classify(status, code, OpKind.UPDATE)
-        if outcome in (Outcome.TRANSIENT, Outcome.GONE) and status != 404:
-            raise TransientError(f"Graph answered {status} ({code}) after retries", code=f"http_{status}") from err
-        if outcome in (Outcome.MAILBOX_UNAVAILABLE, Outcome.GONE):
-            reason = _probe_reason(status, code)
-            raise MailboxUnavailable(f"{reason}: {PROBE_MESSAGES[reason]}") from err
-        raise PermanentError(f"Graph refused the request ({status} {code})", code=f"http_{status}") from err
+    except (APIError, ClientAuthenticationError) as err:
+        refused = tenant_refusal(tenant, err)
+        if refused is not None:
+            raise MailboxUnavailable(refused[1]) from err
+        if isinstance(err, ClientAuthenticationError):
+            raise
+        _raise_classified(err)
     except (TimeoutError, httpx.TransportError) as exc:
         raise TransientError(f"Graph did not answer ({type(exc).__name__})", code="network") from exc
+
+
+def _raise_classified(err: APIError) -> None:
+    status, code = err.response_status_code or 0, _error_code(err)
+    outcome = _classify(status, code, OpKind.UPDATE)
+    if outcome in (Outcome.TRANSIENT, Outcome.GONE) and status != 404:
+        raise TransientError(f"Graph answered {status} ({code}) after retries", code=f"http_{status}") from err
+    if outcome in (Outcome.MAILBOX_UNAVAILABLE, Outcome.GONE):
+        reason = _probe_reason(status, code)
+        raise MailboxUnavailable(f"{reason}: {PROBE_MESSAGES[reason]}") from err
+    raise PermanentError(f"Graph refused the request ({status} {code})", code=f"http_{status}") from err
 
 
 def _error_code(err: APIError) -> str | None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.domain import Mailbox, MailboxTestStatus, SyncFilter
+from ..core.tenants import TenantMap
 from ..ports import BookingSource, Calendar, MailboxStore
 
 Progress = Callable[[int, int], None]
@@ -35,8 +36,10 @@ def _none(done: int, total: int) -> None:
 
 
 class MailboxAdmin:
-    def __init__(self, store: MailboxStore, calendar: Calendar | None = None, *, concurrency: int = 32):
+    def __init__(self, store: MailboxStore, calendar: Calendar | None = None, *, concurrency: int = 32,
+                 tenants: TenantMap | None = None):
         self.store, self.calendar, self.concurrency = store, calendar, concurrency
+        self.tenants = tenants or TenantMap()
 
     async def _require(self, address: str) -> Mailbox:
         mailbox = await self.store.get_mailbox(address.lower())
@@ -52,13 +55,15 @@ class MailboxAdmin:
                 raise AdminError(f"mailbox {address} syncs with {existing.environment}; a mailbox syncs with one environment at a time. "
                                  f"Use `move` to bind it to {environment}.")
             return existing
+        if self.tenants.tenant_of(address) is None:
+            raise AdminError(self.tenants.not_mapped_message(address))
         mailbox = Mailbox(address=address, environment=environment, approved=approved)
         await self.store.put_mailbox(mailbox, needs_initial_read=True)
         return mailbox
 
     async def discover(self, source: BookingSource, progress: Progress = _none) -> dict[str, int]:
         """Register the mailboxes of the environment's user resources as pending (M3)."""
-        counts = {"registered": 0, "already": 0, "bound_elsewhere": 0, "no_mailbox": 0}
+        counts = {"registered": 0, "already": 0, "bound_elsewhere": 0, "no_mailbox": 0, "no_tenant": 0}
         resources = await source.list_user_resources()
         for done, resource in enumerate(resources, 1):
             progress(done, len(resources))
@@ -68,6 +73,9 @@ class MailboxAdmin:
             existing = await self.store.get_mailbox(resource.mailbox)
             if existing is not None:
                 counts["already" if existing.environment in (None, source.environment.lower()) else "bound_elsewhere"] += 1
+                continue
+            if self.tenants.tenant_of(resource.mailbox) is None:      # its domain is in no tenant of MAILBOX_TENANTS
+                counts["no_tenant"] += 1
                 continue
             await self.register(resource.mailbox, source.environment)
             counts["registered"] += 1

@@ -47,7 +47,7 @@ async def mailbox_action(services: Services, environments: tuple[str, ...], acti
                          environment: str | None, now: datetime, progress: Progress = _none, *,
                          method: str | None = None) -> dict[str, Any]:
     """One mailbox operation (M1-M5, G2), for the CLI and HTTP alike; raises AdminError when refused."""
-    admin = MailboxAdmin(services.store, services.calendar)
+    admin = MailboxAdmin(services.store, services.calendar, tenants=services.tenants)
     environment = environment.rstrip("/") if environment else None
     rows = await services.store.list_mailboxes()
     targets = [r["address"] for r in rows] if all_ else addresses
@@ -60,7 +60,7 @@ async def mailbox_action(services: Services, environments: tuple[str, ...], acti
                 "results": [{"mailbox": r.address, "result": "success" if r.ok else "failure", "reason": r.reason,
                              "message": r.message or r.warning} for r in reports]}
     if action == "list":
-        return {"mailboxes": mailbox_status_rows(rows, await services.store.telemetry_key())}
+        return {"mailboxes": mailbox_status_rows(rows, await services.store.telemetry_key(), services.tenants)}
     return await _each(admin, action, targets, environment or environments[0], method, progress)
 
 

@@ -121,9 +121,10 @@ class Activities:
         now = datetime.fromisoformat(payload["now"])
         started = time.monotonic()
         ref = payload.get("mailbox_ref") or "mbx-unknown"
+        mailbox: str | None = payload.get("mailbox")
         try:
             rt = await self.clients()
-            mailbox = payload.get("mailbox") or await self._address(rt, ref)
+            mailbox = mailbox or await self._address(rt, ref)
             ref = await self._mailbox_ref(rt, mailbox) if mailbox else ref
             result = await self._sync_leased(rt, mailbox, ref, now, payload) if mailbox else {
                 "outcome": "skipped", "counts": {}, "error": "no registered mailbox has this reference"}
@@ -135,6 +136,7 @@ class Activities:
             result = {"outcome": "error", "retryable": False, "error": _error_text(exc), "counts": {}}
         result.pop("mailbox", None)
         result["mailbox_ref"] = ref
+        result["tenant"] = (self.settings.tenants.tenant_of(mailbox) or "not mapped") if mailbox else None
         seconds = time.monotonic() - started
         result["seconds"] = round(seconds, 3)
         result.setdefault("retryable", result["outcome"] == "transient")
@@ -150,7 +152,7 @@ class Activities:
         async with KeptLease(rt.store, f"mailbox:{mailbox.lower()}", holder, MAILBOX_LEASE_S) as held:
             if not held:
                 return {"outcome": "busy", "retryable": True, "counts": {}, "error": None}
-            with telemetry.span("sync.mailbox", mailbox_ref=ref) as current:
+            with telemetry.span("sync.mailbox", mailbox_ref=ref, tenant=self.settings.tenants.tenant_of(mailbox)) as current:
                 sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await self._global_filters(rt))
                 result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False),
                                          hold_removals=payload.get("hold_removals"),

@@ -14,7 +14,9 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from ..adapters.credentials import is_loopback_url
+from ..core.ids import GUID
 from ..core.settings import SyncSettings
+from ..core.tenants import HOME, TenantMap
 from .schedule import ScheduleError
 from .schedule import parse as parse_schedule
 
@@ -44,6 +46,8 @@ class AppSettings:
     credential: str = "managed-identity"       # managed-identity | default | loopback-dev
     managed_identity_client_id: str | None = None
     webhook_secret: str | None = None          # optional header secret for the Dataverse webhook (a Key Vault reference in Azure)
+    tenants: TenantMap = field(default_factory=TenantMap)   # mailbox domain -> tenant (MAILBOX_TENANTS)
+    cross_tenant_app_client_id: str | None = None            # the multi-tenant app that trusts the managed identity
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -94,6 +98,28 @@ def _webhook_secret(raw: str | None) -> str | None:
                            "webhook-header-secret in the app's Key Vault (docs/webhooks.md) or set WEBHOOK_SECRET_IN_KEY_VAULT=false",
                            "an unresolved Key Vault reference")
     return raw
+
+
+def _tenants(env: Mapping[str, str]) -> tuple[TenantMap, str | None]:
+    """MAILBOX_TENANTS `domain=tenant-id,...` (`home` for the deployment's own tenant) and the app other tenants trust."""
+    raw = env.get("MAILBOX_TENANTS", "").strip()
+    expected = "comma-separated domain=tenant pairs such as contoso.com=home,fabrikam.com=<tenant GUID>"
+    domains: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        domain, _, tenant = (part.strip().lower() for part in pair.partition("="))
+        if not HOST.match(domain) or "." not in domain or not (tenant == HOME or GUID.match(tenant)):
+            raise SettingError("MAILBOX_TENANTS", expected, pair)
+        if domains.get(domain, tenant) != tenant:
+            raise SettingError("MAILBOX_TENANTS", expected + " (each domain once)", pair)
+        domains[domain] = tenant
+    tenants = TenantMap(domains)
+    app = (env.get("CROSS_TENANT_APP_CLIENT_ID") or "").strip().lower() or None
+    if app is not None and not GUID.match(app):
+        raise SettingError("CROSS_TENANT_APP_CLIENT_ID", "the application (client) id of the cross-tenant app registration, a GUID", app)
+    if tenants.other_tenants and app is None:
+        raise SettingError("CROSS_TENANT_APP_CLIENT_ID", "the client id of the multi-tenant app registration that trusts the managed "
+                           f"identity, because MAILBOX_TENANTS names tenant {tenants.other_tenants[0]} (docs/cross-tenant.md)", None)
+    return tenants, app
 
 
 def sync_settings_from(env: Mapping[str, str]) -> SyncSettings:
@@ -151,8 +177,9 @@ def load(env: Mapping[str, str] | None = None) -> AppSettings:
             raise SettingError("SYNC_CREDENTIAL", "managed-identity or default for a real tenant (loopback-dev signs nothing "
                                                   "and serves the local emulator only)",
                                f"loopback-dev with {urlsplit(remote[0]).hostname}")
+    tenants, cross_tenant_app = _tenants(env)
     return AppSettings(
-        sync=sync_settings_from(env), environments=environments,
+        sync=sync_settings_from(env), environments=environments, tenants=tenants, cross_tenant_app_client_id=cross_tenant_app,
         graph_base_url=graph_url,
         schedule=schedule, storage_connection_string=conn, storage_table_endpoint=endpoint, table_prefix=prefix,
         credential=credential, managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,

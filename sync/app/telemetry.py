@@ -53,7 +53,7 @@ def record_collect(result: dict) -> None:
 
 def record_mailbox(result: dict, ref: str, seconds: float) -> None:
     outcome = result.get("outcome", "unknown")
-    MAILBOX_OUTCOMES.add(1, {"outcome": outcome, "mailbox_ref": ref})
+    MAILBOX_OUTCOMES.add(1, {"outcome": outcome, "mailbox_ref": ref, "tenant": result.get("tenant") or "home"})
     MAILBOX_DURATION.record(seconds, {"outcome": outcome})
     for kind, n in (result.get("counts") or {}).items():
         if n:

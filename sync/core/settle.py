@@ -16,6 +16,7 @@ from .domain import Link, LinkState
 from .operations import OpResult, Outcome
 from .reasons import Reason
 from .render import render
+from .tenants import TENANT_REASONS
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,9 @@ def intent_obsolete(recovery: Recovery, next_actions: list[Action]) -> bool:
 
 
 def mailbox_failure_reason(result: OpResult) -> str:
-    """M6: the reason a person can act on, for a mailbox Graph refused."""
+    """M6: the reason a person can act on, for a mailbox Graph refused (or whose tenant refused the app)."""
+    if result.code in TENANT_REASONS:
+        return result.message or result.code or ""
     if result.status == 403 or result.code == "ErrorAccessDenied":
         return "access_denied: the app's Exchange RBAC scope does not include this mailbox"
     if result.code == "MailboxNotEnabledForRESTAPI":

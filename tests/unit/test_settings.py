@@ -42,11 +42,26 @@ def test_r_e4_enhanced_profile_turns_improvements_on_each_overridable():
     ("SYNC_CREDENTIAL", "loopback-dev", "loopback-dev signs nothing"),
     ("STATE_TABLE_PREFIX", "bad-prefix", "letters and digits"),
     ("SYNC_CREDENTIAL", "secret", "managed-identity"),
+    ("MAILBOX_TENANTS", "contoso.com", "domain=tenant"),
+    ("MAILBOX_TENANTS", "contoso.com=not-a-guid", "domain=tenant"),
+    ("MAILBOX_TENANTS", "contoso.com=home,contoso.com=4b1d5e2a-7c3f-4a8e-9b6d-2f0e1c3a5b7d", "each domain once"),
+    ("MAILBOX_TENANTS", "contoso.com=home,fabrikam.com=4b1d5e2a-7c3f-4a8e-9b6d-2f0e1c3a5b7d", "CROSS_TENANT_APP_CLIENT_ID"),
+    ("CROSS_TENANT_APP_CLIENT_ID", "my-app", "a GUID"),
 ])
 def test_r_e4_bad_setting_names_itself_and_the_expected_form(name, value, expected):
     with pytest.raises(SettingError) as err:
         load({**GOOD, name: value})
-    assert err.value.setting == name and name in str(err.value) and expected in str(err.value)
+    setting = "CROSS_TENANT_APP_CLIENT_ID" if expected == "CROSS_TENANT_APP_CLIENT_ID" else name
+    assert err.value.setting == setting and setting in str(err.value) and expected in str(err.value)
+
+
+def test_mailbox_tenants_map_domains_to_tenants_and_default_to_home():
+    assert load(GOOD).tenants.tenant_of("ana@anything.example") == "home"
+    tid = "4b1d5e2a-7c3f-4a8e-9b6d-2f0e1c3a5b7d"
+    settings = load({**GOOD, "MAILBOX_TENANTS": f" Contoso.com=home , fabrikam.com={tid.upper()}",
+                     "CROSS_TENANT_APP_CLIENT_ID": "0f6c2d9e-1a4b-4c7d-8e3f-5a6b7c8d9e0f"})
+    assert settings.tenants.tenant_of("ana@contoso.com") == "home" and settings.tenants.tenant_of("Bo@Fabrikam.com") == tid
+    assert settings.tenants.tenant_of("cy@elsewhere.com") is None and settings.tenants.other_tenants == (tid,)
 
 
 def test_r_e4_storage_is_required():
