@@ -58,23 +58,27 @@ def create_booking(tenant) -> str:
     return row["bookableresourcebookingid"]
 
 
+async def deliver(tenant, receiver: Receiver, attempts: int, linger_s: float = 0.3, **registration: object) -> tuple[dict, str]:
+    """Registers the receiver, changes a booking, waits for the delivery to settle, then lingers long enough to see an
+    attempt too many; returns the webhook status and the booking id."""
+    async with receiver as url:
+        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50, **registration})
+        booking = create_booking(tenant)
+        await settled(tenant, attempts, receiver)
+        await asyncio.sleep(linger_s)
+        return tenant.control("GET", "/orgs/default/webhooks"), booking
+
+
 @pytest.mark.parametrize("status", [502, 503, 504])
 async def test_one_more_attempt_after_502_503_504_and_it_can_succeed(tenant, status):
     receiver = Receiver([status])
-    async with receiver as url:
-        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50})
-        create_booking(tenant)
-        state = await settled(tenant, 2, receiver)
+    state, _ = await deliver(tenant, receiver, 2)
     assert receiver.attempts == 2 and state["redelivered"] == 1 and state["delivered"] == 1 and state["failed_jobs"] == []
 
 
 async def test_only_one_more_attempt_then_a_failed_system_job(tenant):
     receiver = Receiver([503, 503, 503])
-    async with receiver as url:
-        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50})
-        booking = create_booking(tenant)
-        state = await settled(tenant, 2, receiver)
-        await asyncio.sleep(0.3)
+    state, booking = await deliver(tenant, receiver, 2)
     assert receiver.attempts == 2 and state["failed"] == 1
     assert [j["PrimaryEntityId"] for j in state["failed_jobs"]] == [booking]
 
@@ -82,20 +86,11 @@ async def test_only_one_more_attempt_then_a_failed_system_job(tenant):
 @pytest.mark.parametrize("status", [400, 401, 404, 500])
 async def test_any_other_error_is_not_retried(tenant, status):
     receiver = Receiver([status])
-    async with receiver as url:
-        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50})
-        create_booking(tenant)
-        state = await settled(tenant, 1, receiver)
-        await asyncio.sleep(0.3)
+    state, _ = await deliver(tenant, receiver, 1)
     assert receiver.attempts == 1 and state["redelivered"] == 0 and state["failed"] == 1
 
 
 async def test_no_answer_within_the_timeout_fails_without_another_attempt(tenant):
     receiver = Receiver([], hang=1)
-    async with receiver as url:
-        tenant.control("POST", "/orgs/default/webhooks", {"url": url, "retry_delay_ms": 50, "timeout_s": 0.5})
-        create_booking(tenant)
-        state = await settled(tenant, 1, receiver)
-        await asyncio.sleep(1)
-        state = tenant.control("GET", "/orgs/default/webhooks")
+    state, _ = await deliver(tenant, receiver, 1, linger_s=1.0, timeout_s=0.5)
     assert receiver.attempts == 1 and state["failed"] == 1 and state["redelivered"] == 0
