@@ -111,13 +111,12 @@ class InMemoryStateStore:
         etag = self._put("links", key(link.mailbox), key(link.booking_id), {"link": replace(link, etag=None)}, link.etag, must_be_new=True)
         return replace(link, etag=etag)
 
-    async def put_links(self, links: list[Link], *, index: bool = True) -> None:
+    async def put_links(self, links: list[Link], *, index: bool = True) -> list[Link]:
         for link in links:   # all or nothing, as a Table transaction
             current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
             if (link.etag is None and current is not None) or (link.etag is not None and (current is None or current["etag"] != link.etag)):
                 raise StoreConflict("links: a row in the transaction changed concurrently")
-        for link in links:
-            await self.put_link(link)
+        return [await self.put_link(link) for link in links]
 
     async def delete_link(self, link: Link) -> None:
         current = self._t("links").get((key(link.mailbox), key(link.booking_id)))

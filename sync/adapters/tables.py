@@ -31,6 +31,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
 from ..core.serialize import filter_from_dict, filter_to_dict
 from ..ports import CursorRow, PendingRow, StoreConflict
+from . import table_wire
 
 TABLES = ("mailboxes", "links", "bookingindex", "pending", "cursors", "outcomes", "runs", "leases", "audit")
 TRANSACTION_LIMIT = 100
@@ -147,14 +148,11 @@ class TableStateStore:
 
     # -- generic helpers ----------------------------------------------------------------------------------
     async def _get(self, table: str, pk: str, rk: str) -> Any | None:
-        try:
-            return await self.table(table).get_entity(pk, rk)
-        except ResourceNotFoundError:
-            return None
+        return await table_wire.get(self.table(table), pk, rk)
 
     async def _query(self, table: str, pk: str, extra: str = "", params: dict | None = None) -> AsyncIterator[Any]:
         flt = "PartitionKey eq @pk" + (f" and {extra}" if extra else "")
-        async for entity in self.table(table).query_entities(flt, parameters={"pk": pk, **(params or {})}):
+        async for entity in table_wire.query(self.table(table), flt, {"pk": pk, **(params or {})}):
             yield entity
 
     async def _write(self, table: str, entity: dict, etag: str | None, create_if_missing: bool = True) -> str | None:
@@ -190,17 +188,20 @@ class TableStateStore:
                 raise StoreConflict(f"{table} row changed concurrently") from exc
             raise
 
-    async def _transact(self, table: str, operations: list[tuple]) -> None:
-        """Operations of one partition, committed in transactions of at most 100 entities."""
+    async def _transact(self, table: str, operations: list[tuple]) -> list[str | None]:
+        """Operations of one partition, committed in transactions of at most 100 entities; the new ETag of each."""
+        etags: list[str | None] = []
         for i in range(0, len(operations), TRANSACTION_LIMIT):
             chunk = operations[i:i + TRANSACTION_LIMIT]
             try:
-                await self.table(table).submit_transaction(chunk)
-            except TableTransactionError as exc:
+                answers = await table_wire.submit(self.table(table), chunk)
+            except (TableTransactionError, table_wire.TransactionFailed) as exc:
                 if exc.status_code == 412 or "UpdateConditionNotSatisfied" in str(exc):
                     raise StoreConflict(f"{table}: a row in the transaction changed concurrently") from exc
                 raise
+            etags += [a.etag for a in answers]
             self.writes += len(chunk)
+        return etags
 
     # -- mailboxes --------------------------------------------------------------------------------------------
     async def get_mailbox(self, address: str) -> Mailbox | None:
@@ -268,25 +269,29 @@ class TableStateStore:
         etag = await self._write("links", link_to_entity(link), link.etag)
         return _with_etag(link, etag)
 
-    async def put_links(self, links: list[Link], *, index: bool = True) -> None:
+    async def put_links(self, links: list[Link], *, index: bool = True) -> list[Link]:
         """Several links of one mailbox: index rows first (unless the caller wrote them already), then the links,
-        in transactions of <= 100. Transactions return no per-entity etag; callers reload links when they need one."""
+        in transactions of <= 100; returns them with the ETags their transaction answered."""
         if not links:
-            return
+            return []
         if index:
             by_env: dict[str, list[tuple]] = {}
             for link in links:
                 by_env.setdefault(key(link.environment), []).append(("upsert", self._index_entity(link), {"mode": UpdateMode.REPLACE}))
             for ops in by_env.values():
                 await self._transact("bookingindex", ops)
-        partitions: dict[str, list[tuple]] = {}
-        for link in links:
+        partitions: dict[str, list[tuple[int, tuple]]] = {}
+        for position, link in enumerate(links):
             entity = link_to_entity(link)
             op = (("update", entity, {"mode": UpdateMode.REPLACE, "etag": link.etag, "match_condition": MatchConditions.IfNotModified})
                   if link.etag else ("create", entity))
-            partitions.setdefault(entity["PartitionKey"], []).append(op)
+            partitions.setdefault(entity["PartitionKey"], []).append((position, op))
+        written = list(links)
         for chunk in partitions.values():
-            await self._transact("links", chunk)
+            etags = await self._transact("links", [op for _, op in chunk])
+            for (position, _), etag in zip(chunk, etags, strict=True):
+                written[position] = _with_etag(links[position], etag)
+        return written
 
     async def delete_link(self, link: Link) -> None:
         await self._delete("links", key(link.mailbox), key(link.booking_id), link.etag)

@@ -46,6 +46,7 @@ class Activities:
         self._telemetry_key: str | None = None
         self._filters: tuple[float, tuple] | None = None
         self._addresses: dict[str, str] = {}
+        self._address_locks: dict[int, asyncio.Lock] = {}
 
     async def clients(self) -> Clients:
         """This event loop's clients, made on first use."""
@@ -186,10 +187,16 @@ class Activities:
         return await self._address(await self.clients(), ref)
 
     async def _address(self, rt: Clients, ref: str) -> str | None:
-        """The address behind a pseudonym; the map is rebuilt from the mailbox rows when a ref is not in it."""
-        if ref not in self._addresses:
-            key = await self._telemetry_key_of(rt)
-            self._addresses = {mailbox_ref(key, row["address"]): row["address"] for row in await rt.store.list_mailboxes()}
+        """The address behind a pseudonym; the map is rebuilt from the mailbox rows when a ref is not in it, once for
+        all the activities that miss it together (a cycle starts dozens at once; each listing every mailbox would
+        make the cycle's cost grow with the square of the mailboxes)."""
+        if ref in self._addresses:
+            return self._addresses[ref]
+        lock = self._address_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+        async with lock:
+            if ref not in self._addresses:
+                key = await self._telemetry_key_of(rt)
+                self._addresses = {mailbox_ref(key, row["address"]): row["address"] for row in await rt.store.list_mailboxes()}
         return self._addresses.get(ref)
 
     async def record_run(self, summary: dict) -> dict:

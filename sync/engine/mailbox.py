@@ -204,11 +204,10 @@ class _Execution:
     async def _record_intents(self, creates: list[Create]) -> dict[str, Link]:
         if not creates:
             return {}
-        await self.store.put_links([settling.intent(a) for a in creates])
+        written = await self.store.put_links([settling.intent(a) for a in creates])   # with the etags the next write must match
         await self.crash("after-intents")
         self.states.update({a.booking_id: LinkState.CREATING for a in creates})
-        fresh = await self.store.links(self.mailbox.address)            # the etags the next write must match
-        return {a.booking_id: fresh[a.booking_id] for a in creates}
+        return {link.booking_id: link for link in written}
 
     async def _write(self, action: Action, decision: settling.Settlement) -> None:
         if isinstance(decision.write, settling.PutLink):

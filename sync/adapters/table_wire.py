@@ -1,0 +1,241 @@
+"""Table Storage transactions and queries, encoded and read directly in their documented wire format.
+
+azure-data-tables builds each transaction as nested `email` MIME messages and parses the answer with the `email`
+parser; for this service that was half of the sync's CPU. The format is small and fixed (Learn, "Performing entity
+group transactions", Table service REST API): one `multipart/mixed` batch holding one changeset of HTTP requests
+to a single partition, answered by one part per request in order, or by the single part of the request that failed
+(its message starts with the request's index). This module writes and reads exactly that, and sends it through the
+TableClient's own azure-core pipeline, so authentication (SharedKey for Azurite, Entra tokens in Azure), retries,
+tracing and logging are the SDK's. An entity with a value type this encoder does not write goes through the SDK's
+own `submit_transaction`, so nothing is ever sent wrong.
+
+Queries likewise ("Query Entities": `$filter`, JSON with minimal metadata, continuation by the
+x-ms-continuation-NextPartitionKey / NextRowKey headers): the SDK's generated deserializer walked every property
+of every row through its model layer, the largest cost after transactions. Rows come back as plain dicts with
+their ETag in `metadata`, Edm.Int64 values as ints; every value this service stores is a string, a boolean or an
+integer.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+INT32 = range(-(2**31), 2**31)
+STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3})", re.M)
+ETAG_LINE = re.compile(rb"^ETag: *(.+?)\r?$", re.M | re.I)
+BOUNDARY = re.compile(r"boundary=([^;\s]+)")
+
+
+class TransactionFailed(HttpResponseError):
+    """The transaction was refused as a whole; `status_code` and `error_code` are those of the failing request."""
+
+    def __init__(self, status: int, code: str | None, message: str):
+        super().__init__(message=f"{message} (ErrorCode: {code})")
+        self.status_code, self.error_code = status, code
+
+
+class NotEncodable(Exception):
+    """A value this encoder does not write; the SDK's own transaction path takes the operations instead."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    etag: str | None
+
+
+def _properties(entity: dict[str, Any]) -> dict[str, Any]:
+    """The entity as Table JSON: strings, booleans and 32-bit integers as they are; other types with their Edm type."""
+    out: dict[str, Any] = {}
+    for name, value in entity.items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, str)) or (isinstance(value, int) and value in INT32):
+            out[name] = value
+        elif isinstance(value, int):
+            out[name], out[f"{name}@odata.type"] = str(value), "Edm.Int64"
+        elif isinstance(value, float):
+            out[name], out[f"{name}@odata.type"] = value, "Edm.Double"
+        elif isinstance(value, datetime):
+            utc = value.astimezone(UTC) if value.tzinfo else value
+            out[name], out[f"{name}@odata.type"] = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "Edm.DateTime"
+        else:
+            raise NotEncodable(type(value).__name__)
+    return out
+
+
+def _key_literal(value: str) -> str:
+    return quote(value.replace("'", "''"), safe="")          # every reserved character percent-encoded
+
+
+def _request(base: str, table: str, operation: tuple) -> tuple[str, str, dict[str, str], bytes]:
+    kind, entity = operation[0], operation[1]
+    options: dict[str, Any] = operation[2] if len(operation) > 2 else {}
+    address = f"{base}/{table}(PartitionKey='{_key_literal(entity['PartitionKey'])}',RowKey='{_key_literal(entity['RowKey'])}')"
+    etag = options.get("etag") if options.get("match_condition") == MatchConditions.IfNotModified else None
+    if kind == "create":
+        return "POST", f"{base}/{table}", {"Prefer": "return-no-content"}, json.dumps(_properties(entity)).encode()
+    if kind == "delete":
+        return "DELETE", address, {"If-Match": etag or "*"}, b""
+    merge = options.get("mode", UpdateMode.MERGE) == UpdateMode.MERGE
+    body = json.dumps(_properties(entity)).encode()
+    if kind == "upsert":                                  # insert or replace / insert or merge: no If-Match
+        return ("MERGE" if merge else "PUT"), address, {}, body
+    if kind == "update":
+        return ("MERGE" if merge else "PUT"), address, {"If-Match": etag or "*"}, body
+    raise NotEncodable(f"operation {kind!r}")
+
+
+def encode(base: str, table: str, operations: Sequence[tuple], batch: str, changeset: str) -> bytes:
+    parts: list[bytes] = [f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()]
+    for index, operation in enumerate(operations):
+        method, url, headers, body = _request(base, table, operation)
+        lines = [f"--{changeset}", "Content-Type: application/http", "Content-Transfer-Encoding: binary", f"Content-ID: {index}", "",
+                 f"{method} {url} HTTP/1.1", "Accept: application/json;odata=minimalmetadata", "DataServiceVersion: 3.0",
+                 *(["Content-Type: application/json", f"Content-Length: {len(body)}"] if body else []),
+                 *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+        parts.append("\r\n".join(lines).encode() + body + b"\r\n")
+    parts.append(f"--{changeset}--\r\n\r\n--{batch}--\r\n".encode())
+    return b"".join(parts)
+
+
+def parse(content_type: str, body: bytes, expected: int) -> list[Answer]:
+    """The answers of a changeset, in order; raises TransactionFailed for a refused one."""
+    found = BOUNDARY.search(content_type)
+    if found is None:
+        raise TransactionFailed(0, None, "the transaction's answer is not multipart")
+    inner = BOUNDARY.search(body.decode("utf-8", "replace"))    # the changeset response's own boundary
+    separator = ("--" + inner.group(1)).encode() if inner else ("--" + found.group(1)).encode()
+    answers = []
+    for chunk in body.split(separator)[1:]:
+        status = STATUS_LINE.search(chunk)
+        if status is None:
+            continue
+        code = int(status.group(1))
+        if code >= 300:
+            raise _refusal(code, chunk)
+        etag = ETAG_LINE.search(chunk)
+        answers.append(Answer(code, etag.group(1).decode() if etag else None))
+    if len(answers) != expected:
+        raise TransactionFailed(0, None, f"the transaction answered {len(answers)} of {expected} requests")
+    return answers
+
+
+def _refusal(status: int, chunk: bytes) -> TransactionFailed:
+    start = chunk.find(b"{")
+    code, message = None, f"the transaction was refused with {status}"
+    if start >= 0:
+        try:
+            error = json.loads(chunk[start:chunk.rfind(b"}") + 1]).get("odata.error", {})
+            code, message = error.get("code"), (error.get("message") or {}).get("value", message)
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    return TransactionFailed(status, code, message)
+
+
+async def submit(client: TableClient, operations: Sequence[tuple]) -> list[Answer]:
+    """One transaction (at most 100 operations of one partition), through the client's pipeline."""
+    try:
+        batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+        content = encode(client.url.split("?")[0].rstrip("/"), client.table_name, operations, batch, changeset)
+    except NotEncodable:
+        metadata = await client.submit_transaction(list(operations))
+        return [Answer(204, m.get("etag")) for m in metadata]
+    request = HttpRequest("POST", f"{client.url.split('?')[0].rstrip('/')}/$batch", content=content, headers={
+        "Content-Type": f"multipart/mixed; boundary={batch}", "Accept": "application/json", "x-ms-version": client.api_version,
+        "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx"})
+    # The generated client's send_request runs the TableClient's own pipeline (its only way in: azure-data-tables
+    # has no public raw-request method). tests/contract/test_table_wire.py holds this to the pinned SDK.
+    response = await client._client.send_request(request, stream=True)     # streamed: no JSON decoding of a multipart body
+    await response.read()
+    if response.status_code != 202:
+        raise _refusal(response.status_code, response.content or b"")
+    return parse(response.headers.get("Content-Type", ""), response.content, len(operations))
+
+
+class Row(dict):
+    """An entity as a dict, with its ETag where the SDK's TableEntity keeps it (`metadata["etag"]`)."""
+
+    metadata: dict[str, Any]
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}L" if value not in INT32 else str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _filter(expression: str, parameters: Mapping[str, Any]) -> str:
+    """`@name` placeholders replaced by OData literals (strings quoted, quotes doubled), as the SDK substitutes them."""
+    return re.sub(r"@(\w+)", lambda m: _literal(parameters[m.group(1)]), expression)
+
+
+def _row(raw: dict[str, Any]) -> Row:
+    row = Row()
+    for name, value in raw.items():
+        if name.startswith("odata.") or name.endswith("@odata.type"):
+            continue
+        kind = raw.get(f"{name}@odata.type")
+        row[name] = int(value) if kind == "Edm.Int64" else value
+    row.metadata = {"etag": raw.get("odata.etag")}
+    return row
+
+
+def _headers(client: TableClient) -> dict[str, str]:
+    return {"Accept": "application/json;odata=minimalmetadata", "x-ms-version": client.api_version, "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx"}
+
+
+async def get(client: TableClient, partition_key: str, row_key: str) -> Row | None:
+    """One entity by its keys ("Query Entities" addressing a single entity), or None when there is none."""
+    url = (f"{client.url.split('?')[0].rstrip('/')}/{client.table_name}"
+           f"(PartitionKey='{_key_literal(partition_key)}',RowKey='{_key_literal(row_key)}')")
+    response = await client._client.send_request(HttpRequest("GET", url, headers=_headers(client)), stream=True)
+    await response.read()
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise _refusal(response.status_code, response.content or b"")
+    row = _row(json.loads(response.content))
+    row.metadata["etag"] = row.metadata.get("etag") or response.headers.get("ETag")
+    return row
+
+
+async def query(client: TableClient, expression: str, parameters: Mapping[str, Any] | None = None,
+                select: Sequence[str] | None = None) -> AsyncIterator[Row]:
+    """Every row matching the filter, page after page, through the client's pipeline."""
+    base = f"{client.url.split('?')[0].rstrip('/')}/{client.table_name}()"
+    params = {"$filter": _filter(expression, parameters or {}), **({"$select": ",".join(select)} if select else {})}
+    headers = _headers(client)
+    while True:
+        # azure-core passes `params` on unescaped; the filter's literals (keys hold escapes such as %2F) must be quoted.
+        request = HttpRequest("GET", base + "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items()), headers=headers)
+        response = await client._client.send_request(request, stream=True)
+        await response.read()
+        if response.status_code != 200:
+            raise _refusal(response.status_code, response.content or b"")
+        for raw in json.loads(response.content).get("value", []):
+            yield _row(raw)
+        next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
+        if not next_pk:
+            return
+        params = {**params, "NextPartitionKey": next_pk}
+        next_rk = response.headers.get("x-ms-continuation-NextRowKey")
+        if next_rk:
+            params["NextRowKey"] = next_rk
+        else:
+            params.pop("NextRowKey", None)
