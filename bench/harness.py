@@ -38,6 +38,7 @@ class Scenario:
     name: str
     changed: int              # bookings whose calendar must change (the lower bound of Graph operations)
     figures: dict
+    graph_ms: float | None = None   # the scenario's mean Graph latency, when it is not the run's
 
 
 def iso(dt: datetime) -> str:
@@ -84,6 +85,7 @@ class Bench:
         from sync.app.settings import load
         self.settings = load()
         self.plan_cpu = 0.0
+        self.finished: dict[str, float] = {}          # mailbox_ref -> when its sync activity ended (time.monotonic)
 
     # -- the organisation --------------------------------------------------------------------------------------
     def build_org(self) -> list[str]:
@@ -134,14 +136,25 @@ class Bench:
         before = self.stats()
         plan_before = self.plan_cpu
         started, cpu_started, stack_started = time.monotonic(), time.process_time(), stack_cpu_s(self.stack)
+        self.finished.clear()
         summary = await run_cycle(self.settings, max_concurrent_activities=self.activities)
         wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
         local_stack_cpu = stack_cpu_s(self.stack) - stack_started
         after = self.stats()
+        touched = [r for r in summary["mailboxes"] if any(v for k, v in (r.get("counts") or {}).items() if k != "skipped")]
+        done = sorted(self.finished[r["mailbox_ref"]] - started for r in touched if r.get("mailbox_ref") in self.finished)
+        pick = (lambda q: round(done[min(len(done) - 1, int(q * len(done)))], 2)) if done else (lambda q: None)
         figures = {"wall_s": round(wall, 2), "sync_cpu_s": round(cpu, 2), "local_stack_cpu_s": round(local_stack_cpu, 2), **self.delta(before, after),
                    "max_concurrency_per_mailbox": after["max_concurrency_overall_mailbox"],
                    "peak_rss_mb": round(rss_mb(), 1), "planning_cpu_s": round(self.plan_cpu - plan_before, 3),
-                   "calendar_writes": sum(v for k, v in summary["totals"].items() if k != "skipped"), "outcomes": summary["outcomes"]}
+                   "calendar_writes": sum(v for k, v in summary["totals"].items() if k != "skipped"), "outcomes": summary["outcomes"],
+                   "touched_mailboxes": len(touched),
+                   "table_round_trips_per_touched_mailbox": round(sum(r.get("table_round_trips", 0) for r in touched) / len(touched), 2)
+                   if touched else None,
+                   "sync_cpu_ms_per_touched_mailbox": round(cpu * 1000 / len(touched), 1) if touched else None,
+                   "sync_cpu_ms_per_graph_operation": round(cpu * 1000 / after_ops, 2) if (after_ops := self.delta(before, after)["graph_operations"])
+                   else None,
+                   "mailbox_done_s": {"p50": pick(0.50), "p95": pick(0.95), "max": round(done[-1], 2) if done else None}}
         return Scenario(name, changed, figures)
 
     async def test_and_enable(self, mailboxes: list[str]) -> Scenario:
@@ -287,6 +300,15 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
                 bench.plan_cpu += time.process_time() - started
 
         executor.plan = timed_plan
+        from sync.app.activities import Activities
+        original_sync = Activities.sync_mailbox
+
+        async def timed_sync(self, payload):
+            result = await original_sync(self, payload)
+            bench.finished[result.get("mailbox_ref", "")] = time.monotonic()
+            return result
+
+        Activities.sync_mailbox = timed_sync                      # type: ignore[method-assign]
         mailboxes = bench.build_org()
         stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}})
         scenarios = [await bench.test_and_enable(mailboxes)]
@@ -298,9 +320,16 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
         gone = bench.change(0.10, "cancel-or-delete")
         # default profile: a canceled booking's event stays (X1), a deleted future one is deleted (D1)
         scenarios.append(await bench.cycle("cycle with 10 % canceled or deleted", gone))
+        # Realistic service latency: Graph 150 ms per request item (+0-100 ms jitter), Dataverse 80 ms (+0-40 ms).
+        stack.control("PUT", "/faults", {"latency_ms": {"graph": 150, "dataverse": 80}, "jitter_ms": {"graph": 100, "dataverse": 40}})
+        realistic = bench.change(0.05, "move")
+        scenarios.append(await bench.cycle("cycle with 5 % moved, realistic latency (Graph 150-250 ms, Dataverse 80-120 ms)", realistic))
+        scenarios[-1].graph_ms = 200.0
+        stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}, "jitter_ms": {"graph": 0, "dataverse": 0}})
         changed = bench.change(0.02, "move")
         scenarios.append(await bench.cycle("cycle with 2 % moved (for activity memory)", changed))
         executor.plan = original
+        Activities.sync_mailbox = original_sync                   # type: ignore[method-assign]
         memory = await mailbox_activity_memory(bench, mailboxes[0])
         latency = await webhook_latency(bench, scale["webhook_changes"])
     results = {"scale": scale_name, "graph_latency_ms": graph_ms, "dataverse_latency_ms": dataverse_ms, "mailbox_activities_in_flight": activities,
@@ -310,7 +339,7 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
     for s in scenarios[:-1]:
         entry = {"name": s.name, "changed_bookings": s.changed, **s.figures}
         if not s.name.startswith("bulk"):
-            bound = lower_bounds(s, graph_ms, len(mailboxes), activities, s.name)
+            bound = lower_bounds(s, s.graph_ms or graph_ms, len(mailboxes), activities, s.name)
             entry["bound"] = bound
             ops = s.figures["graph_operations"]
             entry["ratio"] = {"graph_operations": round(ops / bound["graph_operations"], 3) if bound["graph_operations"] else (0.0 if ops == 0 else None),
@@ -335,6 +364,13 @@ def table(results: dict) -> str:
         ops = f"{s['graph_operations']}" + (f" ({b['graph_operations']}, {r.get('graph_operations')})" if b else "")
         rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('local_stack_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
                     f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} |")
+    rows += ["", "| scenario | touched mailboxes | Table round trips / touched mailbox | sync CPU ms / touched mailbox | sync CPU ms / Graph op | "
+                 "mailbox writes done after (s): p50 / p95 / max |", "|---|---|---|---|---|---|"]
+    for s in results["scenarios"]:
+        if "touched_mailboxes" in s:
+            d = s["mailbox_done_s"]
+            rows.append(f"| {s['name']} | {s['touched_mailboxes']} | {s['table_round_trips_per_touched_mailbox']} | "
+                        f"{s['sync_cpu_ms_per_touched_mailbox']} | {s['sync_cpu_ms_per_graph_operation']} | {d['p50']} / {d['p95']} / {d['max']} |")
     m = results["micro"]
     rows += ["", f"- `function_app` import (cold start): {m['function_app_import_s']} s",
              f"- planner: {m['planner_bookings']} bookings in {m['planner_cpu_s']} s CPU ({m['planner_bookings_per_s']} bookings/s)",

@@ -262,11 +262,14 @@ class ControlApi:
         self.tenant.faults = rules
         if "latency_ms" in body:
             self.tenant.latency_ms.update(body["latency_ms"])
-        return web.json_response({"rules": len(rules), "latency_ms": self.tenant.latency_ms})
+        if "jitter_ms" in body:
+            self.tenant.jitter_ms.update(body["jitter_ms"])
+        return web.json_response({"rules": len(rules), "latency_ms": self.tenant.latency_ms, "jitter_ms": self.tenant.jitter_ms})
 
     async def clear_faults(self, _: web.Request) -> web.Response:
         self.tenant.faults = []
         self.tenant.latency_ms = {"graph": 0.0, "dataverse": 0.0}
+        self.tenant.jitter_ms = {"graph": 0.0, "dataverse": 0.0}
         return web.Response(status=204)
 
     async def log(self, request: web.Request) -> web.Response:

@@ -259,7 +259,7 @@ class DataverseService:
         self.tenant.log.max_concurrency_dataverse = max(self.tenant.log.max_concurrency_dataverse, org.inflight)
         try:
             fault = self.tenant.fault_for("dataverse", request.method, request.path)
-            latency = self.tenant.latency_ms.get("dataverse", 0) + (fault.delay_ms if fault and fault.action == "latency" else 0)
+            latency = self.tenant.latency("dataverse") + (fault.delay_ms if fault and fault.action == "latency" else 0)
             if latency:
                 await asyncio.sleep(latency / 1000)
             if fault is not None and fault.action == "status":

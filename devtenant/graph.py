@@ -229,7 +229,7 @@ class GraphService:
                 raise GraphError(429, "ApplicationThrottled", "Application is over its MailboxRequestLimit limit.", {"Retry-After": str(wait)})
             mailbox.window.append(now)
             fault = self.tenant.fault_for("graph", method, "/users/" + mailbox.id + rest, mailbox)
-            delay = self.tenant.latency_ms.get("graph", 0) + (fault.delay_ms if fault and fault.action == "latency" else 0)
+            delay = self.tenant.latency("graph") + (fault.delay_ms if fault and fault.action == "latency" else 0)
             if delay:
                 await asyncio.sleep(delay / 1000)
             if fault is not None and fault.action == "status":

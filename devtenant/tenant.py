@@ -6,6 +6,7 @@ through the emulated service endpoints themselves.
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import time
 import uuid
@@ -239,6 +240,12 @@ class Tenant:
         self.log = RequestLog()
         self.faults: list[FaultRule] = []
         self.latency_ms: dict[str, float] = {"graph": 0.0, "dataverse": 0.0}
+        self.jitter_ms: dict[str, float] = {"graph": 0.0, "dataverse": 0.0}     # added uniformly at random, 0..jitter
+
+    def latency(self, service: str) -> float:
+        """The injected service latency of one request, in ms (a benchmark's stand-in for the real services')."""
+        jitter = self.jitter_ms.get(service, 0.0)
+        return self.latency_ms.get(service, 0.0) + (random.uniform(0.0, jitter) if jitter else 0.0)
 
     def org(self, name: str) -> DataverseOrg:
         if name not in self.orgs:

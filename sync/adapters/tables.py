@@ -16,6 +16,7 @@ Transactions are chunked to 100 entities of one partition.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -32,6 +33,23 @@ from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilte
 from ..core.serialize import filter_from_dict, filter_to_dict
 from ..ports import CursorRow, PendingRow, StoreConflict
 from . import table_wire
+
+# Table requests made in the current context (an activity sets a fresh counter): what one mailbox's sync costs.
+ROUND_TRIPS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("table_round_trips", default=None)
+
+
+def count_round_trips() -> list[int]:
+    """Starts counting this context's Table requests; the returned one-item list holds the count."""
+    counter = [0]
+    ROUND_TRIPS.set(counter)
+    return counter
+
+
+def _counted(_request: Any) -> None:
+    counter = ROUND_TRIPS.get()
+    if counter is not None:
+        counter[0] += 1
+
 
 TABLES = ("mailboxes", "links", "bookingindex", "pending", "cursors", "outcomes", "runs", "leases", "audit")
 TRANSACTION_LIMIT = 100
@@ -118,9 +136,9 @@ class TableStateStore:
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, credential: Any, prefix: str) -> TableStateStore:
         if connection_string:
-            service = TableServiceClient.from_connection_string(connection_string)
+            service = TableServiceClient.from_connection_string(connection_string, raw_request_hook=_counted)
         elif endpoint:
-            service = TableServiceClient(endpoint=endpoint, credential=credential)
+            service = TableServiceClient(endpoint=endpoint, credential=credential, raw_request_hook=_counted)
         else:
             raise ValueError("the state store needs a Table endpoint or a connection string")
         return cls(service, prefix)

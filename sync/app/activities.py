@@ -16,6 +16,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
+from ..adapters.tables import count_round_trips
 from ..core.pseudonym import mailbox_ref
 from ..engine.collect import collect
 from ..engine.mailbox import MailboxSync
@@ -123,6 +124,7 @@ class Activities:
         started = time.monotonic()
         ref = payload.get("mailbox_ref") or "mbx-unknown"
         mailbox: str | None = payload.get("mailbox")
+        round_trips = count_round_trips()
         try:
             rt = await self.clients()
             mailbox = mailbox or await self._address(rt, ref)
@@ -140,6 +142,7 @@ class Activities:
         result["tenant"] = (self.settings.tenants.tenant_of(mailbox) or "not mapped") if mailbox else None
         seconds = time.monotonic() - started
         result["seconds"] = round(seconds, 3)
+        result["table_round_trips"] = round_trips[0]
         result.setdefault("retryable", result["outcome"] == "transient")
         telemetry.record_mailbox(result, ref, seconds)
         log.info("mailbox synced: mailbox_ref=%s outcome=%s counts=%s", ref, result["outcome"], result["counts"])
@@ -158,7 +161,6 @@ class Activities:
                 result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False),
                                          hold_removals=payload.get("hold_removals"),
                                          keep_held="hold_removals" not in payload)).to_dict()
-                result["pending_left"] = len(await rt.store.pending(mailbox))
                 current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
                 return result
 

@@ -10,6 +10,7 @@ mailboxes it concerns, and persist it there as a pending observation; then advan
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from ..core.scope import window
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
 from ..ports import BookingSource, ChangeTokenExpired, CursorRow, CursorStore, LinkStore, MailboxStore, PendingStore
+
+WRITE_CONCURRENCY = 16           # pending-observation transactions in flight at once
 
 log = logging.getLogger("sync.engine")
 
@@ -162,9 +165,15 @@ async def persist(store: CollectStore, environment: str, observations: Observati
     for s in observations.skipped:
         outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
         log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)
-    for mailbox, pending in sorted(routing.per_mailbox.items()):
-        await store.add_pending(mailbox, pending)
-        outcome.routed[mailbox] = len(pending)
+    slots = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def add(mailbox: str, pending: dict[str, dict[str, Any] | None]) -> None:
+        async with slots:
+            await store.add_pending(mailbox, pending)
+
+    # One transaction per mailbox, independent of each other: concurrently (the cursor moves only after all of them).
+    await asyncio.gather(*(add(mailbox, pending) for mailbox, pending in sorted(routing.per_mailbox.items())))
+    outcome.routed.update({mailbox: len(pending) for mailbox, pending in routing.per_mailbox.items()})
     for mailbox in initial:
         await store.update_mailbox_fields(mailbox, needs_initial_read=False)
     # ETag-guarded: if another collect advanced the cursor meanwhile, this one fails instead of going backwards.

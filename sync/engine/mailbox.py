@@ -7,6 +7,7 @@ after the Graph call it records succeeded.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,10 +44,11 @@ class MailboxResult:
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     plan: list[dict[str, str]] | None = None
+    pending_left: int = 0           # observations this sync kept for the next one (derived: no second read of the rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mailbox": self.mailbox, "outcome": self.outcome, "counts": self.counts, "error": self.error,
-                **({"plan": self.plan} if self.plan is not None else {})}
+                "pending_left": self.pending_left, **({"plan": self.plan} if self.plan is not None else {})}
 
 
 async def load_observations(store: PendingStore, address: str) -> tuple[list[PendingRow], dict[str, Booking], set[str]]:
@@ -81,8 +83,7 @@ class MailboxSync:
         if keep_held and not force and hold_removals is None:
             row = await self.store.get_mailbox_row(address) or {}
             hold_removals = (row.get("last_error") or "held by the deployment-wide guard") if row.get("removals_held") else None
-        pending, bookings, deleted = await load_observations(self.store, address)
-        links = await self.store.links(address)
+        (pending, bookings, deleted), links = await asyncio.gather(load_observations(self.store, address), self.store.links(address))
         the_plan = plan(bookings, deleted, links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force,
                         hold_removals=hold_removals is not None)
         if dry_run:
@@ -94,7 +95,7 @@ class MailboxSync:
                                                    last_error=the_plan.blocked.message)
             log.error("mailbox blocked by the mass-delete guard: mailbox_links=%d destructive=%d",
                       the_plan.blocked.links, the_plan.blocked.destructive)
-            return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message)
+            return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message, pending_left=len(pending))
         execution = _Execution(self, mailbox, bookings, deleted, pending, links)
         execution.keep_pending.update(the_plan.held)
         execution.held_message = hold_removals if the_plan.held else None
@@ -234,11 +235,12 @@ class _Execution:
 
     async def _record_mailbox(self) -> MailboxResult:
         address = self.mailbox.address
+        left = sum(1 for p in self.pending if p["booking_id"] in self.keep_pending)
         if self.mailbox_failure is not None:                             # M6: mark Failure, skip until tested again
             reason = self.mailbox_failure
             await self.store.put_mailbox(replace(self.mailbox, test_status=MailboxTestStatus.FAILURE, test_reason=reason))
             await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="failed", last_error=reason)
-            return MailboxResult(address, "failed", self.counts, reason)
+            return MailboxResult(address, "failed", self.counts, reason, pending_left=left)
         failed = self.counts.get("failed", 0)
         outcome = "blocked" if self.held_message else "transient" if failed else "synced"
         error = self.held_message or (f"{failed} item(s) will be retried next cycle" if failed else "")
@@ -248,7 +250,7 @@ class _Execution:
         if any(self.counts.get(k) for k in WRITE_COUNTS):
             fields.update({f"count_{k}": v for k, v in self.counts.items()})
         await self.store.update_mailbox_fields(address, **fields)
-        return MailboxResult(address, outcome, self.counts, error or None)
+        return MailboxResult(address, outcome, self.counts, error or None, pending_left=left)
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1

@@ -3,6 +3,7 @@ pending work would remove and compare it with all the links the deployment holds
 this module only gathers the figures (a dry plan per mailbox, and the link count each sync records)."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -13,6 +14,8 @@ from ..core.plan import plan
 from ..core.settings import SyncSettings
 from ..ports import LinkStore, MailboxStore, PendingStore
 from .mailbox import load_observations
+
+READ_CONCURRENCY = 16
 
 
 class RemovalsStore(MailboxStore, LinkStore, PendingStore, Protocol):
@@ -35,14 +38,18 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
     judged again, with what arrived since)."""
     if candidates < settings.mass_delete_min and not held:    # not enough observations to reach the guard's count
         return GuardVerdict(0, 0, None)
-    removals = 0
-    for address in mailboxes:
-        mailbox = await store.get_mailbox(address)
-        if mailbox is None or not mailbox.eligible:
-            continue
-        _, bookings, deleted = await load_observations(store, address)
-        removals += plan(bookings, deleted, await store.links(address), mailbox, settings, now, global_filters=global_filters,
-                         force=True).removals
+    slots = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def would_remove(address: str) -> int:
+        async with slots:
+            mailbox = await store.get_mailbox(address)
+            if mailbox is None or not mailbox.eligible:
+                return 0
+            (_, bookings, deleted), links = await asyncio.gather(load_observations(store, address), store.links(address))
+        return plan(bookings, deleted, links, mailbox, settings, now, global_filters=global_filters, force=True).removals
+
+    # Read concurrently: every mailbox with pending work waits for this verdict before it syncs.
+    removals = sum(await asyncio.gather(*(would_remove(a) for a in mailboxes)))
     if removals < settings.mass_delete_min:
         return GuardVerdict(removals, 0, None)
     links = 0

@@ -17,10 +17,13 @@ def test_bench_smoke_runs_and_reports_every_figure(tmp_path):
     print(result.stdout)
     report = json.loads((tmp_path / "results-smoke.json").read_text())
     names = [s["name"] for s in report["scenarios"]]
-    assert len(names) == 5 and names[0].startswith("bulk test & enable")
+    assert len(names) == 6 and names[0].startswith("bulk test & enable") and "realistic latency" in names[-1]
     for scenario in report["scenarios"]:
         assert set(scenario) >= FIGURES, scenario["name"]
         if not scenario["name"].startswith("bulk"):
-            assert {"bound", "ratio", "planning_cpu_s"} <= set(scenario)
+            assert {"bound", "ratio", "planning_cpu_s", "table_round_trips_per_touched_mailbox", "sync_cpu_ms_per_graph_operation",
+                    "mailbox_done_s"} <= set(scenario)
+    moved = next(s for s in report["scenarios"] if s["name"].startswith("cycle with 5 % of bookings moved"))
+    assert moved["touched_mailboxes"] > 0 and moved["table_round_trips_per_touched_mailbox"] > 0 and moved["mailbox_done_s"]["max"] > 0
     assert {"function_app_import_s", "planner_bookings_per_s", "mailbox_activity_peak_heap_mb"} <= set(report["micro"])
     assert {"p50_s", "p95_s", "lost"} <= set(report["webhook_latency"])
