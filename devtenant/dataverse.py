@@ -435,7 +435,36 @@ class DataverseService:
             expr = odata.parse_filter(params["$filter"])
         except odata.ODataSyntaxError as exc:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
+        lookup = _values_of_one_property(expr)
+        if lookup is not None:                  # `id eq a or id eq b ...`: only rows holding one of the values can match
+            prop, values = lookup
+            rows = [r for r in rows if str(r.get(prop)).lower() in values]
         return [r for r in rows if query.matches(expr, r)]
+
+
+def _or_items(expr: Any) -> list[Any]:
+    if isinstance(expr, odata.BoolOp) and expr.op == "or":
+        return [leaf for item in expr.items for leaf in _or_items(item)]
+    return [expr]
+
+
+def _values_of_one_property(expr: Any) -> tuple[str, set[str]] | None:
+    """For a filter that is (or, ANDed with anything, contains) `p eq 'x' or p eq 'y' ...` with string literals: the
+    property and its lower-cased values. Only a shortcut: every row it keeps is still matched against the whole filter,
+    so the answers are the same, without evaluating the filter against every row of a large table."""
+    if isinstance(expr, odata.BoolOp) and expr.op == "and":
+        return next((found for item in expr.items if (found := _values_of_one_property(item)) is not None), None)
+    prop: str | None = None
+    values: set[str] = set()
+    for item in _or_items(expr):
+        if not (isinstance(item, odata.Compare) and item.op == "eq" and isinstance(item.left, odata.Path) and len(item.left.parts) == 1
+                and isinstance(item.right, odata.Literal) and isinstance(item.right.value, str)):
+            return None
+        if prop not in (None, item.left.parts[0]):
+            return None
+        prop = item.left.parts[0]
+        values.add(item.right.value.lower())
+    return (prop, values) if prop is not None else None
 
 
 def _page_size(prefs: dict, headers: dict[str, str]) -> int:
