@@ -85,6 +85,12 @@ def _required_dt(value: Any) -> datetime:
     return dt
 
 
+def _newest_first(at: datetime) -> str:
+    """A row key that sorts newer times first, to the microsecond: two operations in one millisecond keep their order.
+    (Keys written with millisecond resolution share the first 13 digits, so old and new rows still sort together.)"""
+    return f"{(10**16 - int(at.timestamp() * 1_000_000)):016d}"
+
+
 def _etag(entity: Any) -> str | None:
     return (getattr(entity, "metadata", None) or {}).get("etag")
 
@@ -412,7 +418,7 @@ class TableStateStore:
     # -- runs and leases --------------------------------------------------------------------------------------------------
     async def record_run(self, run: dict[str, Any]) -> None:
         started = _required_dt(run["started"])
-        inverted = f"{(10**13 - int(started.timestamp() * 1000)):013d}"
+        inverted = _newest_first(started)
         entity = {"PartitionKey": "run", "RowKey": f"{inverted}_{key(run['id'])}",
                   **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in run.items()}}
         await self.table("runs").upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -473,7 +479,7 @@ class TableStateStore:
     # -- audit trail (PK "audit", RK inverted time: newest first) ----------------------------------------------------------------
     async def record_audit(self, entry: dict[str, Any]) -> None:
         at = _required_dt(entry["at"])
-        row = {"PartitionKey": "audit", "RowKey": f"{(10**13 - int(at.timestamp() * 1000)):013d}_{uuid.uuid4().hex[:8]}",
+        row = {"PartitionKey": "audit", "RowKey": f"{_newest_first(at)}_{uuid.uuid4().hex[:8]}",
                **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in entry.items()}}
         await self.table("audit").create_entity(row)
         self.writes += 1

@@ -154,3 +154,13 @@ async def test_r_t3_a_wake_claim_left_by_a_dead_sync_is_taken_over(state_store):
     assert await state_store.request_sync(box, NOW + timedelta(seconds=601), 600) == 2   # stale: taken over
     assert await state_store.finish_sync(box, 1, NOW + timedelta(seconds=602)) is True   # the old one is simply done
     assert await state_store.request_sync(box, NOW + timedelta(seconds=603), 600) is None  # generation 2 still runs
+
+
+async def test_audit_and_runs_list_newest_first_even_within_one_millisecond(state_store):
+    base = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    for i in range(5):
+        at = base + timedelta(microseconds=100 * i)                       # five operations inside one millisecond
+        await state_store.record_audit({"at": at.isoformat(), "operation": f"op{i}", "result": "ok"})
+        await state_store.record_run({"id": f"run{i}", "started": at.isoformat(), "finished": at.isoformat(), "outcome": "succeeded"})
+    assert [e["operation"] for e in await state_store.recent_audit(5)] == ["op4", "op3", "op2", "op1", "op0"]
+    assert [r["id"] for r in await state_store.recent_runs(5)] == ["run4", "run3", "run2", "run1", "run0"]
