@@ -36,6 +36,12 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def _audit_time() -> datetime:
+    """When an operation happened, to the microsecond: the audit trail lists operations in this order (an HTTP
+    operation a moment before a CLI one in the same second must stay before it)."""
+    return datetime.now(UTC)
+
+
 def table(rows: list[dict], columns: Sequence[str]) -> str:
     if not rows:
         return "(none)"
@@ -109,7 +115,7 @@ async def _run_cycle(settings: AppSettings, force: bool, trigger: str, progress:
             work = run_cycle_once(rt.store, settings, force=force, trigger=trigger, progress=progress)
             if trigger == "demo":
                 return await work
-            return await audited(rt.store, _operator(), "run", [], _now(), work, detail="force" if force else "")
+            return await audited(rt.store, _operator(), "run", [], _audit_time(), work, detail="force" if force else "")
         except CycleRunning as exc:
             raise RefusedError(str(exc)) from exc
 
@@ -228,7 +234,7 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
             work = mailbox_action(rt, settings.environments, args.action, addresses, args.all, args.environment, _now(),
                                   Progress(args.action, not args.json), method=args.method)
             result = await (work if args.action == "list" else audited(rt.store, _operator(), f"mailboxes {args.action}", addresses,
-                                                                         _now(), work, detail="all" if args.all else ""))
+                                                                         _audit_time(), work, detail="all" if args.all else ""))
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
@@ -289,7 +295,7 @@ async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
                                      args.dry_run)
             work = filters_action(rt, settings.environments, request, settings.sync, _now())
             result = await (work if request.action == "list" else audited(
-                rt.store, _operator(), f"filters {request.action}", [request.mailbox] if request.mailbox else [], _now(), work,
+                rt.store, _operator(), f"filters {request.action}", [request.mailbox] if request.mailbox else [], _audit_time(), work,
                 detail=request.name + (" (dry run)" if request.dry_run else "")))
         except InvalidRequest as exc:
             print(str(exc), file=sys.stderr)
