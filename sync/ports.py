@@ -6,7 +6,7 @@ function asks for exactly the rows it touches.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypedDict
@@ -29,7 +29,11 @@ __all__ = [
     "DurableClient",
     "LeaseStore",
     "LinkStore",
+    "MailboxCommit",
+    "MailboxLease",
     "MailboxProbe",
+    "MailboxState",
+    "MailboxStateStore",
     "MailboxStore",
     "MailboxUnavailable",
     "OpKind",
@@ -185,6 +189,10 @@ class MailboxStore(Protocol):
 
     async def get_mailbox_row(self, address: str) -> dict[str, Any] | None: ...
 
+    async def mailbox_entry(self, address: str) -> tuple[Mailbox, dict[str, Any]] | None:
+        """The mailbox and its whole row (status, pending marks, ETag), in one read."""
+        ...
+
     async def put_mailbox(self, mailbox: Mailbox, etag: str | None = None, **extra: Any) -> str | None: ...
 
     async def update_mailbox_fields(self, address: str, **fields: Any) -> None: ...
@@ -213,15 +221,29 @@ class LinkStore(Protocol):
 
     async def delete_link(self, link: Link) -> None: ...
 
+    async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:
+        """Drops the index rows (booking -> the mailboxes holding it) of bookings Dataverse deleted, once their
+        deletions wait with every holder: a deleted booking never comes back, so nothing is routed by them again."""
+        ...
+
     async def mailboxes_for_bookings(self, environment: str, booking_ids: Iterable[str]) -> dict[str, set[str]]: ...
 
     async def linked_bookings(self, environment: str) -> dict[str, set[str]]: ...
 
 
 class PendingStore(Protocol):
-    """Observations waiting for a mailbox's next sync: nothing is lost when a mailbox fails."""
+    """Observations waiting for a mailbox's next sync: nothing is lost when a mailbox fails.
+
+    Adding observations also marks the mailbox row (`pending_mark`, a fresh value each time); a sync that read the
+    row before its observations records the mark it saw as `consumed_mark`. A mailbox has work while the two differ
+    or its last sync left observations (`pending_left`), so finding the mailboxes with work reads only the mailbox
+    rows, and no sync ever has to clear a marker."""
 
     async def add_pending(self, mailbox: str, observations: dict[str, dict[str, Any] | None]) -> None: ...
+
+    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]]) -> None:
+        """Several mailboxes' observations (collect's): each mailbox's rows, then all the marks together."""
+        ...
 
     async def pending(self, mailbox: str) -> list[PendingRow]: ...
 
@@ -236,6 +258,61 @@ class OutcomeStore(Protocol):
     async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict[str, Any]]) -> None: ...
 
     async def outcome(self, mailbox: str, booking_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class MailboxLease:
+    """A mailbox's lease row as read or written: it lives with the mailbox's links, so taking it is conditioned on
+    the row the sync read with them, and giving it back is part of the sync's last transaction. Released, the row
+    stays (holder empty): a later claim against an older read then fails on the changed ETag."""
+    holder: str
+    expires: datetime
+    etag: str | None
+
+    def held_by_other(self, holder: str, now: datetime) -> bool:
+        return bool(self.holder) and self.holder != holder and self.expires > now
+
+
+@dataclass
+class MailboxState:
+    """What one sync reads of a mailbox, in one query of its partition."""
+    links: dict[str, Link]
+    pending: list[PendingRow]
+    errors: set[str]                     # bookings with a recorded error (OutcomeStore)
+    lease: MailboxLease | None           # None: the mailbox was never leased
+
+
+@dataclass
+class MailboxCommit:
+    """What a sync writes when its Graph calls are done, in as few transactions of the partition as fit."""
+    puts: list[Link] = field(default_factory=list)           # each matched by its ETag (or created when it has none)
+    deletes: list[Link] = field(default_factory=list)
+    unindex: list[Link] = field(default_factory=list)        # deleted links whose booking index row must go too
+    consumed: list[PendingRow] = field(default_factory=list)  # removed unless a newer observation replaced them
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    known_errors: set[str] = field(default_factory=set)      # the error rows the sync read (a success removes its row)
+    release: MailboxLease | None = None
+
+
+class MailboxStateStore(Protocol):
+    """One mailbox's sync in few round trips: read links, observations, errors and lease together; take the lease
+    (with the create intents, when there are any); commit links, observations, errors and the release together."""
+
+    async def mailbox_state(self, mailbox: str) -> MailboxState: ...
+
+    async def claim_mailbox(self, mailbox: str, holder: str, now: datetime, ttl_s: float, seen: MailboxLease | None,
+                            intents: Sequence[Link] = ()) -> tuple[MailboxLease, list[Link]] | None:
+        """The lease, if `seen` is still the row and it is free, expired or this holder's; None otherwise (busy, or
+        changed since the read: the sync stops and its work waits). Intents are written in the same transaction,
+        their index rows first, and come back with their ETags."""
+        ...
+
+    async def renew_mailbox(self, mailbox: str, lease: MailboxLease, now: datetime, ttl_s: float) -> MailboxLease | None: ...
+
+    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
+        """Raises StoreConflict when a link changed since it was read; observations replaced meanwhile stay, and a
+        lease lost meanwhile is left to its new holder."""
+        ...
 
 
 class CursorStore(Protocol):
@@ -285,8 +362,8 @@ class WakeStore(Protocol):
     async def finish_sync(self, mailbox: str, generation: int, now: datetime, *, release: bool = False) -> bool: ...
 
 
-class StateStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, CursorStore, RunStore, LeaseStore, WakeStore, AuditStore,
-                 Protocol):
+class StateStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, MailboxStateStore, CursorStore, RunStore, LeaseStore, WakeStore,
+                 AuditStore, Protocol):
     """Every table; the real one shares one Table service client."""
 
     async def ensure_tables(self) -> None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,14 +19,17 @@ from ..ports import (
     ChangeSet,
     ChangeTokenExpired,
     CursorRow,
+    MailboxCommit,
+    MailboxLease,
     MailboxProbe,
+    MailboxState,
     PendingRow,
     ReadResult,
     StateStore,
     StoreConflict,
     UserResource,
 )
-from .tables import key, normalized, unkey
+from .tables import MAILBOX_LEASE, RELEASED, has_pending_work, key, mailbox_to_entity, normalized
 
 
 class InMemoryStateStore:
@@ -69,7 +72,16 @@ class InMemoryStateStore:
 
     async def get_mailbox_row(self, address: str) -> dict | None:
         row = self._t("mailboxes").get(("mailbox", key(address)))
-        return None if row is None else {**row.get("fields", {}), "etag": row["etag"]}
+        return None if row is None else self._entity(row)
+
+    async def mailbox_entry(self, address: str) -> tuple[Mailbox, dict[str, Any]] | None:
+        row = self._t("mailboxes").get(("mailbox", key(address)))
+        return None if row is None else (row["mailbox"], self._entity(row))
+
+    @staticmethod
+    def _entity(row: dict) -> dict[str, Any]:
+        """The row as Table Storage holds it: the mailbox's columns, the other fields, the ETag."""
+        return {**mailbox_to_entity(row["mailbox"]), **row.get("fields", {}), "etag": row["etag"]}
 
     async def put_mailbox(self, mailbox: Mailbox, etag: str | None = None, **extra: Any) -> str | None:
         current = self._t("mailboxes").get(("mailbox", key(mailbox.address)))
@@ -84,7 +96,7 @@ class InMemoryStateStore:
             self.writes += 1
 
     async def list_mailboxes(self) -> list[dict[str, Any]]:
-        return [{"address": r["mailbox"].address, **r.get("fields", {}), "etag": r["etag"]} for r in self._rows("mailboxes", "mailbox")]
+        return [self._entity(r) for r in self._rows("mailboxes", "mailbox")]
 
     async def telemetry_key(self) -> str:
         row = self._t("mailboxes").setdefault(("config", "telemetry"), {"key": uuid.uuid4().hex, "etag": "-"})
@@ -112,13 +124,11 @@ class InMemoryStateStore:
         return replace(link, etag=etag)
 
     async def put_links(self, links: list[Link], *, index: bool = True) -> list[Link]:
-        for link in links:   # all or nothing, as a Table transaction
-            current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
-            if (link.etag is None and current is not None) or (link.etag is not None and (current is None or current["etag"] != link.etag)):
-                raise StoreConflict("links: a row in the transaction changed concurrently")
+        if any(self._changed(link) for link in links):   # all or nothing, as a Table transaction
+            raise StoreConflict("links: a row in the transaction changed concurrently")
         return [await self.put_link(link) for link in links]
 
-    async def delete_link(self, link: Link) -> None:
+    async def delete_link(self, link: Link, *, unindex: bool = True) -> None:
         current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
         if current is not None:
             if link.etag is not None and current["etag"] != link.etag:
@@ -126,7 +136,8 @@ class InMemoryStateStore:
             del self._t("links")[(key(link.mailbox), key(link.booking_id))]
             self.writes += 1
             self.link_writes += 1
-        self._t("bookingindex").pop((key(link.environment), f"{key(link.booking_id)}|{key(link.mailbox)}"), None)
+        if unindex:
+            self._t("bookingindex").pop((key(link.environment), f"{key(link.booking_id)}|{key(link.mailbox)}"), None)
 
     async def mailboxes_for_bookings(self, environment: str, booking_ids: Iterable[str]) -> dict[str, set[str]]:
         wanted = {b.lower() for b in booking_ids}
@@ -144,16 +155,23 @@ class InMemoryStateStore:
 
     # -- pending --------------------------------------------------------------------------------------------------------------
     async def add_pending(self, mailbox: str, observations: dict[str, dict[str, Any] | None]) -> None:
-        for booking_id, booking in observations.items():
-            self._put("pending", key(mailbox), key(booking_id), {"booking_id": booking_id, "deleted": booking is None,
-                                                                   "booking": json.loads(json.dumps(booking)) if booking else None}, None)
+        await self.add_pending_batch({mailbox: observations})
+
+    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]]) -> None:
+        for mailbox, observations in per_mailbox.items():
+            for booking_id, booking in observations.items():
+                copied = json.loads(json.dumps(booking)) if booking else None
+                row = {"booking_id": booking_id, "deleted": booking is None, "booking": copied}
+                self._put("pending", key(mailbox), key(booking_id), row, None)
+            if observations:
+                await self.update_mailbox_fields(mailbox, pending_mark=uuid.uuid4().hex)
 
     async def pending(self, mailbox: str) -> list[PendingRow]:
         return [{"booking_id": r["booking_id"], "deleted": r["deleted"], "booking": r["booking"], "etag": r["etag"]}
                 for r in self._rows("pending", key(mailbox))]
 
     async def pending_mailboxes(self) -> set[str]:
-        return {unkey(p) for (p, _) in self._t("pending")}
+        return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
     async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
         for p in consumed:
@@ -161,6 +179,57 @@ class InMemoryStateStore:
             if current is not None and current["etag"] == p["etag"]:
                 del self._t("pending")[(key(mailbox), key(p["booking_id"]))]
                 self.writes += 1
+
+    # -- one mailbox's sync (MailboxStateStore) -----------------------------------------------------------------------------
+    async def mailbox_state(self, mailbox: str) -> MailboxState:
+        lease = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
+        return MailboxState(await self.links(mailbox), await self.pending(mailbox),
+                            {b for (p, b) in self._t("outcomes") if p == key(mailbox)},
+                            MailboxLease(lease["holder"], lease["expires"], lease["etag"]) if lease else None)
+
+    async def claim_mailbox(self, mailbox: str, holder: str, now: datetime, ttl_s: float, seen: MailboxLease | None,
+                            intents: Sequence[Link] = ()) -> tuple[MailboxLease, list[Link]] | None:
+        current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
+        if (seen is not None and seen.held_by_other(holder, now)) or (current or {}).get("etag") != (seen.etag if seen else None):
+            return None
+        if any(self._changed(link) for link in intents):
+            return None
+        expires = now + timedelta(seconds=ttl_s)
+        etag = self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": holder, "expires": expires},
+                         seen.etag if seen else None, must_be_new=True)
+        return MailboxLease(holder, expires, etag), await self.put_links(list(intents))
+
+    def _changed(self, link: Link) -> bool:
+        """Whether a write of this link would fail its ETag condition (no ETag: the row must not exist)."""
+        current = self._t("links").get((key(link.mailbox), key(link.booking_id)))
+        return (current is not None) if link.etag is None else (current is None or current["etag"] != link.etag)
+
+    async def renew_mailbox(self, mailbox: str, lease: MailboxLease, now: datetime, ttl_s: float) -> MailboxLease | None:
+        current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
+        if current is None or current["etag"] != lease.etag:
+            return None
+        expires = now + timedelta(seconds=ttl_s)
+        return MailboxLease(lease.holder, expires, self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
+                                                             {"holder": lease.holder, "expires": expires}, lease.etag))
+
+    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
+        if any(self._changed(link) for link in commit.puts) or any(link.etag and self._changed(link) for link in commit.deletes):
+            raise StoreConflict("links: a row in the transaction changed concurrently")     # all or nothing, as the transaction
+        for link in commit.puts:
+            await self.put_link(link)
+        for link in commit.deletes:
+            await self.delete_link(link, unindex=link in commit.unindex)
+        await self.clear_pending(mailbox, commit.consumed)
+        await self.record_outcomes(mailbox, commit.outcomes)
+        lease = commit.release
+        current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
+        if lease is not None and current is not None and current["etag"] == lease.etag:
+            self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, lease.etag)
+
+    async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:
+        for booking_id, mailboxes in holders.items():
+            for mailbox in mailboxes:
+                self._t("bookingindex").pop((key(environment), f"{key(booking_id)}|{key(mailbox)}"), None)
 
     # -- outcomes, cursors, runs, leases ------------------------------------------------------------------------------------------
     async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict[str, Any]]) -> None:
@@ -191,7 +260,7 @@ class InMemoryStateStore:
 
     async def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
         row = self._t("leases").get(("lease", key(name)))
-        if row is not None and row["expires"] > now and row["holder"] != holder:
+        if row is not None and row["holder"] and row["expires"] > now and row["holder"] != holder:
             return False
         self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s)}, row["etag"] if row else None)
         return True
@@ -223,13 +292,16 @@ class InMemoryStateStore:
         row = self._t("leases").get(("lease", key(name)))
         if row is None or row["holder"] != holder:
             return False
-        row["expires"] = now + timedelta(seconds=ttl_s)
+        self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s)}, row["etag"])
         return True
 
     async def release_lease(self, name: str, holder: str) -> None:
         row = self._t("leases").get(("lease", key(name)))
         if row is not None and row["holder"] == holder:
-            del self._t("leases")[("lease", key(name))]
+            if name.startswith(MAILBOX_LEASE):             # as in Table Storage: the row stays, its holder cleared
+                self._put("leases", "lease", key(name), {"holder": "", "expires": RELEASED}, row["etag"])
+            else:
+                del self._t("leases")[("lease", key(name))]
 
 
 @dataclass

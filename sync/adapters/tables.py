@@ -3,12 +3,18 @@
 Tables (each name prefixed with STATE_TABLE_PREFIX):
 - mailboxes     PK "mailbox"            RK mailbox            status, binding, filters, last cycle (M1-M6, G2)
 - links         PK mailbox              RK booking            event id, generation, fingerprints, event time, state
+                                        RK ^p|booking         an observation waiting for the mailbox's next sync
+                                        RK ^e|booking         the last error per booking (G1)
+                                        RK ^lease             the mailbox's sync lease (T2)
 - bookingindex  PK environment          RK booking|mailbox    which mailboxes hold a link for a booking (routing deletes and reassignments)
-- pending       PK mailbox              RK booking            observations waiting for the mailbox's next sync
 - cursors       PK "cursor"             RK environment        delta links and the window horizon already read (T4)
-- outcomes      PK mailbox              RK booking            the last write or error per booking (G1)
 - runs          PK "run"                RK inverted time      one row per cycle
-- leases        PK "lease"              RK name               the singleton-cycle lease (T1)
+- leases        PK "lease"              RK name               the singleton-cycle lease (T1); PK "wake": webhook syncs (T3)
+
+A mailbox's observations, errors and lease share its links' partition, so one sync reads them in one query and
+commits in one transaction (with the lease's release) what several tables took before. `key()` escapes "^", so
+no booking's key can start with it. Tables `pending` and `outcomes` held those rows before; `migrate_legacy_rows`
+moves what an older version left there.
 
 Keys are escaped so no id or address can break them (Table keys may not hold / \\ # ? or control
 characters). Updates carry the row's ETag: a lost race raises StoreConflict instead of overwriting.
@@ -16,10 +22,11 @@ Transactions are chunked to 100 entities of one partition.
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
@@ -31,7 +38,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
 from ..core.serialize import filter_from_dict, filter_to_dict
-from ..ports import CursorRow, PendingRow, StoreConflict
+from ..ports import CursorRow, MailboxCommit, MailboxLease, MailboxState, PendingRow, StoreConflict
 from . import table_wire
 
 # Table requests made in the current context (an activity sets a fresh counter): what one mailbox's sync costs.
@@ -51,7 +58,12 @@ def _counted(_request: Any) -> None:
         counter[0] += 1
 
 
-TABLES = ("mailboxes", "links", "bookingindex", "pending", "cursors", "outcomes", "runs", "leases", "audit")
+TABLES = ("mailboxes", "links", "bookingindex", "cursors", "runs", "leases", "audit")
+LEGACY_TABLES = ("pending", "outcomes")        # rows moved into the links partitions (migrate_legacy_rows)
+PENDING_PREFIX, ERROR_PREFIX, LEASE_ROW = "^p|", "^e|", "^lease"
+PENDING_WRITE_CONCURRENCY = 16                 # mailboxes whose observations are written at once
+MAILBOX_LEASE = "mailbox:"                     # LeaseStore names of this form are the mailbox's own lease row
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 TRANSACTION_LIMIT = 100
 WAKE_ATTEMPTS = 20
 KEY_SAFE = "@.-_+!$&'()*,;=:~|"
@@ -136,7 +148,7 @@ class TableStateStore:
     def __init__(self, service: TableServiceClient, prefix: str):
         self.service, self.prefix = service, prefix
         self.writes = 0
-        self._tables: dict[str, TableClient] = {name: service.get_table_client(prefix + name) for name in TABLES}
+        self._tables: dict[str, TableClient] = {name: service.get_table_client(prefix + name) for name in TABLES + LEGACY_TABLES}
         self._leases: dict[tuple[str, str], str | None] = {}
 
     @classmethod
@@ -155,6 +167,8 @@ class TableStateStore:
                 await self.service.create_table(self.prefix + name)
             except ResourceExistsError:
                 pass
+
+        await self.migrate_legacy_rows()
 
     async def close(self) -> None:
         for table in self._tables.values():
@@ -238,6 +252,10 @@ class TableStateStore:
             return None
         return {**dict(entity), "etag": _etag(entity)}
 
+    async def mailbox_entry(self, address: str) -> tuple[Mailbox, dict[str, Any]] | None:
+        entity = await self._get("mailboxes", "mailbox", key(address))
+        return None if entity is None else (mailbox_from_entity(entity), {**dict(entity), "etag": _etag(entity)})
+
     async def put_mailbox(self, mailbox: Mailbox, etag: str | None = None, **extra: Any) -> str | None:
         current = await self._get("mailboxes", "mailbox", key(mailbox.address)) if etag is None else None
         keep = {k: current[k] for k in current if k not in mailbox_to_entity(mailbox)} if current is not None else {}
@@ -277,9 +295,10 @@ class TableStateStore:
         await self.table("mailboxes").upsert_entity(entity, mode=UpdateMode.REPLACE)
         self.writes += 1
 
-    # -- links --------------------------------------------------------------------------------------------------
+    # -- links ------------------------------------------------------------------------------------------------------
     async def links(self, mailbox: str) -> dict[str, Link]:
-        return {link.booking_id: link for link in [link_from_entity(e) async for e in self._query("links", key(mailbox))]}
+        return {link.booking_id: link for link in [link_from_entity(e) async for e in self._query("links", key(mailbox))
+                                                   if not e["RowKey"].startswith("^")]}
 
     async def get_link(self, mailbox: str, booking_id: str) -> Link | None:
         entity = await self._get("links", key(mailbox), key(booking_id))
@@ -299,23 +318,30 @@ class TableStateStore:
         if not links:
             return []
         if index:
-            by_env: dict[str, list[tuple]] = {}
-            for link in links:
-                by_env.setdefault(key(link.environment), []).append(("upsert", self._index_entity(link), {"mode": UpdateMode.REPLACE}))
-            for ops in by_env.values():
-                await self._transact("bookingindex", ops)
+            await self._index(links)
         partitions: dict[str, list[tuple[int, tuple]]] = {}
         for position, link in enumerate(links):
-            entity = link_to_entity(link)
-            op = (("update", entity, {"mode": UpdateMode.REPLACE, "etag": link.etag, "match_condition": MatchConditions.IfNotModified})
-                  if link.etag else ("create", entity))
-            partitions.setdefault(entity["PartitionKey"], []).append((position, op))
+            partitions.setdefault(key(link.mailbox), []).append((position, _link_op(link)))
         written = list(links)
         for chunk in partitions.values():
             etags = await self._transact("links", [op for _, op in chunk])
             for (position, _), etag in zip(chunk, etags, strict=True):
                 written[position] = _with_etag(links[position], etag)
         return written
+
+    async def _index(self, links: Iterable[Link]) -> None:
+        by_env: dict[str, list[tuple]] = {}
+        for link in links:
+            by_env.setdefault(key(link.environment), []).append(("upsert", self._index_entity(link), {"mode": UpdateMode.REPLACE}))
+        for ops in by_env.values():
+            await self._transact("bookingindex", ops)
+
+    async def _unindex(self, links: Iterable[Link]) -> None:
+        by_env: dict[str, dict[str, set[str]]] = {}
+        for link in links:
+            by_env.setdefault(link.environment, {}).setdefault(link.booking_id, set()).add(link.mailbox)
+        for environment, holders in by_env.items():
+            await self.unindex_deleted(environment, holders)
 
     async def delete_link(self, link: Link) -> None:
         await self._delete("links", key(link.mailbox), key(link.booking_id), link.etag)
@@ -343,63 +369,223 @@ class TableStateStore:
                 found.setdefault(booking_id, set()).add(e["mailbox"])
         return found
 
+    async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:
+        rows = [(b.lower(), m.lower()) for b, mailboxes in holders.items() for m in mailboxes]
+        for i in range(0, len(rows), TRANSACTION_LIMIT):
+            ops = [("delete", {"PartitionKey": key(environment), "RowKey": f"{key(b)}|{key(m)}"}) for b, m in rows[i:i + TRANSACTION_LIMIT]]
+            try:
+                await self._transact("bookingindex", ops)
+            except (StoreConflict, HttpResponseError):      # one row was gone already: the others one by one
+                for _, entity in ops:
+                    await self._delete("bookingindex", key(environment), entity["RowKey"])
+
     async def linked_bookings(self, environment: str) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
         async for e in self._query("bookingindex", key(environment)):
             found.setdefault(e["booking_id"], set()).add(e["mailbox"])
         return found
 
-    # -- pending observations -----------------------------------------------------------------------------------
+    # -- pending observations (RK ^p|booking in the mailbox's links partition) ---------------------------------------------
     async def add_pending(self, mailbox: str, observations: dict[str, dict[str, Any] | None]) -> None:
         """booking id -> booking dict (observed) or None (deleted); the latest observation wins."""
+        await self.add_pending_batch({mailbox: observations})
+
+    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]]) -> None:
         now = _iso(datetime.now(UTC))
-        ops = [("upsert", {"PartitionKey": key(mailbox), "RowKey": key(booking_id), "booking_id": booking_id,
-                           "deleted": booking is None, "booking": json.dumps(booking) if booking else "", "observed_at": now},
-                {"mode": UpdateMode.REPLACE})
-               for booking_id, booking in sorted(observations.items())]
-        await self._transact("pending", ops)
+        slots = asyncio.Semaphore(PENDING_WRITE_CONCURRENCY)
+
+        async def add(mailbox: str, observations: Mapping[str, dict[str, Any] | None]) -> None:
+            async with slots:
+                await self._transact("links", [("upsert", _pending_entity(mailbox, b, booking, now), {"mode": UpdateMode.REPLACE})
+                                               for b, booking in sorted(observations.items())])
+
+        # Each mailbox's rows are independent of the others' (concurrently); the marks only after all the rows, so
+        # a sync that saw a mark reads the rows it covers (PendingStore).
+        filled = {m: obs for m, obs in sorted(per_mailbox.items()) if obs}
+        await asyncio.gather(*(add(m, obs) for m, obs in filled.items()))
+        await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": key(m), "pending_mark": uuid.uuid4().hex},
+                                         {"mode": UpdateMode.MERGE}) for m in filled])
+
+    async def _merge_mailbox_rows(self, merges: list[tuple]) -> None:
+        """Merges into existing mailbox rows (If-Match *: a row removed meanwhile is not brought back as a fragment)."""
+        for i in range(0, len(merges), TRANSACTION_LIMIT):
+            chunk = merges[i:i + TRANSACTION_LIMIT]
+            try:
+                await self._transact("mailboxes", chunk)
+            except (StoreConflict, HttpResponseError):      # one mailbox was removed: merge the others one by one
+                for _, entity, _options in chunk:
+                    try:
+                        await self.table("mailboxes").update_entity(entity, mode=UpdateMode.MERGE)
+                        self.writes += 1
+                    except ResourceNotFoundError:
+                        pass
 
     async def pending(self, mailbox: str) -> list[PendingRow]:
-        return [{"booking_id": e["booking_id"], "deleted": bool(e["deleted"]),
-                 "booking": json.loads(e["booking"]) if e.get("booking") else None, "etag": _etag(e)}
-                async for e in self._query("pending", key(mailbox))]
+        return (await self.mailbox_state(mailbox)).pending
 
     async def pending_mailboxes(self) -> set[str]:
-        found = set()
-        async for e in self.table("pending").list_entities(select=["PartitionKey"]):
-            found.add(unkey(e["PartitionKey"]))
-        return found
+        return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
     async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
         """Remove observations the sync handled, unless a newer one replaced them meanwhile (ETag)."""
-        ops = [("delete", {"PartitionKey": key(mailbox), "RowKey": key(p["booking_id"])},
-                {"etag": p["etag"], "match_condition": MatchConditions.IfNotModified}) for p in consumed]
+        await self._clear_pending(mailbox, consumed)
+
+    def _pending_deletes(self, mailbox: str, consumed: Iterable[PendingRow]) -> list[tuple]:
+        return [("delete", {"PartitionKey": key(mailbox), "RowKey": PENDING_PREFIX + key(p["booking_id"])},
+                 {"etag": p["etag"], "match_condition": MatchConditions.IfNotModified}) for p in consumed]
+
+    async def _clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
         try:
-            await self._transact("pending", ops)
+            await self._transact("links", self._pending_deletes(mailbox, consumed))
         except StoreConflict:
             for p in consumed:  # one was replaced: delete the others one by one
                 try:
-                    await self._delete("pending", key(mailbox), key(p["booking_id"]), p["etag"])
+                    await self._delete("links", key(mailbox), PENDING_PREFIX + key(p["booking_id"]), p["etag"])
                 except StoreConflict:
                     pass
 
-    # -- outcomes (for diagnose) -------------------------------------------------------------------------------------
+    # -- outcomes (RK ^e|booking: the last error per booking, for diagnose) ----------------------------------------------
     async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict[str, Any]]) -> None:
         """Keep the last error per booking (for diagnose); a booking that succeeds loses its old error."""
-        failed = {b: o for b, o in outcomes.items() if o.get("error")}
-        stale = [e["booking_id"] async for e in self._query("outcomes", key(mailbox))
-                 if e["booking_id"] in outcomes and e["booking_id"] not in failed] if len(failed) < len(outcomes) else []
+        known = (await self.mailbox_state(mailbox)).errors if any(not o.get("error") for o in outcomes.values()) else set()
+        await self._transact("links", self._outcome_ops(mailbox, outcomes, known))
+
+    def _outcome_ops(self, mailbox: str, outcomes: Mapping[str, Mapping[str, Any]], known_errors: set[str]) -> list[tuple]:
         now = _iso(datetime.now(UTC))
-        ops: list[tuple[Any, ...]] = [("upsert", {"PartitionKey": key(mailbox), "RowKey": key(booking_id), "booking_id": booking_id,
-                                                  "at": now,
-                           **{k: ("" if v is None else v) for k, v in outcome.items()}}, {"mode": UpdateMode.REPLACE})
-               for booking_id, outcome in sorted(failed.items())]
-        ops += [("delete", {"PartitionKey": key(mailbox), "RowKey": key(booking_id)}) for booking_id in stale]
-        await self._transact("outcomes", ops)
+        ops: list[tuple] = []
+        for booking_id, outcome in sorted(outcomes.items()):
+            row_key = ERROR_PREFIX + key(booking_id)
+            if outcome.get("error"):
+                ops.append(("upsert", {"PartitionKey": key(mailbox), "RowKey": row_key, "booking_id": booking_id, "at": now,
+                                       **{k: ("" if v is None else v) for k, v in outcome.items()}}, {"mode": UpdateMode.REPLACE}))
+            elif booking_id.lower() in known_errors:
+                ops.append(("delete", {"PartitionKey": key(mailbox), "RowKey": row_key}))
+        return ops
 
     async def outcome(self, mailbox: str, booking_id: str) -> dict[str, Any] | None:
-        entity = await self._get("outcomes", key(mailbox), key(booking_id))
-        return dict(entity) if entity else None
+        entity = await self._get("links", key(mailbox), ERROR_PREFIX + key(booking_id))
+        return {k: v for k, v in dict(entity).items() if k not in ("PartitionKey", "RowKey")} if entity else None
+
+    # -- one mailbox's sync: read, claim, commit (MailboxStateStore) ----------------------------------------------------
+    async def mailbox_state(self, mailbox: str) -> MailboxState:
+        state = MailboxState(links={}, pending=[], errors=set(), lease=None)
+        async for e in self._query("links", key(mailbox)):
+            row_key = e["RowKey"]
+            if not row_key.startswith("^"):
+                link = link_from_entity(e)
+                state.links[link.booking_id] = link
+            elif row_key.startswith(PENDING_PREFIX):
+                state.pending.append({"booking_id": e["booking_id"], "deleted": bool(e["deleted"]),
+                                      "booking": json.loads(e["booking"]) if e.get("booking") else None, "etag": _etag(e)})
+            elif row_key.startswith(ERROR_PREFIX):
+                state.errors.add(str(e["booking_id"]).lower())
+            elif row_key == LEASE_ROW:
+                state.lease = _lease_from(e)
+        return state
+
+    async def claim_mailbox(self, mailbox: str, holder: str, now: datetime, ttl_s: float, seen: MailboxLease | None,
+                            intents: Sequence[Link] = ()) -> tuple[MailboxLease, list[Link]] | None:
+        if seen is not None and seen.held_by_other(holder, now):
+            return None
+        expires = datetime.fromtimestamp(now.timestamp() + ttl_s, UTC)
+        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": holder, "expires": _iso(expires)}
+        lease_op = _guarded("update" if seen is not None else "create", row, seen.etag if seen is not None else None)
+        together = len(intents) < TRANSACTION_LIMIT          # the lease and the intents in one transaction when they fit
+        if intents:
+            await self._index(intents)
+        try:
+            etags = await self._transact("links", [lease_op, *(_link_op(link) for link in intents)] if together else [lease_op])
+        except StoreConflict:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 409):              # the lease row went, or came, since the read
+                return None
+            raise
+        lease = MailboxLease(holder, expires, etags[0])
+        self._leases[(MAILBOX_LEASE + mailbox.lower(), holder)] = lease.etag
+        if together:
+            return lease, [_with_etag(link, etag) for link, etag in zip(intents, etags[1:], strict=True)]
+        return lease, await self.put_links(list(intents), index=False)
+
+    async def renew_mailbox(self, mailbox: str, lease: MailboxLease, now: datetime, ttl_s: float) -> MailboxLease | None:
+        expires = datetime.fromtimestamp(now.timestamp() + ttl_s, UTC)
+        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": lease.holder, "expires": _iso(expires)}
+        try:
+            etag = await self._write("links", row, lease.etag)
+        except StoreConflict:
+            return None
+        self._leases[(MAILBOX_LEASE + mailbox.lower(), lease.holder)] = etag
+        return MailboxLease(lease.holder, expires, etag)
+
+    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
+        if commit.unindex:
+            await self._unindex(commit.unindex)
+        links_ops = [_link_op(link) for link in commit.puts] + [
+            _guarded("delete", {"PartitionKey": key(link.mailbox), "RowKey": key(link.booking_id)}, link.etag) for link in commit.deletes]
+        tolerant = self._pending_deletes(mailbox, commit.consumed) + self._outcome_ops(mailbox, commit.outcomes, commit.known_errors)
+        release = [self._release_op(mailbox, commit.release)] if commit.release is not None else []
+        try:
+            if len(links_ops) + len(tolerant) + len(release) > TRANSACTION_LIMIT:
+                raise _Split                               # more than one transaction: no longer all or nothing
+            await self._transact("links", links_ops + tolerant + release)
+        except (_Split, StoreConflict, HttpResponseError) as exc:
+            # Too large, or something besides the links changed (a newer observation, the lease lost): the links
+            # still commit, strictly; the rest goes one part at a time.
+            if not isinstance(exc, _Split) and not tolerant and not release:
+                raise _conflict(exc) from exc
+            await self._transact("links", links_ops)
+            await self._clear_pending(mailbox, commit.consumed)
+            await self._transact("links", self._outcome_ops(mailbox, commit.outcomes, await self._known_errors(mailbox, commit.outcomes)))
+            if commit.release is not None:
+                await self._release_mailbox(mailbox, commit.release)
+        if commit.release is not None:
+            self._leases.pop((MAILBOX_LEASE + mailbox.lower(), commit.release.holder), None)
+
+    async def _known_errors(self, mailbox: str, outcomes: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        return (await self.mailbox_state(mailbox)).errors if any(not o.get("error") for o in outcomes.values()) else set()
+
+    @staticmethod
+    def _release_op(mailbox: str, lease: MailboxLease) -> tuple:
+        # Released, the row stays with its holder cleared: a claim made against a read from before this commit
+        # then fails on the ETag, where a deleted and re-created row would let it through.
+        return _guarded("update", {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED)},
+                        lease.etag)
+
+    async def _release_mailbox(self, mailbox: str, lease: MailboxLease) -> None:
+        try:
+            await self._transact("links", [self._release_op(mailbox, lease)])
+        except (StoreConflict, HttpResponseError):
+            pass                                            # expired and taken over by someone else: theirs now
+
+    # -- legacy layout --------------------------------------------------------------------------------------------------
+    async def migrate_legacy_rows(self) -> int:
+        """Observations and errors an older version kept in tables `pending` and `outcomes` move into the links
+        partitions; an observation recorded since in the new place is newer and wins. Returns the rows moved."""
+        moved = 0
+        for table in LEGACY_TABLES:
+            try:
+                rows = [e async for e in table_wire.query(self.table(table), "PartitionKey ne ''")]
+            except HttpResponseError as exc:
+                if exc.status_code == 404:                 # never made, or already dropped
+                    continue
+                raise
+            by_mailbox: dict[str, list[Any]] = {}
+            for e in rows:
+                by_mailbox.setdefault(e["PartitionKey"], []).append(e)
+            for partition, entities in by_mailbox.items():
+                prefix = PENDING_PREFIX if table == "pending" else ERROR_PREFIX
+                for e in entities:
+                    moved_row = {k: v for k, v in dict(e).items() if k not in ("PartitionKey", "RowKey")}
+                    try:
+                        await self.table("links").create_entity({"PartitionKey": partition, "RowKey": prefix + e["RowKey"], **moved_row})
+                    except ResourceExistsError:
+                        pass
+                    await self._delete(table, partition, e["RowKey"])
+                    moved += 1
+                if table == "pending":
+                    await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": partition,
+                                                                "pending_mark": uuid.uuid4().hex}, {"mode": UpdateMode.MERGE})])
+        return moved
 
     # -- cursors ------------------------------------------------------------------------------------------------------
     async def get_cursor(self, environment: str) -> CursorRow | None:
@@ -434,45 +620,57 @@ class TableStateStore:
                 break
         return out
 
+    def _lease_place(self, name: str) -> tuple[str, str, str]:
+        """(table, partition, row) of a named lease: a mailbox's lives with its links, others in `leases`."""
+        if name.startswith(MAILBOX_LEASE):
+            return "links", key(name[len(MAILBOX_LEASE):]), LEASE_ROW
+        return "leases", "lease", key(name)
+
     async def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
         """Take the named lease if it is free or expired; ETag-guarded, so two callers never both win."""
-        row = {"PartitionKey": "lease", "RowKey": key(name), "holder": holder,
+        table, pk, rk = self._lease_place(name)
+        row = {"PartitionKey": pk, "RowKey": rk, "holder": holder,
                "expires": datetime.fromtimestamp(now.timestamp() + ttl_s, UTC).isoformat()}
         try:
-            self._leases[(name, holder)] = await self._write("leases", row, None)        # free: one insert
+            self._leases[(name, holder)] = await self._write(table, row, None)        # free: one insert
             return True
         except StoreConflict:
             pass
-        entity = await self._get("leases", "lease", key(name))
-        if entity is not None and _required_dt(entity["expires"]) > now and entity["holder"] != holder:
+        entity = await self._get(table, pk, rk)
+        if entity is not None and entity["holder"] and _required_dt(entity["expires"]) > now and entity["holder"] != holder:
             return False
         try:
-            self._leases[(name, holder)] = await self._write("leases", row, _etag(entity) if entity is not None else None)
+            self._leases[(name, holder)] = await self._write(table, row, _etag(entity) if entity is not None else None)
             return True
         except StoreConflict:
             return False
 
     async def renew_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
-        entity = await self._get("leases", "lease", key(name))
+        table, pk, rk = self._lease_place(name)
+        entity = await self._get(table, pk, rk)
         if entity is None or entity["holder"] != holder:
             return False
-        row = {"PartitionKey": "lease", "RowKey": key(name), "holder": holder,
+        row = {"PartitionKey": pk, "RowKey": rk, "holder": holder,
                "expires": datetime.fromtimestamp(now.timestamp() + ttl_s, UTC).isoformat()}
         try:
-            self._leases[(name, holder)] = await self._write("leases", row, _etag(entity))
+            self._leases[(name, holder)] = await self._write(table, row, _etag(entity))
         except StoreConflict:
             return False
         return True
 
     async def release_lease(self, name: str, holder: str) -> None:
+        table, pk, rk = self._lease_place(name)
         etag = self._leases.pop((name, holder), None)
         if etag is None:
-            entity = await self._get("leases", "lease", key(name))
+            entity = await self._get(table, pk, rk)
             if entity is None or entity["holder"] != holder:
                 return
             etag = _etag(entity)
+        if table == "links":
+            await self._release_mailbox(name[len(MAILBOX_LEASE):], MailboxLease(holder, RELEASED, etag))
+            return
         try:
-            await self._delete("leases", "lease", key(name), etag)
+            await self._delete(table, pk, rk, etag)
         except StoreConflict:
             pass                                            # expired and taken over by someone else: theirs now
 
@@ -529,6 +727,41 @@ class TableStateStore:
                 continue
             return not again
         raise StoreConflict("the wake row kept changing")
+
+
+class _Split(Exception):
+    """A commit too large for one transaction."""
+
+
+def has_pending_work(row: Mapping[str, Any]) -> bool:
+    """A mailbox row whose mailbox has observations waiting (PendingStore: marks and what the last sync left)."""
+    return (row.get("pending_mark") or "") != (row.get("consumed_mark") or "") or int(row.get("pending_left") or 0) > 0
+
+
+def _pending_entity(mailbox: str, booking_id: str, booking: dict[str, Any] | None, now: str | None) -> dict[str, Any]:
+    return {"PartitionKey": key(mailbox), "RowKey": PENDING_PREFIX + key(booking_id), "booking_id": booking_id, "deleted": booking is None,
+            "booking": json.dumps(booking) if booking else "", "observed_at": now}
+
+
+def _guarded(kind: str, entity: dict, etag: str | None) -> tuple:
+    """A transaction operation matched by ETag (a create when there is none to match)."""
+    if kind == "create" or (kind == "update" and etag is None):
+        return ("create", entity)
+    if kind == "update":
+        return ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
+    return (kind, entity, {"etag": etag, "match_condition": MatchConditions.IfNotModified}) if etag else (kind, entity)
+
+
+def _link_op(link: Link) -> tuple:
+    return _guarded("update", link_to_entity(link), link.etag)
+
+
+def _lease_from(entity: Any) -> MailboxLease:
+    return MailboxLease(str(entity.get("holder") or ""), _dt(entity.get("expires")) or RELEASED, _etag(entity))
+
+
+def _conflict(exc: Exception) -> Exception:
+    return exc if isinstance(exc, StoreConflict) else StoreConflict(f"links: a row in the transaction changed concurrently ({exc})")
 
 
 def _with_etag(link: Link, etag: str | None) -> Link:

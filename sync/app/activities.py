@@ -16,21 +16,21 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from ..adapters.tables import count_round_trips
+from ..adapters.tables import count_round_trips, mailbox_from_entity
+from ..core.domain import Mailbox
 from ..core.pseudonym import mailbox_ref
 from ..engine.collect import collect
-from ..engine.mailbox import MailboxSync
+from ..engine.mailbox import LEASE_TTL_S, MailboxSync
 from ..engine.removals import deployment_guard
 from ..ports import PermanentError, TransientError
 from . import telemetry
 from .clients import Clients
-from .leases import KeptLease
 from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
 from .settings import AppSettings, load
 
 log = logging.getLogger("sync.activities")
 SettingsLoader = Callable[[], AppSettings]
-MAILBOX_LEASE_S = 30.0           # renewed every 10 s while the sync runs; a dead holder's lease is free within 30 s
+MAILBOX_LEASE_S = LEASE_TTL_S
 
 
 FILTERS_TTL_S = 60.0
@@ -47,6 +47,8 @@ class Activities:
         self._telemetry_key: str | None = None
         self._filters: tuple[float, tuple] | None = None
         self._addresses: dict[str, str] = {}
+        self._entries: dict[str, tuple[Mailbox, dict[str, Any]]] = {}
+        self._listed_for: str | None = None                # the cycle whose activities the listing serves
         self._address_locks: dict[int, asyncio.Lock] = {}
 
     async def clients(self) -> Clients:
@@ -127,9 +129,9 @@ class Activities:
         round_trips = count_round_trips()
         try:
             rt = await self.clients()
-            mailbox = mailbox or await self._address(rt, ref)
+            mailbox = mailbox or await self._address(rt, ref, payload.get("cycle"))
             ref = await self._mailbox_ref(rt, mailbox) if mailbox else ref
-            result = await self._sync_leased(rt, mailbox, ref, now, payload) if mailbox else {
+            result = await self._sync(rt, mailbox, ref, now, payload) if mailbox else {
                 "outcome": "skipped", "counts": {}, "error": "no registered mailbox has this reference"}
         except (TransientError, AzureError, OSError) as exc:
             log.warning("mailbox sync failed transiently: mailbox_ref=%s error=%s", ref, type(exc).__name__)
@@ -143,31 +145,28 @@ class Activities:
         seconds = time.monotonic() - started
         result["seconds"] = round(seconds, 3)
         result["table_round_trips"] = round_trips[0]
-        result.setdefault("retryable", result["outcome"] == "transient")
+        result.setdefault("retryable", result["outcome"] in ("transient", "busy"))
         telemetry.record_mailbox(result, ref, seconds)
         log.info("mailbox synced: mailbox_ref=%s outcome=%s counts=%s", ref, result["outcome"], result["counts"])
         return result
 
-    async def _sync_leased(self, rt: Clients, mailbox: str, ref: str, now: datetime, payload: dict) -> dict:
-        # Two syncs of one mailbox never overlap: the timer cycle and a webhook-started sync share this lease. The
-        # holder names the orchestration's own call, so Durable's re-run of this activity after its host died takes
-        # over the lease its first attempt left; any other holder's lease is free within one TTL of its death.
+    async def _sync(self, rt: Clients, mailbox: str, ref: str, now: datetime, payload: dict) -> dict:
+        # Two syncs of one mailbox never overlap: the engine takes the mailbox's lease, which the timer cycle and a
+        # webhook-started sync share. The holder names the orchestration's own call, so Durable's re-run of this
+        # activity after its host died takes over the lease its first attempt left.
         holder = payload.get("lease_holder") or f"{ref}:{uuid.uuid4()}"
-        async with KeptLease(rt.store, f"mailbox:{mailbox.lower()}", holder, MAILBOX_LEASE_S) as held:
-            if not held:
-                return {"outcome": "busy", "retryable": True, "counts": {}, "error": None}
-            with telemetry.span("sync.mailbox", mailbox_ref=ref, tenant=self.settings.tenants.tenant_of(mailbox)) as current:
-                sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await self._global_filters(rt))
-                result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False),
-                                         hold_removals=payload.get("hold_removals"),
-                                         keep_held="hold_removals" not in payload)).to_dict()
-                current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
-                return result
+        with telemetry.span("sync.mailbox", mailbox_ref=ref, tenant=self.settings.tenants.tenant_of(mailbox)) as current:
+            sync = MailboxSync(rt.store, rt.calendar, self.settings.sync, now, global_filters=await self._global_filters(rt), holder=holder)
+            result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False),
+                                     hold_removals=payload.get("hold_removals"), keep_held="hold_removals" not in payload,
+                                     entry=self._listed_entry(ref, payload.get("cycle")))).to_dict()
+            current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
+            return result
 
     async def check_removals(self, payload: dict) -> dict:
         """D5 for the deployment: may this cycle's mailboxes remove what they would remove?"""
         rt = await self.clients()
-        addresses = [a for a in [await self._address(rt, ref) for ref in payload["mailboxes"]] if a]
+        addresses = [a for a in [await self._address(rt, ref, payload.get("cycle")) for ref in payload["mailboxes"]] if a]
         verdict = await deployment_guard(rt.store, self.settings.sync, datetime.fromisoformat(payload["now"]), addresses,
                                          int(payload.get("candidates", 0)), await self._global_filters(rt),
                                          held=int(payload.get("held", 0)))
@@ -188,18 +187,25 @@ class Activities:
     async def address_of(self, ref: str) -> str | None:
         return await self._address(await self.clients(), ref)
 
-    async def _address(self, rt: Clients, ref: str) -> str | None:
-        """The address behind a pseudonym; the map is rebuilt from the mailbox rows when a ref is not in it, once for
-        all the activities that miss it together (a cycle starts dozens at once; each listing every mailbox would
-        make the cycle's cost grow with the square of the mailboxes)."""
-        if ref in self._addresses:
+    async def _address(self, rt: Clients, ref: str, cycle: str | None = None) -> str | None:
+        """The address behind a pseudonym. The map is rebuilt from one listing of the mailbox rows when a ref is not in
+        it, or when a cycle asks that has not listed yet; once for all the activities that ask together (a cycle starts
+        dozens at once; each listing every mailbox would make the cycle's cost grow with the square of the mailboxes)."""
+        if ref in self._addresses and (cycle is None or cycle == self._listed_for):
             return self._addresses[ref]
         lock = self._address_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
         async with lock:
-            if ref not in self._addresses:
+            if ref not in self._addresses or (cycle is not None and cycle != self._listed_for):
                 key = await self._telemetry_key_of(rt)
-                self._addresses = {mailbox_ref(key, row["address"]): row["address"] for row in await rt.store.list_mailboxes()}
+                rows = await rt.store.list_mailboxes()
+                self._entries = {mailbox_ref(key, row["address"]): (mailbox_from_entity(row), row) for row in rows}
+                self._addresses = {ref: entry[0].address for ref, entry in self._entries.items()}
+                self._listed_for = cycle
         return self._addresses.get(ref)
+
+    def _listed_entry(self, ref: str, cycle: str | None) -> tuple[Mailbox, dict[str, Any]] | None:
+        """The mailbox and its row from this cycle's listing (made after its collect), or None: the sync reads it."""
+        return self._entries.get(ref) if cycle is not None and cycle == self._listed_for else None
 
     async def record_run(self, summary: dict) -> dict:
         rt = await self.clients()

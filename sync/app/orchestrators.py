@@ -63,7 +63,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
     if todo and (candidates or held) and not settings.get("force", False):      # D5, before any mailbox removes anything
         context.set_custom_status({"phase": "guard", "mailboxes": len(todo)})
         run["guard"] = yield context.call_activity(GUARD_ACTIVITY, {"mailboxes": todo, "candidates": candidates, "held": held,
-                                                                    "now": now.isoformat()})
+                                                                    "now": now.isoformat(), "cycle": run["id"]})
         hold = run["guard"].get("message")
     for attempt in range(RETRY_ROUNDS + 1):
         if not todo:
@@ -72,7 +72,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=RETRY_DELAYS_S[attempt - 1]))
         context.set_custom_status({"phase": "sync", "round": attempt + 1, "mailboxes": len(todo), "done": len(results)})
         batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False), "hold_removals": hold,
-                 "instance": context.instance_id}
+                 "instance": context.instance_id, "cycle": run["id"]}
         outcome = yield from _fan_out(context, batch)
         for r in outcome:
             results[r["mailbox_ref"]] = r
@@ -105,8 +105,9 @@ def sync_mailbox_group(context: df.DurableOrchestrationContext):
 
 def _mailbox_input(batch: dict, ref: str) -> dict[str, Any]:
     # the lease holder is this orchestration's own call: a re-run of the activity after a host crash takes its lease over
+    # `cycle`: the activities of one cycle share one listing of the mailbox rows, made after its collect
     return {"mailbox_ref": ref, "now": batch["now"], "force": batch["force"], "hold_removals": batch.get("hold_removals"),
-            "lease_holder": f"{batch.get('instance', 'cycle')}:{ref}"}
+            "lease_holder": f"{batch.get('instance', 'cycle')}:{ref}", "cycle": batch.get("cycle")}
 
 
 def _cycle_outcome(run: dict) -> str:

@@ -10,7 +10,6 @@ mailboxes it concerns, and persist it there as a pending observation; then advan
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ from ..core.scope import window
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
 from ..ports import BookingSource, ChangeTokenExpired, CursorRow, CursorStore, LinkStore, MailboxStore, PendingStore
-
-WRITE_CONCURRENCY = 16           # pending-observation transactions in flight at once
 
 log = logging.getLogger("sync.engine")
 
@@ -78,7 +75,7 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     observations = await read(source, store, cursor, low, high, initial)
     holders = await store.mailboxes_for_bookings(environment, observations.observed.keys())
     routing = route(observations, holders, bindings, environment)
-    result = await persist(store, environment, observations, routing, initial, cursor, high)
+    result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
     result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
     return result
 
@@ -157,7 +154,7 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
 
 
 async def persist(store: CollectStore, environment: str, observations: Observations, routing: Routing, initial: set[str],
-                  cursor: CursorRow | None, horizon: datetime) -> CollectResult:
+                  cursor: CursorRow | None, horizon: datetime, holders: Mapping[str, set[str]]) -> CollectResult:
     observed = observations.observed
     outcome = CollectResult(environment, observations.mode, bookings_read=sum(1 for b in observed.values() if b is not None),
                             deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered,
@@ -165,15 +162,11 @@ async def persist(store: CollectStore, environment: str, observations: Observati
     for s in observations.skipped:
         outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
         log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)
-    slots = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-    async def add(mailbox: str, pending: dict[str, dict[str, Any] | None]) -> None:
-        async with slots:
-            await store.add_pending(mailbox, pending)
-
-    # One transaction per mailbox, independent of each other: concurrently (the cursor moves only after all of them).
-    await asyncio.gather(*(add(mailbox, pending) for mailbox, pending in sorted(routing.per_mailbox.items())))
+    await store.add_pending_batch(routing.per_mailbox)      # the cursor moves only after all of them
     outcome.routed.update({mailbox: len(pending) for mailbox, pending in routing.per_mailbox.items()})
+    deleted = {b: holders[b] for b, booking in observed.items() if booking is None and holders.get(b)}
+    if deleted:                               # their deletions wait with every holder now: nothing routes by them again
+        await store.unindex_deleted(environment, deleted)
     for mailbox in initial:
         await store.update_mailbox_fields(mailbox, needs_initial_read=False)
     # ETag-guarded: if another collect advanced the cursor meanwhile, this one fails instead of going backwards.

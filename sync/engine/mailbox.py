@@ -1,17 +1,17 @@
-"""Step 2 of a cycle, once per mailbox with pending work: load its links and pending observations, plan
-(pure), carry the actions out through the calendar, and record what `settle` (pure) decides.
+"""Step 2 of a cycle, once per mailbox with pending work: read its links, pending observations and lease, plan
+(pure), take the lease, carry the actions out through the calendar, and commit what `settle` (pure) decides.
 
-A create is recorded first as an intent, so a crash between the Graph call and its record is recovered by
-the ownership tag on the next run instead of creating a second event; every other link write happens only
-after the Graph call it records succeeded.
+A create is recorded first as an intent (with the lease), so a crash between the Graph call and its record is
+recovered by the ownership tag on the next run instead of creating a second event; every other link write
+happens only after the Graph call it records succeeded.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..core import settle as settling
@@ -21,26 +21,38 @@ from ..core.operations import CalendarOp, OpKind
 from ..core.plan import Plan, plan
 from ..core.serialize import booking_from_dict
 from ..core.settings import SyncSettings
-from ..ports import Calendar, LinkStore, MailboxStore, MailboxUnavailable, OutcomeStore, PendingRow, PendingStore
+from ..ports import (
+    Calendar,
+    LinkStore,
+    MailboxCommit,
+    MailboxState,
+    MailboxStateStore,
+    MailboxStore,
+    MailboxUnavailable,
+    OutcomeStore,
+    PendingRow,
+)
+from .claim import Clock, HeldClaim
 
 log = logging.getLogger("sync.engine")
 CANCEL_COMMENT = "This visit was canceled in Dynamics 365 Field Service."
 Crash = Callable[[str], Awaitable[None]]     # test hook: called between side effects; may raise to simulate a crash
 WRITE_COUNTS = ("created", "updated", "deleted", "cancelled", "unlinked", "recreated")
+LEASE_TTL_S = 30.0               # renewed every 10 s while the sync runs; a dead holder's lease is free within 30 s
 
 
 async def _no_crash(_: str) -> None:
     return None
 
 
-class MailboxSyncStore(MailboxStore, LinkStore, PendingStore, OutcomeStore, Protocol):
+class MailboxSyncStore(MailboxStore, LinkStore, OutcomeStore, MailboxStateStore, Protocol):
     """The rows one mailbox's sync touches."""
 
 
 @dataclass
 class MailboxResult:
     mailbox: str
-    outcome: str                    # synced | skipped | blocked | failed | transient | dry-run
+    outcome: str                    # synced | skipped | blocked | failed | transient | busy | dry-run
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     plan: list[dict[str, str]] | None = None
@@ -51,11 +63,10 @@ class MailboxResult:
                 "pending_left": self.pending_left, **({"plan": self.plan} if self.plan is not None else {})}
 
 
-async def load_observations(store: PendingStore, address: str) -> tuple[list[PendingRow], dict[str, Booking], set[str]]:
-    """A mailbox's pending observations: the rows, the bookings observed, the ids observed deleted."""
-    pending = await store.pending(address)
+def observations(pending: list[PendingRow]) -> tuple[dict[str, Booking], set[str]]:
+    """A mailbox's pending observations: the bookings observed, the ids observed deleted."""
     bookings = {p["booking_id"]: booking_from_dict(p["booking"]) for p in pending if not p["deleted"] and p["booking"]}
-    return pending, bookings, {p["booking_id"] for p in pending if p["deleted"]}
+    return bookings, {p["booking_id"] for p in pending if p["deleted"]}
 
 
 def plan_counts(p: Plan) -> dict[str, int]:
@@ -65,56 +76,99 @@ def plan_counts(p: Plan) -> dict[str, int]:
     return counts
 
 
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 class MailboxSync:
+    """One mailbox's sync. Its Table round trips: the mailbox's partition read (links, observations, errors, lease),
+    the lease taken (with the create intents), the commit (links, observations, errors, the lease given back) and
+    the mailbox's status; the mailbox row itself comes with the cycle's listing when the caller has it."""
+
     def __init__(self, store: MailboxSyncStore, calendar: Calendar, settings: SyncSettings, now: datetime, *,
-                 global_filters: tuple[SyncFilter, ...] = (), crash: Crash = _no_crash):
+                 global_filters: tuple[SyncFilter, ...] = (), crash: Crash = _no_crash, holder: str | None = None,
+                 lease_ttl_s: float = LEASE_TTL_S, clock: Clock = _wall_clock):
         self.store, self.calendar, self.settings, self.now = store, calendar, settings, now
         self.global_filters, self.crash = global_filters, crash
+        # The holder names the caller's own attempt: Durable's re-run of an activity whose host died takes over the
+        # lease its first attempt left; any other holder's lease is free within one TTL of its death.
+        self.holder, self.lease_ttl_s, self.clock = holder or f"sync-{uuid.uuid4()}", lease_ttl_s, clock
 
     async def run(self, address: str, *, dry_run: bool = False, force: bool = False, hold_removals: str | None = None,
-                  keep_held: bool = False) -> MailboxResult:
-        """One mailbox's sync. `hold_removals` carries the deployment-wide guard's message when it tripped (D5):
-        creates and updates go, removals wait with their observations. `keep_held`: a sync outside the cycle
-        (a webhook's) keeps holding what the last cycle's guard held, until a cycle decides again."""
+                  keep_held: bool = False, entry: tuple[Mailbox, dict[str, Any]] | None = None) -> MailboxResult:
+        """`hold_removals` carries the deployment-wide guard's message when it tripped (D5): creates and updates go,
+        removals wait with their observations. `keep_held`: a sync outside the cycle (a webhook's) keeps holding what
+        the last cycle's guard held, until a cycle decides again. `entry`: the mailbox and its row as the caller read
+        them (the cycle's listing), read before the observations so the pending mark it holds covers them."""
         address = address.lower()
-        mailbox = await self.store.get_mailbox(address)
-        if mailbox is None or not mailbox.eligible:
-            return MailboxResult(address, "skipped", error="mailbox not enabled for sync" if mailbox else "mailbox not registered")
+        entry = entry or await self.store.mailbox_entry(address)
+        if entry is None or not entry[0].eligible:
+            return MailboxResult(address, "skipped", error="mailbox not enabled for sync" if entry else "mailbox not registered")
+        mailbox, row = entry
         if keep_held and not force and hold_removals is None:
-            row = await self.store.get_mailbox_row(address) or {}
             hold_removals = (row.get("last_error") or "held by the deployment-wide guard") if row.get("removals_held") else None
-        (pending, bookings, deleted), links = await asyncio.gather(load_observations(self.store, address), self.store.links(address))
-        the_plan = plan(bookings, deleted, links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force,
+        state = await self.store.mailbox_state(address)
+        bookings, deleted = observations(state.pending)
+        the_plan = plan(bookings, deleted, state.links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force,
                         hold_removals=hold_removals is not None)
         if dry_run:
             return MailboxResult(address, "dry-run", plan_counts(the_plan), error=the_plan.blocked.message if the_plan.blocked else None,
                                  plan=[{"booking": a.booking_id, "action": a.kind.value,
                                         "reason": a.reason.value} for a in the_plan.actions])
+        status = _Status(row.get("pending_mark") or "")
         if the_plan.blocked:
             await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="blocked",
-                                                   last_error=the_plan.blocked.message)
+                                                   last_error=the_plan.blocked.message, **status.fields(len(state.pending)))
             log.error("mailbox blocked by the mass-delete guard: mailbox_links=%d destructive=%d",
                       the_plan.blocked.links, the_plan.blocked.destructive)
-            return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message, pending_left=len(pending))
-        execution = _Execution(self, mailbox, bookings, deleted, pending, links)
-        execution.keep_pending.update(the_plan.held)
-        execution.held_message = hold_removals if the_plan.held else None
-        return await execution.run(the_plan)
+            return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message, pending_left=len(state.pending))
+        creates = [a for a in the_plan.actions if isinstance(a, Create)]
+        claimed = await self.store.claim_mailbox(address, self.holder, self.clock(), self.lease_ttl_s, state.lease,
+                                                 [settling.intent(a) for a in creates])
+        if claimed is None:                      # another sync holds the mailbox, or wrote since the read: its work waits
+            return MailboxResult(address, "busy", pending_left=len(state.pending))
+        lease, intents = claimed
+        claim = HeldClaim(self.store, address, lease, self.lease_ttl_s, self.clock)
+        try:
+            execution = _Execution(self, mailbox, bookings, deleted, state, claim, status)
+            execution.keep_pending.update(the_plan.held)
+            execution.held_message = hold_removals if the_plan.held else None
+            execution.intents = {link.booking_id: link for link in intents}
+            execution.states.update({link.booking_id: LinkState.CREATING for link in intents})
+            if intents:
+                await self.crash("after-intents")
+            return await execution.run(the_plan)
+        finally:
+            await claim.hand_back()
+
+
+@dataclass
+class _Status:
+    """What the mailbox row learns of this sync besides its outcome: which pending mark it covered, what it left."""
+    mark: str
+
+    def fields(self, left: int) -> dict[str, Any]:
+        return {"consumed_mark": self.mark, "pending_left": left}
 
 
 class _Execution:
-    """Carries out one mailbox plan: each action's result goes through `settle`, whose decision is written."""
+    """Carries out one mailbox plan: each action's result goes through `settle`, whose decisions are gathered into
+    the sync's one commit (links only after the Graph calls they record)."""
 
-    def __init__(self, sync: MailboxSync, mailbox: Mailbox, bookings: dict[str, Booking], deleted: set[str], pending: list[PendingRow],
-                 links: dict[str, Link]):
-        self.sync, self.mailbox, self.bookings, self.deleted, self.pending = sync, mailbox, bookings, deleted, pending
+    def __init__(self, sync: MailboxSync, mailbox: Mailbox, bookings: dict[str, Booking], deleted: set[str], state: MailboxState,
+                 claim: HeldClaim, status: _Status):
+        self.sync, self.mailbox, self.bookings, self.deleted, self.pending = sync, mailbox, bookings, deleted, state.pending
         self.store, self.calendar, self.crash, self.now = sync.store, sync.calendar, sync.crash, sync.now
+        self.claim, self.status, self.known_errors = claim, status, state.errors
         self.counts: dict[str, int] = {}
         self.keep_pending: set[str] = set()
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.mailbox_failure: str | None = None
         self.held_message: str | None = None
-        self.states = {booking_id: link.state for booking_id, link in links.items()}   # as the store holds them after each write
+        self.intents: dict[str, Link] = {}
+        self.puts: dict[str, Link] = {}
+        self.deletes: dict[str, Link] = {}
+        self.states = {booking_id: link.state for booking_id, link in state.links.items()}   # as the store holds them after each write
 
     async def run(self, the_plan: Plan) -> MailboxResult:
         actions: list[Action] = [a for a in the_plan.actions if not isinstance(a, Recover)]
@@ -122,7 +176,7 @@ class _Execution:
             if isinstance(recover, Recover):
                 actions.extend(await self._recover(recover))
         await self._carry_out(actions)
-        await self._finish_pending()
+        await self._commit(release=True)
         return await self._record_mailbox()
 
     async def _recover(self, action: Recover) -> list[Action]:
@@ -150,7 +204,7 @@ class _Execution:
     async def _carry_out(self, actions: Sequence[Action]) -> None:
         local = [a for a in actions if a.kind in (Kind.SKIP, Kind.UNLINK, Kind.FORGET)]
         for action in local:
-            await self._write(action, settling.settle(action, None, None, self.now))
+            self._decided(action, settling.settle(action, None, None, self.now))
             if action.kind != Kind.SKIP:
                 await self.crash("after-unlink")
         calls: list[GraphAction] = [a for a in actions if isinstance(a, (Create, Update, Delete, Cancel))]
@@ -158,29 +212,23 @@ class _Execution:
             await self._call_graph(calls)
 
     async def _call_graph(self, calls: list[GraphAction]) -> None:
-        intents = await self._record_intents([a for a in calls if isinstance(a, Create)])
+        await self._record_intents([a for a in calls if isinstance(a, Create) and a.booking_id not in self.intents])
         results = await self.calendar.apply(self.mailbox.address, [_operation(a) for a in calls])
         await self.crash("after-graph")
         by_id = {a.booking_id: a for a in calls}
-        puts: list[Link] = []
         follow_ups: list[Create] = []
         duplicates: list[Recover] = []
         for booking_id, result in results.items():
             action = by_id[booking_id]
-            current = intents.get(booking_id) if isinstance(action, Create) else action.link
+            current = self.intents.pop(booking_id, None) if isinstance(action, Create) else action.link
             decision = settling.settle(action, result, current, self.now)
-            if isinstance(decision.write, settling.PutLink):
-                puts.append(decision.write.link)           # each put row exists already (an intent, or the old link)
-                self.states[booking_id] = decision.write.link.state
-                decision = replace(decision, write=None)
-            await self._write(action, decision)
+            self._decided(action, decision)
             if isinstance(decision.follow_up, Create):
                 follow_ups.append(decision.follow_up)
             elif isinstance(decision.follow_up, Recover):
                 duplicates.append(decision.follow_up)
-        if puts:
-            await self.store.put_links(puts, index=False)
-            await self.crash("after-links")
+        if follow_ups or duplicates:              # what this round's calls did is recorded before the next round's
+            await self._commit(release=False)
         for duplicate in duplicates:
             await self._link_existing(duplicate)
         if follow_ups:
@@ -202,20 +250,23 @@ class _Execution:
         self._count("created")
         self.outcomes[action.booking_id] = {"action": "create", "reason": action.reason.value, "error": None}
 
-    async def _record_intents(self, creates: list[Create]) -> dict[str, Link]:
+    async def _record_intents(self, creates: list[Create]) -> None:
+        """Intents of follow-up creates (the first round's came with the lease)."""
         if not creates:
-            return {}
+            return
         written = await self.store.put_links([settling.intent(a) for a in creates])   # with the etags the next write must match
         await self.crash("after-intents")
         self.states.update({a.booking_id: LinkState.CREATING for a in creates})
-        return {link.booking_id: link for link in written}
+        self.intents.update({link.booking_id: link for link in written})
 
-    async def _write(self, action: Action, decision: settling.Settlement) -> None:
+    def _decided(self, action: Action, decision: settling.Settlement) -> None:
         if isinstance(decision.write, settling.PutLink):
-            await self.store.put_link(decision.write.link)
+            self.puts[action.booking_id] = decision.write.link
+            self.deletes.pop(action.booking_id, None)
             self.states[action.booking_id] = decision.write.link.state
         elif isinstance(decision.write, settling.DeleteLink):
-            await self.store.delete_link(decision.write.link)
+            self.deletes[action.booking_id] = decision.write.link
+            self.puts.pop(action.booking_id, None)
             self.states.pop(action.booking_id, None)
         if decision.count:
             self._count(decision.count)
@@ -226,12 +277,21 @@ class _Execution:
         if decision.record:
             self.outcomes[action.booking_id] = {"action": action.kind.value, "reason": action.reason.value, "error": decision.error}
 
-    async def _finish_pending(self) -> None:
-        done = [p for p in self.pending if p["booking_id"] not in self.keep_pending]
-        if done:
-            await self.store.clear_pending(self.mailbox.address, done)
-        if self.outcomes:
-            await self.store.record_outcomes(self.mailbox.address, self.outcomes)
+    async def _commit(self, *, release: bool) -> None:
+        """The link writes gathered so far; with `release`, also the observations handled, the errors and the lease."""
+        deletes = list(self.deletes.values())
+        commit = MailboxCommit(puts=list(self.puts.values()), deletes=deletes,
+                               # a deleted booking's index row goes with collect (it has no later observation to route)
+                               unindex=[link for link in deletes if link.booking_id not in self.deleted])
+        if release:
+            commit.consumed = [p for p in self.pending if p["booking_id"] not in self.keep_pending]
+            commit.outcomes, commit.known_errors = self.outcomes, self.known_errors
+            commit.release = await self.claim.hand_back()
+        self.puts, self.deletes = {}, {}
+        if commit.puts or commit.deletes or commit.consumed or commit.outcomes or commit.release is not None:
+            await self.store.commit_mailbox(self.mailbox.address, commit)
+            if commit.puts or commit.deletes:
+                await self.crash("after-links")
 
     async def _record_mailbox(self) -> MailboxResult:
         address = self.mailbox.address
@@ -239,14 +299,15 @@ class _Execution:
         if self.mailbox_failure is not None:                             # M6: mark Failure, skip until tested again
             reason = self.mailbox_failure
             await self.store.put_mailbox(replace(self.mailbox, test_status=MailboxTestStatus.FAILURE, test_reason=reason))
-            await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="failed", last_error=reason)
+            await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="failed", last_error=reason,
+                                                   **self.status.fields(left))
             return MailboxResult(address, "failed", self.counts, reason, pending_left=left)
         failed = self.counts.get("failed", 0)
         outcome = "blocked" if self.held_message else "transient" if failed else "synced"
         error = self.held_message or (f"{failed} item(s) will be retried next cycle" if failed else "")
         fields: dict[str, Any] = {"last_cycle_at": self.now.isoformat(), "last_outcome": outcome, "last_error": error,
                                   "linked_count": sum(1 for state in self.states.values() if state == LinkState.LINKED),
-                                  "removals_held": bool(self.held_message)}
+                                  "removals_held": bool(self.held_message), **self.status.fields(left)}
         if any(self.counts.get(k) for k in WRITE_COUNTS):
             fields.update({f"count_{k}": v for k, v in self.counts.items()})
         await self.store.update_mailbox_fields(address, **fields)

@@ -12,13 +12,13 @@ from ..core import guard
 from ..core.domain import LinkState, SyncFilter
 from ..core.plan import plan
 from ..core.settings import SyncSettings
-from ..ports import LinkStore, MailboxStore, PendingStore
-from .mailbox import load_observations
+from ..ports import LinkStore, MailboxStateStore, MailboxStore
+from .mailbox import observations
 
 READ_CONCURRENCY = 16
 
 
-class RemovalsStore(MailboxStore, LinkStore, PendingStore, Protocol):
+class RemovalsStore(MailboxStore, LinkStore, MailboxStateStore, Protocol):
     """The rows the deployment-wide guard reads."""
 
 
@@ -45,8 +45,9 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
             mailbox = await store.get_mailbox(address)
             if mailbox is None or not mailbox.eligible:
                 return 0
-            (_, bookings, deleted), links = await asyncio.gather(load_observations(store, address), store.links(address))
-        return plan(bookings, deleted, links, mailbox, settings, now, global_filters=global_filters, force=True).removals
+            state = await store.mailbox_state(address)          # one read: observations and links together
+        bookings, deleted = observations(state.pending)
+        return plan(bookings, deleted, state.links, mailbox, settings, now, global_filters=global_filters, force=True).removals
 
     # Read concurrently: every mailbox with pending work waits for this verdict before it syncs.
     removals = sum(await asyncio.gather(*(would_remove(a) for a in mailboxes)))

@@ -9,7 +9,7 @@ import pytest
 
 from sync.adapters.tables import key, unkey
 from sync.core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
-from sync.ports import StoreConflict
+from sync.ports import MailboxCommit, StoreConflict
 
 ENV = "https://contoso.crm.dynamics.com"
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -87,6 +87,7 @@ async def test_booking_index_routes_by_booking(state_store):
 
 
 async def test_pending_latest_wins_and_clear_keeps_newer(state_store):
+    await state_store.put_mailbox(Mailbox("a@x.example", ENV, approved=True, test_status=MailboxTestStatus.SUCCESS))
     await state_store.add_pending("a@x.example", {"b1": {"v": 1}, "b2": None})
     first = await state_store.pending("a@x.example")
     assert {p["booking_id"]: p["deleted"] for p in first} == {"b1": False, "b2": True}
@@ -95,6 +96,98 @@ async def test_pending_latest_wins_and_clear_keeps_newer(state_store):
     left = await state_store.pending("a@x.example")
     assert [(p["booking_id"], p["booking"]) for p in left] == [("b1", {"v": 2})]
     assert await state_store.pending_mailboxes() == {"a@x.example"}
+    assert await state_store.links("a@x.example") == {}                 # observations are not links
+
+
+async def test_pending_marks_say_which_mailboxes_have_work(state_store):
+    """A sync records the mark it read before its observations: the mailbox has work again only when a later
+    observation came (a new mark) or the sync left some behind."""
+    for address in ("a@x.example", "b@x.example"):
+        await state_store.put_mailbox(Mailbox(address, ENV, approved=True, test_status=MailboxTestStatus.SUCCESS))
+    await state_store.add_pending_batch({"a@x.example": {"b1": {"v": 1}}, "b@x.example": {"b2": None}, "c@x.example": {}})
+    assert await state_store.pending_mailboxes() == {"a@x.example", "b@x.example"}
+    seen = (await state_store.get_mailbox_row("a@x.example"))["pending_mark"]
+    await state_store.add_pending("a@x.example", {"b3": {"v": 3}})      # after the sync read the row
+    await state_store.update_mailbox_fields("a@x.example", consumed_mark=seen, pending_left=0)
+    assert "a@x.example" in await state_store.pending_mailboxes()       # b3 came after the mark it read
+    seen = (await state_store.get_mailbox_row("b@x.example"))["pending_mark"]
+    await state_store.update_mailbox_fields("b@x.example", consumed_mark=seen, pending_left=1)
+    assert "b@x.example" in await state_store.pending_mailboxes()       # it left one behind
+    await state_store.update_mailbox_fields("b@x.example", pending_left=0)
+    assert await state_store.pending_mailboxes() == {"a@x.example"}
+    assert [r["address"] for r in await state_store.list_mailboxes()] == ["a@x.example", "b@x.example"]   # no fragment row for c
+
+
+async def test_mailbox_state_reads_links_observations_errors_and_lease_together(state_store):
+    box = "tech@contoso.example"
+    await state_store.put_links([link("b1"), link("b2")])
+    await state_store.add_pending(box, {"b1": {"v": 1}, "b3": None})
+    await state_store.record_outcomes(box, {"b2": {"action": "update", "reason": "changed", "error": "rejected by Graph: 400"}})
+    state = await state_store.mailbox_state(box)
+    assert set(state.links) == {"b1", "b2"} and {p["booking_id"] for p in state.pending} == {"b1", "b3"}
+    assert state.errors == {"b2"} and state.lease is None
+    assert (await state_store.outcome(box, "b2"))["error"] == "rejected by Graph: 400"
+
+
+async def test_a_claim_holds_against_others_and_against_a_read_made_before_a_commit(state_store):
+    box = "tech@contoso.example"
+    first = await state_store.mailbox_state(box)
+    claimed = await state_store.claim_mailbox(box, "h1", NOW, 30, first.lease, [replace(link("b1"), state=LinkState.CREATING, event_id=None)])
+    assert claimed is not None
+    lease, intents = claimed
+    assert intents[0].etag and await state_store.mailboxes_for_bookings(ENV, ["b1"]) == {"b1": {box}}
+    assert await state_store.claim_mailbox(box, "h2", NOW, 30, (await state_store.mailbox_state(box)).lease) is None     # held
+    stale = await state_store.mailbox_state(box)
+    await state_store.commit_mailbox(box, MailboxCommit(puts=[replace(intents[0], state=LinkState.LINKED, event_id="e1")], release=lease))
+    # released, but h2's read came before that commit: its claim must fail, or it would plan against old links
+    assert await state_store.claim_mailbox(box, "h2", NOW, 30, stale.lease) is None
+    fresh = await state_store.mailbox_state(box)
+    assert fresh.links["b1"].state == LinkState.LINKED and fresh.lease is not None and not fresh.lease.holder
+    again = await state_store.claim_mailbox(box, "h2", NOW, 30, fresh.lease)
+    assert again is not None
+    assert not await state_store.acquire_lease(f"mailbox:{box}", "h3", NOW + timedelta(seconds=10), 30)   # the same lease row
+    assert await state_store.claim_mailbox(box, "h3", NOW + timedelta(seconds=31), 30, again[0]) is not None  # expired: free
+
+
+async def test_a_commit_keeps_newer_observations_and_records_errors(state_store):
+    box = "tech@contoso.example"
+    await state_store.put_links([link("b1"), link("b2")])
+    await state_store.add_pending(box, {"b1": {"v": 1}, "b2": {"v": 1}})
+    await state_store.record_outcomes(box, {"b1": {"action": "update", "reason": "changed", "error": "transient: 503"}})
+    state = await state_store.mailbox_state(box)
+    lease, _ = await state_store.claim_mailbox(box, "h1", NOW, 30, state.lease)
+    await state_store.add_pending(box, {"b2": {"v": 2}})               # a newer observation while Graph works
+    await state_store.commit_mailbox(box, MailboxCommit(
+        puts=[replace(state.links["b1"], generation=1)], deletes=[state.links["b2"]], unindex=[state.links["b2"]],
+        consumed=state.pending, outcomes={"b1": {"action": "update", "reason": "changed", "error": None},
+                                          "b2": {"action": "delete", "reason": "deleted", "error": "rejected by Graph: 400"}},
+        known_errors=state.errors, release=lease))
+    after = await state_store.mailbox_state(box)
+    assert set(after.links) == {"b1"} and after.links["b1"].generation == 1
+    assert [(p["booking_id"], p["booking"]) for p in after.pending] == [("b2", {"v": 2})]
+    assert after.errors == {"b2"} and after.lease is not None and not after.lease.holder
+    assert await state_store.mailboxes_for_bookings(ENV, ["b1", "b2"]) == {"b1": {box}}
+    with pytest.raises(StoreConflict):                                  # a link written since the read: nothing of it
+        await state_store.commit_mailbox(box, MailboxCommit(puts=[replace(state.links["b1"], generation=2)]))
+
+
+async def test_a_large_commit_goes_in_several_transactions(state_store):
+    box = "tech@contoso.example"
+    saved = await state_store.put_links([link(f"b{i:03d}") for i in range(120)])
+    await state_store.add_pending(box, {f"b{i:03d}": {"i": i} for i in range(120)})
+    state = await state_store.mailbox_state(box)
+    lease, _ = await state_store.claim_mailbox(box, "h1", NOW, 30, state.lease)
+    await state_store.commit_mailbox(box, MailboxCommit(puts=[replace(x, generation=5) for x in saved], consumed=state.pending, release=lease))
+    after = await state_store.mailbox_state(box)
+    assert {x.generation for x in after.links.values()} == {5} and after.pending == [] and not after.lease.holder
+
+
+async def test_index_rows_of_deleted_bookings_go(state_store):
+    await state_store.put_link(link("b1", "a@x.example"))
+    await state_store.put_link(link("b1", "b@x.example"))
+    await state_store.put_link(link("b2", "a@x.example"))
+    await state_store.unindex_deleted(ENV, {"b1": {"a@x.example", "b@x.example"}, "b9": {"a@x.example"}})
+    assert await state_store.linked_bookings(ENV) == {"b2": {"a@x.example"}}
 
 
 async def test_pending_transactions_over_100(state_store):

@@ -80,9 +80,9 @@ async def test_r_t2_a_rerun_of_the_same_activity_takes_over_the_lease_its_crashe
 
 
 async def mailbox_lease_held(settings, address: str) -> bool:
-    from sync.adapters.tables import key
     async with Clients(settings) as rt:
-        return await rt.store._get("leases", "lease", key(f"mailbox:{address}")) is not None
+        lease = (await rt.store.mailbox_state(address)).lease
+        return lease is not None and lease.held_by_other("a-later-sync", datetime.now(UTC))   # held, and not expired
 
 
 def test_r_t2_a_killed_sync_holds_its_mailbox_for_less_than_a_minute(tenant, settings):

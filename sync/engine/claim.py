@@ -1,0 +1,46 @@
+"""A mailbox's lease as its sync holds it: taken with the sync's first write, renewed every third of its TTL
+while Graph calls run, handed back by the sync's last transaction.
+
+A holder that dies stops renewing, so its lease is free within one TTL and nothing waits for a dead process (T2).
+A renewal that finds the lease changed marks it lost: the sync still commits what Graph already did (its link
+writes are ETag-guarded) but leaves the lease to its new holder."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from ..ports import MailboxLease, MailboxStateStore
+
+log = logging.getLogger("sync.engine")
+Clock = Callable[[], datetime]
+
+
+class HeldClaim:
+    def __init__(self, store: MailboxStateStore, mailbox: str, lease: MailboxLease, ttl_s: float, clock: Clock):
+        self.store, self.mailbox, self.ttl_s, self.clock = store, mailbox, ttl_s, clock
+        self.lease: MailboxLease | None = lease
+        self._keeper: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._keep())
+
+    async def hand_back(self) -> MailboxLease | None:
+        """Stops renewing; the lease to release with the commit, or None when it was lost."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        return self.lease
+
+    async def _keep(self) -> None:
+        while self.lease is not None:
+            await asyncio.sleep(self.ttl_s / 3)
+            try:
+                renewed = await self.store.renew_mailbox(self.mailbox, self.lease, self.clock(), self.ttl_s)
+            except Exception as exc:           # a failed renewal is retried at the next third; the TTL still holds
+                log.warning("mailbox lease renewal failed: error=%s", type(exc).__name__)
+                continue
+            if renewed is None:
+                log.error("mailbox lease lost to another holder")
+            self.lease = renewed
