@@ -185,12 +185,14 @@ def _filter(expression: str, parameters: Mapping[str, Any]) -> str:
 
 
 def _row(raw: dict[str, Any]) -> Row:
-    row = Row()
-    for name, value in raw.items():
-        if name.startswith("odata.") or name.endswith("@odata.type"):
-            continue
-        kind = raw.get(f"{name}@odata.type")
-        row[name] = int(value) if kind == "Edm.Int64" else value
+    row = Row(raw)
+    # Minimal metadata annotates only the ETag and the values JSON has no type for ("name@odata.type"); one pass
+    # over the names finds them (this runs for every row every query reads).
+    for name in [n for n in raw if "odata." in n]:
+        kind = row.pop(name)
+        if kind == "Edm.Int64" and name.endswith("@odata.type"):
+            value = name[:-len("@odata.type")]
+            row[value] = int(row[value])
     row.metadata = {"etag": raw.get("odata.etag")}
     return row
 

@@ -87,3 +87,13 @@ def canceled_reason(booking: Booking, linked: Link | None, settings: SyncSetting
 def effective_filters(mailbox: Mailbox, global_filters: tuple[SyncFilter, ...]) -> tuple[SyncFilter, ...]:
     """S5: a mailbox's own filters replace the global ones; several combine as a union."""
     return mailbox.filters or global_filters
+
+
+def may_remove(booking: Booking | None, holder: Mailbox, filtered: bool) -> bool:
+    """D5's gate: whether an observation can remove the event of a mailbox holding a link for the booking. True when
+    the booking is gone, canceled, or out of the holder's scope by a rule that needs no link (booking_reason); a
+    holder with filters (its own or the global ones, `filtered`) may lose any booking. Conservative: the guard then
+    plans the mailbox to count what would really go."""
+    if booking is None or filtered or booking.status.canceled:
+        return True
+    return booking_reason(booking, holder) is not None

@@ -11,12 +11,13 @@ mailboxes it concerns, and persist it there as a pending observation; then advan
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..core.domain import Booking, SkippedRow
+from ..core import scope
+from ..core.domain import Booking, Mailbox, SkippedRow
 from ..core.scope import window
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
@@ -62,7 +63,7 @@ class CollectResult:
 class Routing:
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]]
     unregistered: int
-    to_holders: int = 0             # observations for mailboxes holding a link: the only ones that can remove (D5)
+    to_holders: int = 0             # observations that may remove a holder's event (D5's gate: scope.may_remove)
 
 
 async def collect(source: BookingSource, store: CollectStore, settings: SyncSettings, now: datetime) -> CollectResult:
@@ -74,7 +75,9 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     initial = {r["address"] for r in rows if r.get("needs_initial_read") and bindings[r["address"]] in ("", environment)}
     observations = await read(source, store, cursor, low, high, initial)
     holders = await store.mailboxes_for_bookings(environment, observations.observed.keys())
-    routing = route(observations, holders, bindings, environment)
+    everywhere = bool(await store.global_filters())
+    filtered = {r["address"] for r in rows if everywhere or (r.get("filters") or "[]") != "[]"}
+    routing = route(observations, holders, bindings, environment, filtered)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
     result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
     return result
@@ -130,8 +133,10 @@ async def _read_full(source: BookingSource, links: LinkStore, low: datetime, hig
     return Observations("full", observed, skipped, start.delta_links)
 
 
-def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str) -> Routing:
-    """PURE: booking -> the mailboxes it concerns. `bindings`: registered mailbox -> the environment it is bound to."""
+def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str,
+          filtered: Collection[str] = ()) -> Routing:
+    """PURE: booking -> the mailboxes it concerns. `bindings`: registered mailbox -> the environment it is bound to;
+    `filtered`: mailboxes with sync filters (their own or the global ones), for D5's count of possible removals."""
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]] = {}
     unregistered = to_holders = 0
     for booking_id, booking in observations.observed.items():
@@ -145,7 +150,9 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
             if mailbox not in holders.get(booking_id, set()) and bindings[mailbox] not in ("", environment):
                 continue                                                 # M4: bound to another environment
             per_mailbox.setdefault(mailbox, {})[booking_id] = booking_to_dict(booking) if booking is not None else None
-            to_holders += mailbox in holders.get(booking_id, set())
+            if mailbox in holders.get(booking_id, set()):
+                holder = Mailbox(mailbox, bindings[mailbox] or None)
+                to_holders += scope.may_remove(booking, holder, mailbox in filtered)
     for booking_id, booking in observations.initial.items():
         if booking_id not in observations.observed and booking.mailbox:
             per_mailbox.setdefault(booking.mailbox, {})[booking_id] = booking_to_dict(booking)

@@ -315,3 +315,24 @@ async def test_r_e1_m6_errors_of_the_recovery_look_up_leave_the_mailbox_retryabl
     await w.enable(A)                                      # tested again
     await w.cycle()
     assert len(w.tagged(A)) == 1 and (await w.store.links(A))[b.id].state.value == "linked"
+
+
+async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard():
+    """collect counts, for D5's gate, the observations that can remove a holder's event: a linked booking that only
+    moved in time cannot, so a cycle of moves never pays for the guard's reading of every mailbox."""
+    from sync.engine.collect import collect
+    w = World(SyncSettings(mass_delete_min=1))
+    await w.enable(A)
+    await w.enable(B)
+    kept, gone, canceled, reassigned, filtered = (booking(A) for _ in range(5))
+    w.put(kept, gone, canceled, reassigned, filtered, booking(B))
+    await w.cycle()
+    w.put(moved(kept, timedelta(hours=2)))
+    assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 0
+    w.source.delete(gone.id)
+    w.put(replace(canceled, status=CANCELED), replace(reassigned, mailbox=B))
+    assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 3
+    from sync.core.domain import SyncFilter
+    await w.store.put_global_filters((SyncFilter("north", territories=frozenset({"North"})),))
+    w.put(moved(filtered, timedelta(hours=3)))                     # with filters, any observation may take a booking out of scope
+    assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 1
