@@ -138,10 +138,15 @@ def _text(row: dict, key: str, formatted: bool = False) -> str | None:
 
 
 def _oversized(value: Any) -> bool:
-    if isinstance(value, str):
-        return len(value) > MAX_TEXT
-    if isinstance(value, dict):
-        return any(_oversized(v) for v in value.values())
+    """Whether any text in the row (or its expansions) is longer than MAX_TEXT; iterative, as it runs for every row."""
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, str):
+            if len(item) > MAX_TEXT:
+                return True
+        elif isinstance(item, dict):
+            waiting.extend(item.values())
     return False
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
@@ -68,11 +68,15 @@ RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 TRANSACTION_LIMIT = 100
 WAKE_ATTEMPTS = 20
 KEY_SAFE = "@.-_+!$&'()*,;=:~|"
+_KEY_ESCAPES = {c: quote(chr(c), safe=KEY_SAFE) for c in range(128) if quote(chr(c), safe=KEY_SAFE) != chr(c)}
 
 
 def key(value: str) -> str:
     """A Table key for any string: lower case, and every character Table keys refuse percent-escaped."""
-    return quote(value.lower(), safe=KEY_SAFE)
+    lowered = value.lower()
+    if lowered.isascii():                  # what quote() makes of ASCII, in one C-level pass (keys are made for every row)
+        return lowered.translate(_KEY_ESCAPES)
+    return quote(lowered, safe=KEY_SAFE)
 
 
 def unkey(value: str) -> str:
@@ -196,34 +200,29 @@ class TableStateStore:
 
     async def _write(self, table: str, entity: dict, etag: str | None, create_if_missing: bool = True) -> str | None:
         """Insert (no etag) or replace guarded by the etag; returns the new etag."""
-        client = self.table(table)
+        if etag:
+            operation = _guarded("update", entity, etag)
+        elif create_if_missing:
+            operation = ("create", entity)
+        else:
+            operation = ("upsert", entity, {"mode": UpdateMode.REPLACE})
         try:
-            if etag:
-                meta = await client.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
-            elif create_if_missing:
-                meta = await client.create_entity(entity)
-            else:
-                meta = await client.upsert_entity(entity, mode=UpdateMode.REPLACE)
-        except (ResourceModifiedError, ResourceExistsError) as exc:
-            raise StoreConflict(f"{table} row changed concurrently") from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
+            answer = await table_wire.send_one(self.table(table), operation)
+        except table_wire.TransactionFailed as exc:
+            if exc.status_code in (409, 412):
                 raise StoreConflict(f"{table} row changed concurrently") from exc
             raise
         self.writes += 1
-        return (meta or {}).get("etag")
+        return answer.etag
 
     async def _delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
         try:
-            if etag:
-                await self.table(table).delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
-            else:
-                await self.table(table).delete_entity(pk, rk)
+            await table_wire.send_one(self.table(table), _guarded("delete", {"PartitionKey": pk, "RowKey": rk}, etag))
             self.writes += 1
-        except ResourceNotFoundError:
-            pass
-        except (ResourceModifiedError, HttpResponseError) as exc:
-            if getattr(exc, "status_code", 412) == 412:
+        except table_wire.TransactionFailed as exc:
+            if exc.status_code == 404:
+                return
+            if exc.status_code == 412:
                 raise StoreConflict(f"{table} row changed concurrently") from exc
             raise
 
@@ -266,7 +265,7 @@ class TableStateStore:
     async def update_mailbox_fields(self, address: str, **fields: Any) -> None:
         """Merge a few fields (last cycle outcome, counts) without touching the rest."""
         entity = {"PartitionKey": "mailbox", "RowKey": key(address), **fields}
-        await self.table("mailboxes").upsert_entity(entity, mode=UpdateMode.MERGE)
+        await table_wire.send_one(self.table("mailboxes"), ("upsert", entity, {"mode": UpdateMode.MERGE}))
         self.writes += 1
 
     async def list_mailboxes(self) -> list[dict[str, Any]]:

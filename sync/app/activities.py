@@ -69,9 +69,15 @@ class Activities:
             await known[1].__aexit__(None, None, None)
 
     async def _global_filters(self, rt: Clients) -> tuple:
+        """The global sync filters, read at most once a minute, once for all the activities that ask together."""
         if self._filters is None or time.monotonic() - self._filters[0] > FILTERS_TTL_S:
-            self._filters = (time.monotonic(), await rt.store.global_filters())
+            async with self._lock():
+                if self._filters is None or time.monotonic() - self._filters[0] > FILTERS_TTL_S:
+                    self._filters = (time.monotonic(), await rt.store.global_filters())
         return self._filters[1]
+
+    def _lock(self) -> asyncio.Lock:
+        return self._address_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
 
     async def _telemetry_key_of(self, rt: Clients) -> str:
         if self._telemetry_key is None:
@@ -193,11 +199,12 @@ class Activities:
         dozens at once; each listing every mailbox would make the cycle's cost grow with the square of the mailboxes)."""
         if ref in self._addresses and (cycle is None or cycle == self._listed_for):
             return self._addresses[ref]
-        lock = self._address_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
-        async with lock:
+        async with self._lock():
             if ref not in self._addresses or (cycle is not None and cycle != self._listed_for):
                 key = await self._telemetry_key_of(rt)
                 rows = await rt.store.list_mailboxes()
+                if cycle is not None:                  # the cycle's filters with the cycle's listing
+                    self._filters = (time.monotonic(), await rt.store.global_filters())
                 self._entries = {mailbox_ref(key, row["address"]): (mailbox_from_entity(row), row) for row in rows}
                 self._addresses = {ref: entry[0].address for ref, entry in self._entries.items()}
                 self._listed_for = cycle

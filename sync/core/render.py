@@ -52,7 +52,9 @@ def clean_text(value: object, limit: int = MAX_FIELD) -> str:
     """Printable text, bounded: control characters go, length is capped with an ellipsis."""
     if value is None:
         return ""
-    text = "".join(ch for ch in str(value) if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    text = str(value)
+    if not text.isprintable():             # isprintable() is False for every category-C character (and for separators)
+        text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
     text = " ".join(text.split()) if "\n" not in text else text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

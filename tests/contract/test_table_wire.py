@@ -116,3 +116,43 @@ async def test_queries_page_on_and_read_what_the_sdk_reads(tables):
     assert await table_wire.get(fast, HOSTILE, "missing") is None
     quoted = [r async for r in table_wire.query(fast, "PartitionKey eq @pk and RowKey eq @rk", {"pk": HOSTILE, "rk": "x' or RowKey ne '"})]
     assert quoted == []                                        # a quote in a value stays inside its literal
+
+
+async def test_single_operations_write_and_refuse_as_the_sdk_does(tables):
+    fast, sdk = tables
+    entity = {"PartitionKey": HOSTILE, "RowKey": HOSTILE, "text": "é'x", "n": 7, "flag": True}
+    created = await table_wire.send_one(fast, ("create", entity))
+    await sdk.create_entity(entity)
+    assert created.etag and await rows_of(fast) == await rows_of(sdk)
+    with pytest.raises(table_wire.TransactionFailed) as exists:
+        await table_wire.send_one(fast, ("create", entity))
+    assert exists.value.status_code == 409
+    merged = await table_wire.send_one(fast, ("upsert", {**entity, "text": "merged", "extra": "x"}, {"mode": UpdateMode.MERGE}))
+    await sdk.upsert_entity({**entity, "text": "merged", "extra": "x"}, mode=UpdateMode.MERGE)
+    assert await rows_of(fast) == await rows_of(sdk)
+    with pytest.raises(table_wire.TransactionFailed) as stale:              # the etag of before the merge
+        await table_wire.send_one(fast, ("update", entity, {"mode": UpdateMode.REPLACE, "etag": created.etag,
+                                                            "match_condition": MatchConditions.IfNotModified}))
+    assert stale.value.status_code == 412
+    await table_wire.send_one(fast, ("delete", entity, {"etag": merged.etag, "match_condition": MatchConditions.IfNotModified}))
+    assert await rows_of(fast) == []
+    with pytest.raises(table_wire.TransactionFailed) as missing:
+        await table_wire.send_one(fast, ("delete", entity))
+    assert missing.value.status_code == 404
+
+
+def test_keys_and_key_literals_escape_as_quote_does():
+    """key() and the address literal take a C-level path for ASCII; it must give exactly what quote() gives."""
+    from urllib.parse import quote
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from sync.adapters.tables import KEY_SAFE
+
+    @given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=40))
+    def same(value: str) -> None:
+        assert key(value) == quote(value.lower(), safe=KEY_SAFE)
+        assert table_wire._key_literal(value) == quote(value.replace("'", "''"), safe="")
+
+    same()
