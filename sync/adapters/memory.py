@@ -95,6 +95,10 @@ class InMemoryStateStore:
             current["fields"] = {**current.get("fields", {}), **fields}
             self.writes += 1
 
+    async def update_mailboxes_fields(self, addresses: Iterable[str], **fields: Any) -> None:
+        for address in set(addresses):
+            await self.update_mailbox_fields(address, **fields)
+
     async def list_mailboxes(self) -> list[dict[str, Any]]:
         return [self._entity(r) for r in self._rows("mailboxes", "mailbox")]
 

@@ -265,8 +265,17 @@ class TableStateStore:
     async def update_mailbox_fields(self, address: str, **fields: Any) -> None:
         """Merge a few fields (last cycle outcome, counts) without touching the rest."""
         entity = {"PartitionKey": "mailbox", "RowKey": key(address), **fields}
-        await table_wire.send_one(self.table("mailboxes"), ("upsert", entity, {"mode": UpdateMode.MERGE}))
+        try:                                   # If-Match *: a mailbox removed meanwhile is not brought back as a fragment
+            await table_wire.send_one(self.table("mailboxes"), ("update", entity, {"mode": UpdateMode.MERGE}))
+        except table_wire.TransactionFailed as exc:
+            if exc.status_code != 404:
+                raise
+            return
         self.writes += 1
+
+    async def update_mailboxes_fields(self, addresses: Iterable[str], **fields: Any) -> None:
+        await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": key(a), **fields}, {"mode": UpdateMode.MERGE})
+                                        for a in sorted(set(addresses))])
 
     async def list_mailboxes(self) -> list[dict[str, Any]]:
         return [{**dict(e), "etag": _etag(e)} async for e in self._query("mailboxes", "mailbox")]

@@ -174,8 +174,8 @@ async def persist(store: CollectStore, environment: str, observations: Observati
     deleted = {b: holders[b] for b, booking in observed.items() if booking is None and holders.get(b)}
     if deleted:                               # their deletions wait with every holder now: nothing routes by them again
         await store.unindex_deleted(environment, deleted)
-    for mailbox in initial:
-        await store.update_mailbox_fields(mailbox, needs_initial_read=False)
+    if initial:
+        await store.update_mailboxes_fields(initial, needs_initial_read=False)
     # ETag-guarded: if another collect advanced the cursor meanwhile, this one fails instead of going backwards.
     await store.put_cursor(environment, observations.delta_links, horizon, cursor["etag"] if cursor else None)
     outcome.mailboxes = sorted(await store.pending_mailboxes())

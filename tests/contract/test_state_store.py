@@ -115,7 +115,10 @@ async def test_pending_marks_say_which_mailboxes_have_work(state_store):
     assert "b@x.example" in await state_store.pending_mailboxes()       # it left one behind
     await state_store.update_mailbox_fields("b@x.example", pending_left=0)
     assert await state_store.pending_mailboxes() == {"a@x.example"}
-    assert [r["address"] for r in await state_store.list_mailboxes()] == ["a@x.example", "b@x.example"]   # no fragment row for c
+    await state_store.update_mailboxes_fields(["a@x.example", "gone@x.example"], needs_initial_read=True)
+    await state_store.update_mailbox_fields("gone2@x.example", last_outcome="synced")
+    assert (await state_store.get_mailbox_row("a@x.example"))["needs_initial_read"] is True
+    assert [r["address"] for r in await state_store.list_mailboxes()] == ["a@x.example", "b@x.example"]   # no fragment rows
 
 
 async def test_mailbox_state_reads_links_observations_errors_and_lease_together(state_store):
