@@ -17,7 +17,7 @@ def test_bench_smoke_runs_and_reports_every_figure(tmp_path):
     print(result.stdout)
     report = json.loads((tmp_path / "results-smoke.json").read_text())
     names = [s["name"] for s in report["scenarios"]]
-    assert len(names) == 6 and names[0].startswith("bulk test & enable") and "realistic latency" in names[-1]
+    assert len(names) == 7 and names[0].startswith("bulk test & enable") and all("realistic latency" in n for n in names[-2:])
     for scenario in report["scenarios"]:
         assert set(scenario) >= FIGURES, scenario["name"]
         if not scenario["name"].startswith("bulk"):
