@@ -172,10 +172,13 @@ class Activities:
     async def check_removals(self, payload: dict) -> dict:
         """D5 for the deployment: may this cycle's mailboxes remove what they would remove?"""
         rt = await self.clients()
-        addresses = [a for a in [await self._address(rt, ref, payload.get("cycle")) for ref in payload["mailboxes"]] if a]
+        cycle = payload.get("cycle")
+        addresses = [a for a in [await self._address(rt, ref, cycle) for ref in payload["mailboxes"]] if a]
+        # the cycle's listing holds every mailbox (the guard weighs removals against all the deployment's links)
+        listed = {entry[0].address: entry for entry in self._entries.values()} if cycle is not None and cycle == self._listed_for else None
         verdict = await deployment_guard(rt.store, self.settings.sync, datetime.fromisoformat(payload["now"]), addresses,
                                          int(payload.get("candidates", 0)), await self._global_filters(rt),
-                                         held=int(payload.get("held", 0)))
+                                         held=int(payload.get("held", 0)), listed=listed)
         if verdict.message:
             log.error("cycle's removals held by the deployment-wide guard: removals=%d links=%d", verdict.removals, verdict.links)
         return verdict.to_dict()

@@ -10,8 +10,9 @@ mailboxes it concerns, and persist it there as a pending observation; then advan
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from ..core.domain import Booking, Mailbox, SkippedRow
 from ..core.scope import window
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
-from ..ports import BookingSource, ChangeTokenExpired, CursorRow, CursorStore, LinkStore, MailboxStore, PendingStore
+from ..ports import BookingSource, ChangeTokenExpired, CursorRow, CursorStore, LinkStore, MailboxStore, PendingStore, ReadResult
 
 log = logging.getLogger("sync.engine")
 
@@ -95,11 +96,18 @@ async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None
         changes, entered = await source.read_cycle(cursor["delta_links"], slice_start, high)
     except ChangeTokenExpired:
         return await _read_full(source, links, low, high)
-    reads = [entered]
+    # The changed bookings, the bookings of changed work orders and the window of newly enabled mailboxes are
+    # independent reads: together, so a cycle waits for the longest of them, not for their sum.
+    follow_ups: list[Awaitable[ReadResult]] = []
     if changes.changed_bookings:
-        reads.append(await source.read_bookings(changes.changed_bookings))
+        follow_ups.append(source.read_bookings(changes.changed_bookings))
     if changes.changed_work_orders:
-        reads.append(await source.read_bookings_for_work_orders(changes.changed_work_orders, low, high))
+        follow_ups.append(source.read_bookings_for_work_orders(changes.changed_work_orders, low, high))
+    if initial:
+        follow_ups.append(source.read_window(low, high))
+    answers = list(await asyncio.gather(*follow_ups))
+    window_read = answers.pop() if initial else None
+    reads = [entered, *answers]
     observed: dict[str, Booking | None] = {}
     skipped: list[SkippedRow] = []
     for result in reads:
@@ -110,8 +118,7 @@ async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None
     for booking_id in changes.deleted_bookings:
         observed[booking_id] = None
     first_reads: dict[str, Booking] = {}
-    if initial:                                                          # newly enabled mailboxes start from the window
-        window_read = await source.read_window(low, high)
+    if window_read is not None:                                          # newly enabled mailboxes start from the window
         first_reads = {b.id: b for b in window_read.bookings if b.mailbox in initial}
         skipped.extend(window_read.skipped)
     return Observations("delta", observed, skipped, changes.delta_links, first_reads)

@@ -4,12 +4,13 @@ this module only gathers the figures (a dry plan per mailbox, and the link count
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core import guard
-from ..core.domain import LinkState, SyncFilter
+from ..core.domain import LinkState, Mailbox, SyncFilter
 from ..core.plan import plan
 from ..core.settings import SyncSettings
 from ..ports import LinkStore, MailboxStateStore, MailboxStore
@@ -33,16 +34,18 @@ class GuardVerdict:
 
 
 async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: datetime, mailboxes: list[str], candidates: int,
-                           global_filters: tuple[SyncFilter, ...] = (), *, held: int = 0) -> GuardVerdict:
+                           global_filters: tuple[SyncFilter, ...] = (), *, held: int = 0,
+                           listed: Mapping[str, tuple[Mailbox, Mapping[str, Any]]] | None = None) -> GuardVerdict:
     """`candidates`: observations that could remove; `held`: mailboxes whose removals an earlier cycle held (they are
-    judged again, with what arrived since)."""
+    judged again, with what arrived since). `listed`: every mailbox and its row, as the cycle listed them (else each
+    mailbox is read)."""
     if candidates < settings.mass_delete_min and not held:    # not enough observations to reach the guard's count
         return GuardVerdict(0, 0, None)
     slots = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def would_remove(address: str) -> int:
         async with slots:
-            mailbox = await store.get_mailbox(address)
+            mailbox = listed[address][0] if listed is not None and address in listed else await store.get_mailbox(address)
             if mailbox is None or not mailbox.eligible:
                 return 0
             state = await store.mailbox_state(address)          # one read: observations and links together
@@ -54,7 +57,7 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
     if removals < settings.mass_delete_min:
         return GuardVerdict(removals, 0, None)
     links = 0
-    for row in await store.list_mailboxes():
+    for row in [r for _, r in listed.values()] if listed is not None else await store.list_mailboxes():
         counted = row.get("linked_count")
         if counted is None:                                    # not synced since the count was introduced
             counted = sum(1 for link in (await store.links(row["address"])).values() if link.state == LinkState.LINKED)
