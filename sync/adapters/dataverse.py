@@ -359,6 +359,14 @@ class DataverseClient:
         """Bookings overlapping [start, end), whatever their state (inactive ones matter for D3)."""
         return await self._read(f"starttime lt {odata_datetime(end)} and endtime gt {odata_datetime(start)}")
 
+    async def read_window_for(self, start: datetime, end: datetime, mailboxes: Iterable[str]) -> ReadResult:
+        """By the mailboxes' user resources (`_resource_value eq ... or ...`, 50 a request, together): onboarding a few
+        technicians reads their bookings, not every booking of the organisation's window."""
+        wanted = {m.lower() for m in mailboxes}
+        resources = [r.resource_id for r in await self.list_user_resources() if r.mailbox in wanted]
+        window = f"starttime lt {odata_datetime(end)} and endtime gt {odata_datetime(start)}"
+        return await self._read_in("_resource_value", resources, window) if resources else ReadResult()
+
     async def read_bookings(self, ids: Iterable[str]) -> ReadResult:
         return await self._read_in("bookableresourcebookingid", ids)
 

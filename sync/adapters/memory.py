@@ -458,6 +458,11 @@ class FakeBookingSource:
         self.requests += 1
         return ReadResult([b for b in self.bookings.values() if b.start < end and b.end > start], list(self.skipped.values()))
 
+    async def read_window_for(self, start: datetime, end: datetime, mailboxes: Iterable[str]) -> ReadResult:
+        wanted = {m.lower() for m in mailboxes}
+        window = await self.read_window(start, end)
+        return ReadResult([b for b in window.bookings if (b.mailbox or "").lower() in wanted], [])
+
     async def read_bookings(self, ids: Iterable[str]) -> ReadResult:
         self.requests += 1
         ids = set(ids)

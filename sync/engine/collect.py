@@ -104,7 +104,7 @@ async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None
     if changes.changed_work_orders:
         follow_ups.append(source.read_bookings_for_work_orders(changes.changed_work_orders, low, high))
     if initial:
-        follow_ups.append(source.read_window(low, high))
+        follow_ups.append(source.read_window_for(low, high, initial))
     answers = list(await asyncio.gather(*follow_ups))
     window_read = answers.pop() if initial else None
     reads = [entered, *answers]

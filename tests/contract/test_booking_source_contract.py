@@ -26,6 +26,11 @@ class FakeSide:
         self.source.put(b)
         return b.id
 
+    def add_for(self, address, start):
+        b = booking(address, start=start, resource_id=f"r-{address}")
+        self.source.put(b)
+        return b.id
+
     def move(self, booking_id, start):
         b = self.source.bookings[booking_id]
         self.source.put(replace(b, start=start, end=start + (b.end - b.start)))
@@ -41,10 +46,16 @@ class EmulatorSide:
     def __init__(self, stack):
         self.stack, self.seed = stack, DvSeed(stack)
         self.tech = self.seed.technician(ADDRESS)
+        self.techs = {ADDRESS: self.tech}
         self.source = DataverseClient(stack.emulator_url + "/orgs/default", LoopbackDevCredential(), page_size=3)
 
     def add(self, start):
         return self.seed.booking(self.tech, start)
+
+    def add_for(self, address, start):
+        if address not in self.techs:
+            self.techs[address] = self.seed.technician(address)
+        return self.seed.booking(self.techs[address], start)
 
     def move(self, booking_id, start):
         self.seed.update("bookableresourcebookings", booking_id, {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
@@ -73,6 +84,17 @@ async def test_window_read_returns_overlapping_bookings(side):
     result = await side.source.read_window(NOW - timedelta(days=7), NOW + timedelta(days=14))
     assert {b.id for b in result.bookings} == inside
     assert all(b.mailbox == ADDRESS for b in result.bookings)
+
+
+async def test_a_window_read_for_some_mailboxes_returns_only_their_bookings(side):
+    mine = {side.add_for("new1@contoso.example", NOW + timedelta(days=1)), side.add_for("new2@contoso.example", NOW + timedelta(days=2))}
+    side.add_for("new1@contoso.example", NOW + timedelta(days=30))                   # outside the window
+    side.add(NOW + timedelta(days=1))                                                 # another technician's
+    side.add_for("other@contoso.example", NOW + timedelta(days=1))
+    result = await side.source.read_window_for(NOW - timedelta(days=7), NOW + timedelta(days=14),
+                                               {"new1@contoso.example", "NEW2@contoso.example", "nobody@contoso.example"})
+    assert {b.id for b in result.bookings} == mine
+    assert not (await side.source.read_window_for(NOW - timedelta(days=7), NOW + timedelta(days=14), {"nobody@contoso.example"})).bookings
 
 
 async def test_changes_since_a_token(side):
