@@ -22,6 +22,7 @@ class HeldClaim:
     def __init__(self, store: MailboxStateStore, mailbox: str, lease: MailboxLease, ttl_s: float, clock: Clock):
         self.store, self.mailbox, self.ttl_s, self.clock = store, mailbox, ttl_s, clock
         self.lease: MailboxLease | None = lease
+        self.released = False                  # set once a commit gave the lease back
         self._keeper: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._keep())
 
     async def hand_back(self) -> MailboxLease | None:

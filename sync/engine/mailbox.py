@@ -139,7 +139,18 @@ class MailboxSync:
                 await self.crash("after-intents")
             return await execution.run(the_plan)
         finally:
-            await claim.hand_back()
+            await self._hand_back(address, claim)
+
+    async def _hand_back(self, address: str, claim: HeldClaim) -> None:
+        """A sync that stopped before its commit (an error, a crash in a test) still gives its lease back, so the next
+        sync of the mailbox need not wait for the TTL."""
+        held = await claim.hand_back()
+        if held is None or claim.released:
+            return
+        try:
+            await self.store.commit_mailbox(address, MailboxCommit(release=held))
+        except Exception as exc:               # the lease then runs out within its TTL
+            log.warning("mailbox lease not released: error=%s", type(exc).__name__)
 
 
 @dataclass
@@ -290,6 +301,7 @@ class _Execution:
         self.puts, self.deletes = {}, {}
         if commit.puts or commit.deletes or commit.consumed or commit.outcomes or commit.release is not None:
             await self.store.commit_mailbox(self.mailbox.address, commit)
+            self.claim.released = commit.release is not None
             if commit.puts or commit.deletes:
                 await self.crash("after-links")
 

@@ -336,3 +336,24 @@ async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard(
     await w.store.put_global_filters((SyncFilter("north", territories=frozenset({"North"})),))
     w.put(moved(filtered, timedelta(hours=3)))                     # with filters, any observation may take a booking out of scope
     assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 1
+
+
+async def test_r_t2_a_sync_that_stops_before_its_commit_gives_its_lease_back():
+    """An error between the Graph calls and the commit leaves the work for the next sync; that sync, under any
+    holder, need not wait for the stopped one's lease to run out."""
+    from sync.engine.mailbox import MailboxSync
+    w = World()
+    await w.enable(A)
+    w.put(booking(A))
+
+    async def crash(where: str) -> None:
+        if where == "after-graph":
+            raise RuntimeError("crash after-graph")
+
+    with pytest.raises(RuntimeError):
+        await w.cycle(crash=crash)
+    state = await w.store.mailbox_state(A)
+    assert state.lease is not None and not state.lease.holder and len(state.pending) == 1
+    other = MailboxSync(w.store, w.calendar, w.settings, w.now, holder="another-host", clock=lambda: w.now)
+    result = await other.run(A)
+    assert result.outcome == "synced" and result.counts.get("recovered") == 1 and len(w.tagged(A)) == 1
