@@ -342,6 +342,22 @@ async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
     return EXIT_OK
 
 
+async def cmd_state(args: argparse.Namespace, settings: AppSettings) -> int:
+    """`state downgrade`: before deploying a version older than the partition layout of observations and errors."""
+    from .adapters.tables import TableStateStore
+    from .admin.audit import audited
+    from .app.clients import Clients
+    async with Clients(settings) as rt:
+        await rt.store.ensure_tables()
+        if not isinstance(rt.store, TableStateStore):
+            raise RefusedError("the state store is not Table Storage; there is no older layout to go back to")
+        moved = await audited(rt.store, _operator(), "state downgrade", [], _audit_time(), rt.store.move_to_legacy_layout())
+    _print(args, moved, f"moved {moved['pending']} pending observations and {moved['errors']} recorded errors back to the tables "
+                        f"'pending' and 'outcomes', and removed {moved['leases']} mailbox lease rows.\nDeploy the older version now; "
+                        "this one, started again, moves them forward.")
+    return EXIT_OK
+
+
 def _limit(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
@@ -397,14 +413,16 @@ def parser() -> argparse.ArgumentParser:
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
     flt.add_argument("--dry-run", action="store_true", help="show what the change would remove, per mailbox; change nothing")
-    for child in (run, mb, runs, diag, flt, plan, hook, audit):
+    state = sub.add_parser("state", help="downgrade: put the state in the layout of versions before 2026-12 (before a rollback)")
+    state.add_argument("action", choices=["downgrade"])
+    for child in (run, mb, runs, diag, flt, plan, hook, audit, state):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose,
-            "filters": cmd_filters, "plan": cmd_plan, "serve-webhook": cmd_serve_webhook, "audit": cmd_audit}
+            "filters": cmd_filters, "plan": cmd_plan, "serve-webhook": cmd_serve_webhook, "audit": cmd_audit, "state": cmd_state}
 
 
 def _unreachable(exc: BaseException) -> str | None:

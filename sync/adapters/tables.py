@@ -574,6 +574,31 @@ class TableStateStore:
             pass                                            # expired and taken over by someone else: theirs now
 
     # -- legacy layout --------------------------------------------------------------------------------------------------
+    async def move_to_legacy_layout(self) -> dict[str, int]:
+        """Before a rollback to a version older than this layout (it reads every row of a links partition as a link):
+        observations and errors go back to tables `pending` and `outcomes`, and the mailbox lease rows go. Run it with
+        the app stopped; this version, started again, moves them forward (migrate_legacy_rows)."""
+        moved = {"pending": 0, "errors": 0, "leases": 0}
+        for table in LEGACY_TABLES:
+            try:
+                await self.service.create_table(self.prefix + table)
+            except ResourceExistsError:
+                pass
+        # key() escapes "^", so the row keys from "^" up to "_" are exactly this layout's own rows
+        rows = [e async for e in table_wire.query(self.table("links"), "RowKey ge @low and RowKey lt @high", {"low": "^", "high": "_"})]
+        for e in rows:
+            partition, row_key = e["PartitionKey"], e["RowKey"]
+            fields = {k: v for k, v in dict(e).items() if k not in ("PartitionKey", "RowKey")}
+            if row_key.startswith((PENDING_PREFIX, ERROR_PREFIX)):
+                legacy = "pending" if row_key.startswith(PENDING_PREFIX) else "outcomes"
+                await self._write(legacy, {"PartitionKey": partition, "RowKey": row_key[len(PENDING_PREFIX):], **fields}, None,
+                                  create_if_missing=False)
+                moved["pending" if legacy == "pending" else "errors"] += 1
+            else:
+                moved["leases"] += 1
+            await self._delete("links", partition, row_key)
+        return moved
+
     async def migrate_legacy_rows(self) -> int:
         """Observations and errors an older version kept in tables `pending` and `outcomes` move into the links
         partitions; an observation recorded since in the new place is newer and wins. Returns the rows moved."""
