@@ -397,13 +397,16 @@ class DataverseService:
         rows = _ordered(table, self._filtered(query, params, rows), params.get("$orderby"))
         if "$top" in params and "odata.maxpagesize" not in prefs:
             rows = rows[: int(params["$top"])]
-        items: list[dict] = [query.project(table, r, select, expand) for r in rows] + deleted
+        # Only the page's rows are projected (with their expansions): projecting every row for every page made a
+        # paged read of n rows cost n x pages. The answer is the same slice of rows, then $deletedEntity entries.
         offset = (page - 1) * page_size
-        chunk = items[offset: offset + page_size]
+        chunk: list[dict] = [query.project(table, r, select, expand) for r in rows[offset: offset + page_size]]
+        chunk += deleted[max(0, offset - len(rows)): max(0, offset + page_size - len(rows))]
+        total = len(rows) + len(deleted)
         context_cols = f"({','.join(select)})" if select else ""
         body: dict[str, Any] = {"@odata.context": f"{base}/$metadata#{table.entity_set}{context_cols}" + ("/$delta" if delta else ""),
                                 "value": chunk}
-        if offset + page_size < len(items):
+        if offset + page_size < total:
             keep = {k: v for k, v in params.items() if k != "$skiptoken"}
             qs = "&".join(f"{k}={quote(v, safe=QUERY_SAFE)}" for k, v in keep.items())
             cookie = _paging_cookie(page, chunk[-1].get(table.primary_id) or chunk[-1].get("id"), current if tracking else None)

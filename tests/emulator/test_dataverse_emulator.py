@@ -120,6 +120,27 @@ def test_paging_with_maxpagesize_and_next_link(tenant, dataverse):
     assert sorted(seen) == sorted(f"b{i}" for i in range(7))
 
 
+def test_a_paged_delta_gives_every_change_and_every_deletion_once_across_page_boundaries(tenant, dataverse):
+    """The pages of a delta hold the changed rows, then the $deletedEntity entries; a page may hold both."""
+    rows = seed_bookings(tenant, 6)
+    first = dataverse.get("bookableresourcebookings", params={"$select": "name"}, headers={"Prefer": "odata.track-changes"})
+    delta_link = first.json()["@odata.deltaLink"]
+    for r in rows[:3]:
+        tenant.control("PATCH", f"/orgs/default/tables/bookableresourcebookings/{r['bookableresourcebookingid']}", {"name": "changed"})
+    for r in rows[3:]:
+        tenant.control("DELETE", f"/orgs/default/tables/bookableresourcebookings/{r['bookableresourcebookingid']}")
+    changed, deleted, sizes, url = [], [], [], delta_link
+    while url:
+        body = dataverse.get(url, headers={"Prefer": "odata.track-changes,odata.maxpagesize=2"}).json()
+        sizes.append(len(body["value"]))
+        changed += [r["bookableresourcebookingid"] for r in body["value"] if "name" in r]
+        deleted += [r["id"] for r in body["value"] if r.get("@odata.context", "").endswith("$deletedEntity")]
+        url = body.get("@odata.nextLink")
+    assert sizes == [2, 2, 2] and body.get("@odata.deltaLink")
+    assert sorted(changed) == sorted(r["bookableresourcebookingid"] for r in rows[:3])
+    assert sorted(deleted) == sorted(r["bookableresourcebookingid"] for r in rows[3:])
+
+
 def test_change_tracking_initial_delta_and_deleted_entities(tenant, dataverse):
     doc = json.loads((shared_reference() / "dataverse/examples/change-tracking.2-delta.json").read_text())
     rows = seed_bookings(tenant, 3)
