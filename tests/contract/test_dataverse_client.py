@@ -36,12 +36,30 @@ async def test_read_window_pages_through_three_or_more_pages_and_maps_everything
     async with client(tenant, page_size=2) as dv:
         result = await dv.read_window(NOW - timedelta(days=7), NOW + timedelta(days=14))
         assert dv.requests >= 4
-    assert sorted(b.id for b in result.bookings) == sorted(inside) and result.skipped == []
+    assert sorted(b.id for b in result.bookings) == sorted(inside) and result.skipped == []      # each once, from its slice
     b = result.bookings[0]
     assert b.mailbox == "tech@contoso.example" and b.resource_type == 3 and b.active
     assert b.work_order.number == "00042" and b.work_order.priority == "High" and b.work_order.work_order_type == "Repair"
     assert b.work_order.address.city == "Seattle" and b.work_order.address.latitude == 47.6
     assert b.status.name == "Scheduled" and not b.status.canceled
+
+
+async def test_a_window_read_in_slices_returns_each_overlapping_booking_once(tenant):
+    """The window is read in slices by start time, together: a booking starting on a slice boundary, one that started
+    before the window and one spanning every slice each come back once; one ending at the window's start does not."""
+    from sync.adapters.dataverse import WINDOW_SLICES
+    seed = DvSeed(tenant)
+    tech = seed.technician("tech@contoso.example")
+    start, end = NOW - timedelta(days=8), NOW + timedelta(days=16)
+    step = (end - start) / WINDOW_SLICES
+    inside = [seed.booking(tech, start + step * i) for i in range(WINDOW_SLICES)]                  # on each boundary
+    inside.append(seed.booking(tech, start - timedelta(hours=1), hours=3))                        # started before the window
+    inside.append(seed.booking(tech, start + timedelta(hours=1), hours=24 * 23))                  # spans every slice
+    seed.booking(tech, start - timedelta(hours=2), hours=2)                                        # ends as the window starts
+    seed.booking(tech, end, hours=1)                                                               # starts as it ends
+    async with client(tenant, page_size=2) as dv:
+        result = await dv.read_window(start, end)
+    assert sorted(b.id for b in result.bookings) == sorted(inside)
 
 
 async def test_r_t4_delta_reports_creates_updates_deletes_and_work_order_changes(tenant):
@@ -91,7 +109,7 @@ async def test_r_e1_429_with_retry_after_is_waited_then_succeeds(tenant):
                                                   "code": "0x80072322"}]})
     async with client(tenant) as dv:
         started = time.monotonic()
-        result = await dv.read_window(NOW, NOW + timedelta(days=1))
+        result = await dv.read_bookings([DvSeed.new_id()])                 # one request
         waited = time.monotonic() - started
     assert result.bookings == [] and waited >= 2.0
     assert tenant.control("GET", "/stats")["services"]["dataverse"]["by_status"] == {"429": 1, "200": 1}
@@ -101,7 +119,7 @@ async def test_r_e1_5xx_is_retried_a_bounded_number_of_times_then_transient(tena
     tenant.control("PUT", "/faults", {"rules": [{"service": "dataverse", "action": "status", "status": 503}]})
     async with client(tenant, retry_total=2, retry_backoff_max=0.2) as dv:
         with pytest.raises(TransientError) as err:
-            await dv.read_window(NOW, NOW + timedelta(days=1))
+            await dv.read_bookings([DvSeed.new_id()])                      # one request, tried 3 times
     assert "503" in str(err.value)
     assert tenant.control("GET", "/stats")["services"]["dataverse"]["by_status"] == {"503": 3}
 
@@ -133,7 +151,7 @@ async def test_r_e2_concurrency_follows_dop_hint(tenant):
     tenant.control("PUT", "/orgs/default/limits", {"dop_hint": 3})
     tenant.control("PUT", "/faults", {"latency_ms": {"dataverse": 50}})
     async with client(tenant) as dv:
-        await dv.read_window(NOW, NOW + timedelta(hours=1))   # learns the hint
+        await dv.read_bookings([ids[0]])                     # one request, before the hint is known: learns it
         result = await dv.read_bookings(ids)
     assert len(result.bookings) == 300
     assert tenant.control("GET", "/stats")["max_concurrency_dataverse"] <= 3
