@@ -208,7 +208,7 @@ class Activities:
                 rows = await rt.store.list_mailboxes()
                 if cycle is not None:                  # the cycle's filters with the cycle's listing
                     self._filters = (time.monotonic(), await rt.store.global_filters())
-                self._entries = {mailbox_ref(key, row["address"]): (mailbox_from_entity(row), row) for row in rows}
+                self._entries = {mailbox_ref(key, row["address"]): entry for row in rows if (entry := _entry(row)) is not None}
                 self._addresses = {ref: entry[0].address for ref, entry in self._entries.items()}
                 self._listed_for = cycle
         return self._addresses.get(ref)
@@ -223,6 +223,15 @@ class Activities:
         started, finished = datetime.fromisoformat(summary["started"]), datetime.fromisoformat(summary["finished"])
         telemetry.record_cycle(summary, (finished - started).total_seconds())
         return {"recorded": summary["id"]}
+
+
+def _entry(row: dict[str, Any]) -> tuple[Mailbox, dict[str, Any]] | None:
+    """A listed mailbox row as (mailbox, row); a row that does not read as a mailbox is left out, not the listing."""
+    try:
+        return mailbox_from_entity(row), row
+    except (KeyError, ValueError, TypeError) as exc:
+        log.error("mailbox row unreadable, left out of the cycle: error=%s", type(exc).__name__)
+        return None
 
 
 def _error_text(exc: Exception) -> str:

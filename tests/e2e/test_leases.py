@@ -122,3 +122,15 @@ def test_r_t2_a_killed_sync_holds_its_mailbox_for_less_than_a_minute(tenant, set
     events = tenant.control("GET", "/mailboxes/busy@contoso.example/events")["value"]
     assert len(events) == 40 and len({e["start"]["dateTime"] for e in events}) == 40       # none lost, none twice
     assert iso
+
+
+async def test_r_m6_a_mailbox_row_that_does_not_read_is_left_out_and_the_others_sync(tenant, settings):
+    """The cycle's listing of the mailbox rows serves every activity; one row an operator broke by hand (an unknown
+    test status) must not stop the others."""
+    from sync.adapters.tables import key
+    async with Clients(settings) as rt:
+        await rt.store.table("mailboxes").create_entity({"PartitionKey": "mailbox", "RowKey": key("broken@contoso.example"),
+                                                         "address": "broken@contoso.example", "test_status": "half-tested",
+                                                         "pending_mark": "x"})
+    summary = await local_cycle.run_cycle(settings)
+    assert [(r["outcome"], r["counts"].get("created")) for r in summary["mailboxes"] if r["mailbox"] == TECH] == [("synced", 3)]
