@@ -442,15 +442,12 @@ class TableStateStore:
     async def pending_mailboxes(self) -> set[str]:
         return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
-    async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
-        """Remove observations the sync handled, unless a newer one replaced them meanwhile (ETag)."""
-        await self._clear_pending(mailbox, consumed)
-
     def _pending_deletes(self, mailbox: str, consumed: Iterable[PendingRow]) -> list[tuple]:
         return [("delete", {"PartitionKey": key(mailbox), "RowKey": PENDING_PREFIX + key(p["booking_id"])},
                  {"etag": p["etag"], "match_condition": MatchConditions.IfNotModified}) for p in consumed]
 
-    async def _clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
+    async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
+        """Remove observations the sync handled, unless a newer one replaced them meanwhile (ETag)."""
         try:
             await self._transact("links", self._pending_deletes(mailbox, consumed))
         except StoreConflict:
@@ -463,8 +460,7 @@ class TableStateStore:
     # -- outcomes (RK ^e|booking: the last error per booking, for diagnose) ----------------------------------------------
     async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict[str, Any]]) -> None:
         """Keep the last error per booking (for diagnose); a booking that succeeds loses its old error."""
-        known = (await self.mailbox_state(mailbox)).errors if any(not o.get("error") for o in outcomes.values()) else set()
-        await self._transact("links", self._outcome_ops(mailbox, outcomes, known))
+        await self._transact("links", self._outcome_ops(mailbox, outcomes, await self._known_errors(mailbox, outcomes)))
 
     def _outcome_ops(self, mailbox: str, outcomes: Mapping[str, Mapping[str, Any]], known_errors: set[str]) -> list[tuple]:
         now = _iso(datetime.now(UTC))
@@ -550,7 +546,7 @@ class TableStateStore:
             if not isinstance(exc, _Split) and not tolerant and not release:
                 raise _conflict(exc) from exc
             await self._transact("links", links_ops)
-            await self._clear_pending(mailbox, commit.consumed)
+            await self.clear_pending(mailbox, commit.consumed)
             await self._transact("links", self._outcome_ops(mailbox, commit.outcomes, await self._known_errors(mailbox, commit.outcomes)))
             if commit.release is not None:
                 await self._release_mailbox(mailbox, commit.release)
@@ -558,6 +554,7 @@ class TableStateStore:
             self._leases.pop((MAILBOX_LEASE + mailbox.lower(), commit.release.holder), None)
 
     async def _known_errors(self, mailbox: str, outcomes: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """The error rows a success may have to remove; read only when some outcome is a success."""
         return (await self.mailbox_state(mailbox)).errors if any(not o.get("error") for o in outcomes.values()) else set()
 
     @staticmethod

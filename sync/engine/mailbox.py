@@ -29,7 +29,6 @@ from ..ports import (
     MailboxStateStore,
     MailboxStore,
     MailboxUnavailable,
-    OutcomeStore,
     PendingRow,
 )
 from .claim import Clock, HeldClaim
@@ -45,7 +44,7 @@ async def _no_crash(_: str) -> None:
     return None
 
 
-class MailboxSyncStore(MailboxStore, LinkStore, OutcomeStore, MailboxStateStore, Protocol):
+class MailboxSyncStore(MailboxStore, LinkStore, MailboxStateStore, Protocol):
     """The rows one mailbox's sync touches."""
 
 

@@ -121,7 +121,9 @@ def test_paging_with_maxpagesize_and_next_link(tenant, dataverse):
 
 
 def test_a_paged_delta_gives_every_change_and_every_deletion_once_across_page_boundaries(tenant, dataverse):
-    """The pages of a delta hold the changed rows, then the $deletedEntity entries; a page may hold both."""
+    """The pages of a delta hold the changed rows, then the $deletedEntity entries; a page may hold both (Learn, "Use
+    change tracking to synchronize data with external systems" and "Page results using OData": odata.maxpagesize,
+    @odata.nextLink, the deltaLink on the last page). The emulator projects only the page asked for."""
     rows = seed_bookings(tenant, 6)
     first = dataverse.get("bookableresourcebookings", params={"$select": "name"}, headers={"Prefer": "odata.track-changes"})
     delta_link = first.json()["@odata.deltaLink"]
