@@ -26,6 +26,7 @@ from ..core.domain import Address, Booking, BookingLocation, BookingStatus, Skip
 from ..core.ids import EMAIL, GUID, checked_guid
 from ..ports import ChangeSet, ChangeTokenExpired, PermanentError, ReadResult, TransientError, UserResource
 from .credentials import is_loopback_url
+from .transport import endpoint_transport, proxies_for
 
 API = "/api/data/v9.2/"
 FORMATTED = "@OData.Community.Display.V1.FormattedValue"
@@ -230,10 +231,11 @@ class DataverseClient:
             ReadOnlyRetryPolicy(retry_total=retry_total, retry_backoff_factor=0.5, retry_backoff_max=retry_backoff_max,
                                 timeout=retry_timeout),
             policies.AsyncBearerTokenCredentialPolicy(credential, f"{self.environment}/.default"),
+            policies.ProxyPolicy(proxies=proxies_for(self.environment)),
             policies.NetworkTraceLoggingPolicy(logging_enable=False),
         ]
-        self._client: AsyncPipelineClient[HttpRequest, Any] = AsyncPipelineClient(base_url=self.environment + API,
-                                                                                  policies=pipeline_policies, transport=transport)
+        self._client: AsyncPipelineClient[HttpRequest, Any] = AsyncPipelineClient(
+            base_url=self.environment + API, policies=pipeline_policies, transport=transport or endpoint_transport())
 
     async def close(self) -> None:
         await self._client.close()

@@ -40,6 +40,7 @@ from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilte
 from ..core.serialize import filter_from_dict, filter_to_dict
 from ..ports import CursorRow, MailboxCommit, MailboxLease, MailboxState, PendingRow, StoreConflict
 from . import table_wire
+from .transport import endpoint_transport, proxies_for
 
 # Table requests made in the current context (an activity sets a fresh counter): what one mailbox's sync costs.
 ROUND_TRIPS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("table_round_trips", default=None)
@@ -159,12 +160,17 @@ class TableStateStore:
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, credential: Any, prefix: str) -> TableStateStore:
         if connection_string:
-            service = TableServiceClient.from_connection_string(connection_string, raw_request_hook=_counted)
+            def make(**kw: Any) -> TableServiceClient:
+                return TableServiceClient.from_connection_string(connection_string, raw_request_hook=_counted, **kw)
         elif endpoint:
-            service = TableServiceClient(endpoint=endpoint, credential=credential, raw_request_hook=_counted)
+            def make(**kw: Any) -> TableServiceClient:
+                return TableServiceClient(endpoint=endpoint, credential=credential, raw_request_hook=_counted, **kw)
         else:
             raise ValueError("the state store needs a Table endpoint or a connection string")
-        return cls(service, prefix)
+        service = make(transport=endpoint_transport())
+        # The endpoint is known once the client has parsed its settings; a proxy (rare) needs a client made with it.
+        proxies = proxies_for(service.url)
+        return cls(make(transport=endpoint_transport(), proxies=proxies) if proxies else service, prefix)
 
     async def ensure_tables(self) -> None:
         for name in TABLES:
