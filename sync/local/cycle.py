@@ -22,10 +22,13 @@ def cycle_runner(activities: Activities, max_concurrent_activities: int = 8, **k
 
 
 async def run_cycle(settings: AppSettings, *, force: bool = False, trigger: str = "manual", max_concurrent_activities: int = 8,
-                    progress: Callable[[int, int], None] | None = None) -> dict:
+                    progress: Callable[[int, int], None] | None = None, activities: Activities | None = None) -> dict:
     """One cycle; the summary's mailbox rows are given their addresses back for the administrator who ran it
-    (the orchestration itself carries pseudonyms only). `progress(done, scheduled)` follows the mailbox syncs."""
-    activities = Activities(lambda: settings)
+    (the orchestration itself carries pseudonyms only). `progress(done, scheduled)` follows the mailbox syncs.
+    `activities`, when given, is the caller's and stays open (its clients warm for the next cycle, as a Functions
+    worker's are); otherwise the cycle makes its own and closes it."""
+    owned = activities is None
+    activities = activities or Activities(lambda: settings)
     try:
         runner = cycle_runner(activities, max_concurrent_activities, progress=progress, tracked=SYNC_MAILBOX_ACTIVITY)
         summary = await runner.run(
@@ -35,7 +38,8 @@ async def run_cycle(settings: AppSettings, *, force: bool = False, trigger: str 
             row["mailbox"] = await activities.address_of(row["mailbox_ref"]) or row["mailbox_ref"]
         return summary
     finally:
-        await activities.close()
+        if owned:
+            await activities.close()
 
 
 class CycleRunning(Exception):
