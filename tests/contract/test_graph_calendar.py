@@ -230,3 +230,23 @@ async def test_r_e1_errors_of_the_recovery_look_up_are_classified_like_any_other
         assert refused.value.reason.startswith("access_denied")
         with pytest.raises(MailboxUnavailable):
             await cal.list_events("nobody@contoso.example")
+
+
+async def test_a_burst_of_concurrent_mailboxes_reuses_its_connections(tenant):
+    """A worker runs several mailbox syncs at once (host.json); the second burst must find the first burst's
+    connections kept alive, not close and reopen them (a TLS handshake each against Graph)."""
+    mailboxes = [f"tech{i:02d}@contoso.example" for i in range(32)]
+    for address in mailboxes:
+        add_mailbox(tenant, address)
+    async with calendar(tenant) as cal:
+        # httpcore's pool (its public `connections`), behind msgraph-core's transport and the pinned httpx's own
+        pool = cal.adapter._http_client._transport.transport._pool
+
+        async def burst() -> list:
+            await asyncio.gather(*(cal.apply(a, [create_op(booking())]) for a in mailboxes))
+            return list(pool.connections)
+
+        first = await burst()
+        second = await burst()
+    assert len(first) > 20                                     # more kept alive than httpx's default keeps
+    assert len(second) == len(first) and all(any(c is f for f in first) for c in second)    # none closed, none new
