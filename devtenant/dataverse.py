@@ -27,6 +27,7 @@ FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL = "Microsoft.Dynamics.CRM.lookuplogicalname"
 NAV_ANNOTATION = "Microsoft.Dynamics.CRM.associatednavigationproperty"
 MAX_PAGE = 5000
+RESULT_SETS_KEPT = 32                 # paged lists whose matching rows are kept for their next pages
 TRACKING_UNSUPPORTED = ("$filter", "$orderby", "$expand", "$top")
 QUERY_SAFE = ",()=$/:'@"
 
@@ -393,8 +394,19 @@ class DataverseService:
         page, start_version = _parse_paging_cookie(params["$skiptoken"]) if "$skiptoken" in params else (1, None)
         current = start_version if start_version is not None else org.version
         delta = "$deltatoken" in params
-        rows, deleted = self._candidates(org, base, table, params, current, tracking)
-        rows = _ordered(table, self._filtered(query, params, rows), params.get("$orderby"))
+        # The next pages of a list reuse the rows its first page matched while no row changed (the org's version is
+        # in the key): filtering and ordering the whole table again for every page made a paged read of a large
+        # table cost rows x pages. A write in between makes the next page match afresh, as before.
+        result_key = (table.logical_name, tuple(sorted((k, v) for k, v in params.items() if k != "$skiptoken")), current, tracking,
+                      org.version)
+        if result_key in org.result_sets:
+            rows, deleted = org.result_sets[result_key]
+        else:
+            rows, deleted = self._candidates(org, base, table, params, current, tracking)
+            rows = _ordered(table, self._filtered(query, params, rows), params.get("$orderby"))
+            while len(org.result_sets) >= RESULT_SETS_KEPT:
+                org.result_sets.pop(next(iter(org.result_sets)))
+            org.result_sets[result_key] = (rows, deleted)
         if "$top" in params and "odata.maxpagesize" not in prefs:
             rows = rows[: int(params["$top"])]
         # Only the page's rows are projected (with their expansions): projecting every row for every page made a

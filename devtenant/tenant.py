@@ -36,6 +36,8 @@ class DataverseOrg:
         self._version = itertools.count(1_000_000)
         self.version = next(self._version)
         self.min_valid_version = 0
+        # A paged list's matching rows, in order, kept for its next pages while no row changes (dataverse.py)
+        self.result_sets: dict[tuple, tuple[list[dict], list[dict]]] = {}
         self.dop_hint = 4
         self.request_budget = 6000          # service protection: requests per window per caller
         self.budget_window_s = 300.0
