@@ -32,6 +32,7 @@ API = "/api/data/v9.2/"
 FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 MAX_DOP = 52
 ID_BATCH = 50                 # ids per In(...) filter: keeps URLs well under Dataverse's 32 KB limit
+MAX_PAGE_SIZE = 5000            # odata.maxpagesize at most (Learn, "Page results using Web API": 5,000 for standard tables)
 WINDOW_SLICES = 4               # a window read's slices, read together
 MAX_TEXT = 65_536             # a text value longer than this marks the row malformed
 EXPIRED_TOKEN_CODES = {"0x80044352"}
@@ -329,9 +330,9 @@ class DataverseClient:
                 self._dop = dop
                 self._semaphore = asyncio.Semaphore(dop)
 
-    async def _pages(self, url: str, prefer: list[str]) -> tuple[list[dict], dict]:
+    async def _pages(self, url: str, prefer: list[str], page_size: int | None = None) -> tuple[list[dict], dict]:
         rows: list[dict] = []
-        prefer = [*prefer, f"odata.maxpagesize={self.page_size}"]
+        prefer = [*prefer, f"odata.maxpagesize={page_size or self.page_size}"]
         while True:
             body = await self._get(url, prefer)
             rows.extend(body.get("value", []))
@@ -415,7 +416,8 @@ class DataverseClient:
         Without delta links this starts tracking: the answer lists every row, and the caller reads the window."""
         changes = ChangeSet()
         links = [(delta_links or {}).get(entity) for entity, _ in TRACKED]
-        answers = await asyncio.gather(*(self._pages(link or f"{entity}?$select={key}", ["odata.track-changes"])
+        # Rows of ids only: in pages of the most Dataverse gives (starting to track lists every row of the table)
+        answers = await asyncio.gather(*(self._pages(link or f"{entity}?$select={key}", ["odata.track-changes"], MAX_PAGE_SIZE)
                                          for (entity, key), link in zip(TRACKED, links, strict=True)))     # independent feeds
         for (entity, key), link, (rows, last) in zip(TRACKED, links, answers, strict=True):
             changes.delta_links[entity] = last["@odata.deltaLink"]
