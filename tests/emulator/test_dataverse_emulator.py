@@ -124,7 +124,9 @@ def test_paging_with_maxpagesize_and_next_link(tenant, dataverse):
 def test_the_next_page_of_a_list_sees_a_row_changed_after_the_first(tenant, dataverse, tracking):
     """The emulator keeps a list's matching rows for its next pages only while no row changes: a booking renamed
     after page 1 is answered on page 2 as a list made afresh answers it (out of the filter; for change tracking,
-    past the version the read started at), and the pages of an unchanged list are the same either way."""
+    past the version the read started at), and the pages of an unchanged list are the same either way. Learn,
+    "Page results using Web API" (odata.maxpagesize, @odata.nextLink), and "Use change tracking to synchronize data
+    with external systems"; a kept list is a speed-up only, never an answer Dataverse would not give."""
     seed_bookings(tenant, 6)
     if tracking:
         params, prefer = {"$select": "name"}, {"Prefer": "odata.track-changes,odata.maxpagesize=3"}
