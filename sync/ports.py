@@ -258,6 +258,12 @@ class PendingStore(Protocol):
 
     async def pending_mailboxes(self) -> set[str]: ...
 
+    async def pending_holders(self, booking_ids: Iterable[str]) -> dict[str, set[str]]:
+        """booking id -> the mailboxes with work whose waiting observations name it. A booking observed for a
+        mailbox that has not synced it has no link there, so this, not the booking index, finds who must hear of
+        its deletion (D1)."""
+        ...
+
     async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None: ...
 
 

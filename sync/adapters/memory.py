@@ -177,6 +177,15 @@ class InMemoryStateStore:
     async def pending_mailboxes(self) -> set[str]:
         return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
+    async def pending_holders(self, booking_ids: Iterable[str]) -> dict[str, set[str]]:
+        wanted = {b.lower() for b in booking_ids}
+        found: dict[str, set[str]] = {}
+        for mailbox in sorted(await self.pending_mailboxes()) if wanted else []:
+            for p in await self.pending(mailbox):
+                if p["booking_id"] in wanted:
+                    found.setdefault(p["booking_id"], set()).add(mailbox)
+        return found
+
     async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
         for p in consumed:
             current = self._t("pending").get((key(mailbox), key(p["booking_id"])))

@@ -448,6 +448,23 @@ class TableStateStore:
     async def pending_mailboxes(self) -> set[str]:
         return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
+    async def pending_holders(self, booking_ids: Iterable[str]) -> dict[str, set[str]]:
+        wanted = {b.lower() for b in booking_ids}
+        found: dict[str, set[str]] = {}
+        if not wanted:
+            return found
+        slots = asyncio.Semaphore(PENDING_WRITE_CONCURRENCY)
+
+        async def look(mailbox: str) -> None:
+            async with slots:
+                async for e in self._query("links", key(mailbox), "RowKey ge @low and RowKey lt @high",
+                                           {"low": PENDING_PREFIX, "high": PENDING_PREFIX[:-1] + chr(ord(PENDING_PREFIX[-1]) + 1)}):
+                    if (booking_id := str(e["booking_id"]).lower()) in wanted:
+                        found.setdefault(booking_id, set()).add(mailbox)
+
+        await asyncio.gather(*(look(m) for m in sorted(await self.pending_mailboxes())))
+        return found
+
     def _pending_deletes(self, mailbox: str, consumed: Iterable[PendingRow]) -> list[tuple]:
         return [("delete", {"PartitionKey": key(mailbox), "RowKey": PENDING_PREFIX + key(p["booking_id"])},
                  {"etag": p["etag"], "match_condition": MatchConditions.IfNotModified}) for p in consumed]

@@ -29,6 +29,7 @@ from ..core.domain import Booking, SkippedRow
 from ..core.ids import GUID
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
+from ..engine.collect import with_waiting
 from ..ports import BookingSource, DurableClient, LinkStore, MailboxStore, PendingStore, Services, TransientError, WakeStore
 from .orchestrators import MAILBOX_ORCHESTRATOR
 from .settings import AppSettings
@@ -96,11 +97,12 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
     # A message is a hint, never the truth: whatever it says, the booking is read from Dataverse, and only
     # its absence there (a 404) is a delete. A forged or stale Delete for a booking that exists is a change.
     booking = await source.read_booking(notification.booking_id)
-    holders = (await store.mailboxes_for_bookings(source.environment, [notification.booking_id])).get(notification.booking_id, set())
-    observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
     if isinstance(booking, SkippedRow):
         log.warning("webhook booking skipped: booking=%s reason=%s", booking.booking_id, booking.reason)
         return {}
+    indexed = await store.mailboxes_for_bookings(source.environment, [notification.booking_id])
+    holders = (await with_waiting(store, {notification.booking_id: booking}, indexed)).get(notification.booking_id, set())
+    observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
     targets = set(holders)
     if isinstance(booking, Booking) and booking.mailbox:
         targets.add(booking.mailbox)

@@ -4,7 +4,8 @@ mailboxes it concerns, and persist it there as a pending observation; then advan
 - `read`: change tracking plus the slice of time that entered the window (T4, S3), or the whole window
   when there is no valid token; newly enabled mailboxes get their window read too.
 - `route` (pure): a booking goes to its current mailbox, if that mailbox is registered and bound to this
-  environment (M4), and to every mailbox holding a link for it, so a reassignment or a delete reaches both.
+  environment (M4), and to every mailbox holding a link for it, so a reassignment or a delete reaches both; a
+  delete also reaches the mailboxes whose waiting observations name the booking (`with_waiting`).
 - `persist`: pending observations first, then the cursor, ETag-guarded, so nothing read is lost if a
   mailbox fails later and two collects never move one cursor backwards.
 """
@@ -78,10 +79,20 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     holders = await store.mailboxes_for_bookings(environment, observations.observed.keys())
     everywhere = bool(await store.global_filters())
     filtered = {r["address"] for r in rows if everywhere or (r.get("filters") or "[]") != "[]"}
-    routing = route(observations, holders, bindings, environment, filtered)
+    routing = route(observations, await with_waiting(store, observations.observed, holders), bindings, environment, filtered)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
     result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
     return result
+
+
+async def with_waiting(store: PendingStore, observed: Mapping[str, Booking | None], holders: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """The holders a deletion is routed to: the mailboxes holding a link (the booking index), and those whose waiting
+    observations name the booking. A mailbox that has not synced a booking yet (disabled, failing, held) has no link
+    to it, and its next sync would otherwise create the event of a booking that is gone (D1). Only the index's
+    holders lose their index rows with the deletion (persist): the others never had one."""
+    gone = [booking_id for booking_id, booking in observed.items() if booking is None]
+    waiting = await store.pending_holders(gone) if gone else {}
+    return {b: set(holders.get(b, set())) | waiting.get(b, set()) for b in {*holders, *waiting}}
 
 
 async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None, low: datetime, high: datetime,

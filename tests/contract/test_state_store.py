@@ -260,3 +260,17 @@ async def test_audit_and_runs_list_newest_first_even_within_one_millisecond(stat
         await state_store.record_run({"id": f"run{i}", "started": at.isoformat(), "finished": at.isoformat(), "outcome": "succeeded"})
     assert [e["operation"] for e in await state_store.recent_audit(5)] == ["op4", "op3", "op2", "op1", "op0"]
     assert [r["id"] for r in await state_store.recent_runs(5)] == ["run4", "run3", "run2", "run1", "run0"]
+
+
+async def test_pending_holders_name_the_mailboxes_whose_waiting_observations_hold_a_booking(state_store):
+    for address in ("a@x.example", "b@x.example", "c@x.example"):
+        await state_store.put_mailbox(Mailbox(address, ENV, approved=True, test_status=MailboxTestStatus.SUCCESS))
+    await state_store.add_pending_batch({"a@x.example": {"b1": {"v": 1}, "b2": None}, "b@x.example": {"b1": {"v": 1}},
+                                         "c@x.example": {"b3": {"v": 3}}})
+    await state_store.put_link(link("b9", "c@x.example"))                         # a link is not a waiting observation
+    assert await state_store.pending_holders(["B1", "b2", "b9", "nope"]) == {"b1": {"a@x.example", "b@x.example"}, "b2": {"a@x.example"}}
+    seen = (await state_store.get_mailbox_row("b@x.example"))["pending_mark"]
+    await state_store.clear_pending("b@x.example", await state_store.pending("b@x.example"))
+    await state_store.update_mailbox_fields("b@x.example", consumed_mark=seen, pending_left=0)
+    assert await state_store.pending_holders(["b1"]) == {"b1": {"a@x.example"}}
+    assert await state_store.pending_holders([]) == {}

@@ -357,3 +357,37 @@ async def test_r_t2_a_sync_that_stops_before_its_commit_gives_its_lease_back():
     other = MailboxSync(w.store, w.calendar, w.settings, w.now, holder="another-host", clock=lambda: w.now)
     result = await other.run(A)
     assert result.outcome == "synced" and result.counts.get("recovered") == 1 and len(w.tagged(A)) == 1
+
+
+async def test_r_d1_a_booking_deleted_while_its_mailbox_waited_is_never_created():
+    """A booking observed for a mailbox that has not synced it yet (disabled here, M5; or failing) has no link there,
+    only a waiting observation. Its deletion must reach that mailbox too, or the mailbox's next sync would create an
+    event for a booking that no longer exists, and nothing would remove it until a full read."""
+    w = World()
+    mailbox = await w.enable(A)
+    await w.store.put_mailbox(replace(mailbox, enabled=False))
+    b = booking(A)
+    w.put(b)
+    await w.cycle()                                                  # observed for A, which does not sync while disabled
+    assert w.events(A) == [] and [p["booking_id"] for p in await w.store.pending(A)] == [b.id]
+    w.source.delete(b.id)
+    await w.cycle()
+    await w.store.put_mailbox(replace(mailbox, enabled=True))
+    await w.cycle()
+    assert w.events(A) == [] and await w.store.links(A) == {} and await w.store.pending(A) == []
+
+
+async def test_r_d1_a_deletion_webhook_reaches_a_mailbox_still_waiting_to_create_the_event():
+    """The webhook path routes a deletion as collect does: to the mailboxes holding a link and to those whose
+    waiting observation names the booking (T3 with D1)."""
+    from sync.app.webhook import Notification, route
+
+    w = World()
+    mailbox = await w.enable(A)
+    await w.store.put_mailbox(replace(mailbox, enabled=False))
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    w.source.delete(b.id)
+    assert await route(Notification("Delete", b.id, None), w.source, w.store) == {A: None}
+    assert [(p["booking_id"], p["deleted"]) for p in await w.store.pending(A)] == [(b.id, True)]
