@@ -258,13 +258,19 @@ class PendingStore(Protocol):
 
     async def pending_mailboxes(self) -> set[str]: ...
 
-    async def pending_holders(self, booking_ids: Iterable[str]) -> dict[str, set[str]]:
-        """booking id -> the mailboxes with work whose waiting observations name it. A booking observed for a
-        mailbox that has not synced it has no link there, so this, not the booking index, finds who must hear of
-        its deletion (D1)."""
+    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str]) -> dict[str, set[str]]:
+        """booking id -> those of `mailboxes` (the ones with work) whose waiting observations name it. A booking
+        observed for a mailbox that has not synced it has no link there, so this, not the booking index, finds who
+        must hear of its deletion (D1)."""
         ...
 
+
     async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None: ...
+
+
+def has_pending_work(row: Mapping[str, Any]) -> bool:
+    """A mailbox row whose mailbox has observations waiting (PendingStore: marks and what the last sync left)."""
+    return (row.get("pending_mark") or "") != (row.get("consumed_mark") or "") or int(row.get("pending_left") or 0) > 0
 
 
 class OutcomeStore(Protocol):

@@ -28,8 +28,9 @@ from ..ports import (
     StateStore,
     StoreConflict,
     UserResource,
+    has_pending_work,
 )
-from .tables import MAILBOX_LEASE, RELEASED, has_pending_work, key, mailbox_to_entity, normalized
+from .tables import MAILBOX_LEASE, RELEASED, key, mailbox_to_entity, normalized
 
 
 class InMemoryStateStore:
@@ -177,10 +178,10 @@ class InMemoryStateStore:
     async def pending_mailboxes(self) -> set[str]:
         return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
-    async def pending_holders(self, booking_ids: Iterable[str]) -> dict[str, set[str]]:
+    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str]) -> dict[str, set[str]]:
         wanted = {b.lower() for b in booking_ids}
         found: dict[str, set[str]] = {}
-        for mailbox in sorted(await self.pending_mailboxes()) if wanted else []:
+        for mailbox in sorted(set(mailboxes)) if wanted else []:
             for p in await self.pending(mailbox):
                 if p["booking_id"] in wanted:
                     found.setdefault(p["booking_id"], set()).add(mailbox)

@@ -38,7 +38,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
 from ..core.serialize import filter_from_dict, filter_to_dict
-from ..ports import CursorRow, MailboxCommit, MailboxLease, MailboxState, PendingRow, StoreConflict
+from ..ports import CursorRow, MailboxCommit, MailboxLease, MailboxState, PendingRow, StoreConflict, has_pending_work
 from . import table_wire
 from .transport import endpoint_transport, proxies_for
 
@@ -448,11 +448,9 @@ class TableStateStore:
     async def pending_mailboxes(self) -> set[str]:
         return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
-    async def pending_holders(self, booking_ids: Iterable[str]) -> dict[str, set[str]]:
+    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str]) -> dict[str, set[str]]:
         wanted = {b.lower() for b in booking_ids}
         found: dict[str, set[str]] = {}
-        if not wanted:
-            return found
         slots = asyncio.Semaphore(PENDING_WRITE_CONCURRENCY)
 
         async def look(mailbox: str) -> None:
@@ -462,7 +460,7 @@ class TableStateStore:
                     if (booking_id := str(e["booking_id"]).lower()) in wanted:
                         found.setdefault(booking_id, set()).add(mailbox)
 
-        await asyncio.gather(*(look(m) for m in sorted(await self.pending_mailboxes())))
+        await asyncio.gather(*(look(m) for m in sorted(set(mailboxes)) if wanted))
         return found
 
     def _pending_deletes(self, mailbox: str, consumed: Iterable[PendingRow]) -> list[tuple]:
@@ -792,11 +790,6 @@ class TableStateStore:
 
 class _Split(Exception):
     """A commit too large for one transaction."""
-
-
-def has_pending_work(row: Mapping[str, Any]) -> bool:
-    """A mailbox row whose mailbox has observations waiting (PendingStore: marks and what the last sync left)."""
-    return (row.get("pending_mark") or "") != (row.get("consumed_mark") or "") or int(row.get("pending_left") or 0) > 0
 
 
 def _pending_entity(mailbox: str, booking_id: str, booking: dict[str, Any] | None, now: str | None) -> dict[str, Any]:

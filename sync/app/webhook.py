@@ -101,7 +101,8 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
         log.warning("webhook booking skipped: booking=%s reason=%s", booking.booking_id, booking.reason)
         return {}
     indexed = await store.mailboxes_for_bookings(source.environment, [notification.booking_id])
-    holders = (await with_waiting(store, {notification.booking_id: booking}, indexed)).get(notification.booking_id, set())
+    with_work = await store.pending_mailboxes() if booking is None else set()
+    holders = (await with_waiting(store, with_work, {notification.booking_id: booking}, indexed)).get(notification.booking_id, set())
     observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
     targets = set(holders)
     if isinstance(booking, Booking) and booking.mailbox:

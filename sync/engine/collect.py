@@ -23,7 +23,17 @@ from ..core.domain import Booking, Mailbox, SkippedRow
 from ..core.scope import window
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
-from ..ports import BookingSource, ChangeTokenExpired, CursorRow, CursorStore, LinkStore, MailboxStore, PendingStore, ReadResult
+from ..ports import (
+    BookingSource,
+    ChangeTokenExpired,
+    CursorRow,
+    CursorStore,
+    LinkStore,
+    MailboxStore,
+    PendingStore,
+    ReadResult,
+    has_pending_work,
+)
 
 log = logging.getLogger("sync.engine")
 
@@ -79,19 +89,21 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     holders = await store.mailboxes_for_bookings(environment, observations.observed.keys())
     everywhere = bool(await store.global_filters())
     filtered = {r["address"] for r in rows if everywhere or (r.get("filters") or "[]") != "[]"}
-    routing = route(observations, await with_waiting(store, observations.observed, holders), bindings, environment, filtered)
+    waiting = {r["address"] for r in rows if has_pending_work(r)}
+    routing = route(observations, await with_waiting(store, waiting, observations.observed, holders), bindings, environment, filtered)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
     result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
     return result
 
 
-async def with_waiting(store: PendingStore, observed: Mapping[str, Booking | None], holders: Mapping[str, set[str]]) -> dict[str, set[str]]:
+async def with_waiting(store: PendingStore, with_work: Collection[str], observed: Mapping[str, Booking | None],
+                       holders: Mapping[str, set[str]]) -> dict[str, set[str]]:
     """The holders a deletion is routed to: the mailboxes holding a link (the booking index), and those whose waiting
     observations name the booking. A mailbox that has not synced a booking yet (disabled, failing, held) has no link
     to it, and its next sync would otherwise create the event of a booking that is gone (D1). Only the index's
     holders lose their index rows with the deletion (persist): the others never had one."""
     gone = [booking_id for booking_id, booking in observed.items() if booking is None]
-    waiting = await store.pending_holders(gone) if gone else {}
+    waiting = await store.pending_holders(with_work, gone) if gone and with_work else {}
     return {b: set(holders.get(b, set())) | waiting.get(b, set()) for b in {*holders, *waiting}}
 
 
