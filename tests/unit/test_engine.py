@@ -338,6 +338,41 @@ async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard(
     assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 1
 
 
+async def test_r_d5_the_deployment_guard_reads_no_mailbox_when_the_candidates_cannot_reach_the_share():
+    """Removals are at most collect's candidates: under the share of all links (from the listed rows' counts), the
+    guard passes without a dry plan of every mailbox; at or over it, it counts exactly and holds."""
+    from sync.engine.collect import collect
+    from sync.engine.removals import deployment_guard
+    w = World(SyncSettings(mass_delete_min=2))
+    bookings = {m: [booking(m, start=NOW + timedelta(hours=h + 1)) for h in range(10)] for m in (A, B)}
+    for m in bookings:
+        await w.enable(m)
+        w.put(*bookings[m])
+    await w.cycle()
+    reads: list[str] = []
+    state_of = w.store.mailbox_state
+
+    async def counted(address: str):
+        reads.append(address)
+        return await state_of(address)
+
+    w.store.mailbox_state = counted                         # type: ignore[method-assign]
+
+    async def judge(gone: list) -> tuple[dict, list[str]]:
+        for b in gone:
+            w.source.delete(b.id)
+        collected = await collect(w.source, w.store, w.settings, w.now)
+        listed = {m: entry for m in (A, B) if (entry := await w.store.mailbox_entry(m)) is not None}
+        reads.clear()
+        verdict = await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates, listed=listed)
+        return verdict.to_dict(), list(reads)
+
+    few, read = await judge(bookings[A][:3])                         # 3 of 20 links
+    assert few == {"removals": 3, "exact": False, "links": 20, "blocked": False, "message": None} and read == []
+    many, read = await judge(bookings[A][3:] + bookings[B][:4])       # 3 waiting + 11 more: 14 of 20
+    assert many["blocked"] and many["exact"] and many["removals"] == 14 and sorted(read) == [A, B]
+
+
 async def test_r_t2_a_sync_that_stops_before_its_commit_gives_its_lease_back():
     """An error between the Graph calls and the commit leaves the work for the next sync; that sync, under any
     holder, need not wait for the stopped one's lease to run out."""
