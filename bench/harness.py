@@ -59,7 +59,7 @@ def process_cpu_s(pid: int) -> float:
 
 def stack_cpu_s(stack) -> float:
     """The local stack's own CPU (the emulator and Azurite), which shares the machine's cores with the sync."""
-    pids = [p.proc.pid for p in (stack.emulator, stack.azurite) if p is not None and p.proc is not None]
+    pids = [p.proc.pid for p in (stack.emulator, stack.tables) if p is not None and p.proc is not None]
     children = []
     for pid in pids:                                      # azurite-table is a node process started by a shell shim
         try:

@@ -101,24 +101,44 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-class LocalStack:
-    """Azurite (pinned in package.json) and the emulator, each on a free loopback port."""
+TABLE_SERVERS = ("azurite", "tablestore")
 
-    def __init__(self) -> None:
-        self.azurite: ManagedProcess | None = None
+
+class LocalStack:
+    """Table Storage and the emulator, each on a free loopback port. Table Storage is Azurite (pinned in
+    package.json); `tables="tablestore"` gives the light double the benchmarks measure the sync against
+    (devtenant/tablestore.py)."""
+
+    def __init__(self, tables: str = "azurite") -> None:
+        if tables not in TABLE_SERVERS:
+            raise ValueError(f"tables must be one of {', '.join(TABLE_SERVERS)}, not {tables!r}")
+        self.tables_kind = tables
+        self.tables: ManagedProcess | None = None
         self.emulator: ManagedProcess | None = None
         self.table_port = 0
         self.emulator_url = ""
 
-    def start(self) -> LocalStack:
+    @property
+    def azurite(self) -> ManagedProcess | None:
+        return self.tables if self.tables_kind == "azurite" else None
+
+    def _start_tables(self) -> ManagedProcess:
+        if self.tables_kind == "tablestore":
+            return ManagedProcess("tablestore", [sys.executable, "-m", "devtenant.tablestore", "--host", "127.0.0.1", "--port", "0"],
+                                  "tablestore listening on").start()
         azurite_bin = ROOT / "node_modules" / ".bin" / "azurite-table"
         if not azurite_bin.exists():
             raise RuntimeError(f"Azurite is not installed at {azurite_bin}; run `npm ci` (the Makefile does).")
+        self.table_port = free_port()
+        return ManagedProcess("azurite", [str(azurite_bin), "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
+                                          "--skipApiVersionCheck", "--disableTelemetry", "--inMemoryPersistence", "--silent"],
+                              "successfully started").start()
+
+    def start(self) -> LocalStack:
         try:
-            self.table_port = free_port()
-            self.azurite = ManagedProcess("azurite", [str(azurite_bin), "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
-                                                      "--skipApiVersionCheck", "--disableTelemetry", "--inMemoryPersistence", "--silent"],
-                                          "successfully started").start()
+            self.tables = self._start_tables()
+            if self.tables_kind == "tablestore":
+                self.table_port = int(self.tables.ready_line.rsplit(":", 1)[-1])
             wait_for_port(self.table_port)
             self.emulator = ManagedProcess("devtenant", [sys.executable, "-m", "devtenant", "--host", "127.0.0.1", "--port", "0"],
                                            "devtenant listening on").start()
@@ -129,7 +149,7 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        for proc in (self.emulator, self.azurite):
+        for proc in (self.emulator, self.tables):
             if proc is not None:
                 proc.stop()
 

@@ -28,6 +28,20 @@ def stack():
         yield running
 
 
+@pytest.fixture(scope="session")
+def tablestore_stack():
+    """The light Table Storage double (devtenant/tablestore.py) the benchmarks can measure against; the contract
+    suites hold it to what they hold Azurite to."""
+    with LocalStack(tables="tablestore") as running:
+        yield running
+
+
+@pytest.fixture(params=["azurite", "tablestore"])
+def table_connection_string(request) -> str:
+    """Table Storage as the product reaches it: Azurite, and the benchmarks' double."""
+    return request.getfixturevalue("stack" if request.param == "azurite" else "tablestore_stack").table_connection_string
+
+
 @pytest.fixture
 def tenant(stack):
     """A reset emulator; returns the stack so tests can use its control API and URLs."""

@@ -7,12 +7,12 @@ from sync.adapters.memory import InMemoryStateStore
 from sync.adapters.tables import TableStateStore
 
 
-@pytest.fixture(params=["memory", "azurite"])
+@pytest.fixture(params=["memory", "azurite", "tablestore"])
 async def state_store(request, table_prefix):
     if request.param == "memory":
         yield InMemoryStateStore()
         return
-    stack = request.getfixturevalue("stack")
+    stack = request.getfixturevalue("stack" if request.param == "azurite" else "tablestore_stack")
     store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
     await store.ensure_tables()
     try:

@@ -1,4 +1,4 @@
-"""The direct transaction encoder against Azurite: every operation the stores send, every value type and key they
+"""The direct transaction encoder against Azurite (and the benchmarks' Table double): every operation the stores send, every value type and key they
 use, and every refusal, give the rows and errors the SDK's own `submit_transaction` gives (Learn, "Performing
 entity group transactions"). It reaches the TableClient's pipeline through one private attribute of the pinned
 azure-data-tables; this suite is what notices if an upgrade moves it."""
@@ -19,8 +19,8 @@ HOSTILE = key("https://contoso.crm.dynamics.com/x|o'brien+1@x.example#?&=;:~!$()
 
 
 @pytest.fixture
-async def tables(stack, table_prefix):
-    service = TableServiceClient.from_connection_string(stack.table_connection_string)
+async def tables(table_connection_string, table_prefix):
+    service = TableServiceClient.from_connection_string(table_connection_string)
     fast, sdk = (service.get_table_client(table_prefix + name) for name in ("fast", "sdk"))
     for client in (fast, sdk):
         await service.create_table(client.table_name)
