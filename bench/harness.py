@@ -6,8 +6,10 @@ Runs, on one local stack (Azurite + emulator) with injected per-request latency:
   bulk test & enable of 2 x (mailboxes) mailboxes; initial sync of (mailboxes) x (bookings) bookings; a cycle
   with no change; a cycle where 5 % of bookings moved in time; a cycle where 10 % were canceled or deleted; at
   realistic service latency, a cycle where 5 % moved and the initial sync of (mailboxes / 5) newly enabled ones;
-and micro-measures: import time of function_app, planner throughput on 100,000 bookings, memory of one
-mailbox activity. Writes results.json and a readable table; `--write-results` also rewrites bench/RESULTS.md.
+then, on a second stack whose Table Storage is the light double (devtenant/tablestore.py) instead of Azurite,
+the same organisation's initial sync, quiet cycle, 5 % moved and 10 % canceled or deleted, so the sync's cost is
+seen without Azurite's CPU on the same cores; and micro-measures: import time of function_app, planner throughput
+on 100,000 bookings, memory of one mailbox activity. Writes results-SCALE.json and prints a readable table.
 """
 from __future__ import annotations
 
@@ -57,16 +59,18 @@ def process_cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def stack_cpu_s(stack) -> float:
-    """The local stack's own CPU (the emulator and Azurite), which shares the machine's cores with the sync."""
-    pids = [p.proc.pid for p in (stack.emulator, stack.tables) if p is not None and p.proc is not None]
-    children = []
-    for pid in pids:                                      # azurite-table is a node process started by a shell shim
-        try:
-            children += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+def stack_cpu_s(stack) -> tuple[float, float]:
+    """The local stack's own CPU, which shares the machine's cores with the sync: (the emulator, Table Storage)."""
+    def of(process) -> float:
+        if process is None or process.proc is None:
+            return 0.0
+        pid = process.proc.pid
+        try:                                              # azurite-table is a node process started by a shell shim
+            children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         except OSError:
-            pass
-    return sum(process_cpu_s(pid) for pid in pids + children)
+            children = []
+        return sum(process_cpu_s(p) for p in [pid, *children])
+    return of(stack.emulator), of(stack.tables)
 
 
 def rss_mb() -> float:
@@ -149,12 +153,13 @@ class Bench:
         self.finished.clear()
         summary = await run_cycle(self.settings, max_concurrent_activities=self.activities, activities=self.worker)
         wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
-        local_stack_cpu = stack_cpu_s(self.stack) - stack_started
+        emulator_cpu, tables_cpu = (after - before for after, before in zip(stack_cpu_s(self.stack), stack_started, strict=True))
         after = self.stats()
         touched = [r for r in summary["mailboxes"] if any(v for k, v in (r.get("counts") or {}).items() if k != "skipped")]
         done = sorted(self.finished[r["mailbox_ref"]] - started for r in touched if r.get("mailbox_ref") in self.finished)
         pick = (lambda q: round(done[min(len(done) - 1, int(q * len(done)))], 2)) if done else (lambda q: None)
-        figures = {"wall_s": round(wall, 2), "sync_cpu_s": round(cpu, 2), "local_stack_cpu_s": round(local_stack_cpu, 2), **self.delta(before, after),
+        figures = {"wall_s": round(wall, 2), "sync_cpu_s": round(cpu, 2), "local_stack_cpu_s": round(emulator_cpu + tables_cpu, 2),
+                   "emulator_cpu_s": round(emulator_cpu, 2), "table_storage_cpu_s": round(tables_cpu, 2), **self.delta(before, after),
                    "max_concurrency_per_mailbox": after["max_concurrency_overall_mailbox"],
                    "peak_rss_mb": round(rss_mb(), 1), "planning_cpu_s": round(self.plan_cpu - plan_before, 3),
                    "calendar_writes": sum(v for k, v in summary["totals"].items() if k != "skipped"), "outcomes": summary["outcomes"],
@@ -172,6 +177,7 @@ class Bench:
         from sync.admin.mailboxes import MailboxAdmin
         from sync.app.clients import Clients
         async with Clients(self.settings) as rt:
+            await rt.store.ensure_tables()
             admin = MailboxAdmin(rt.store, rt.calendar)
             for a in mailboxes:
                 await admin.register(a, self.settings.environments[0], approved=True)
@@ -304,42 +310,59 @@ async def mailbox_activity_memory(bench: Bench, mailbox: str) -> float:
     return round(peak / 1024 / 1024, 2)
 
 
-async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities: int) -> dict:
+async def first_cycles(bench: Bench, mailboxes: int, suffix: str = "") -> list[Scenario]:
+    """At the run's latency: the initial sync, a quiet cycle, 5 % of bookings moved, 10 % canceled or deleted."""
+    in_window = len(bench.bookings)                              # every booking is inside the window
+    out = [await bench.cycle(f"initial sync of {mailboxes} mailboxes x {bench.scale['bookings']} bookings{suffix}", in_window),
+           await bench.cycle(f"cycle with no change{suffix}", 0)]
+    moved = bench.change(0.05, "move")
+    out.append(await bench.cycle(f"cycle with 5 % of bookings moved{suffix}", moved))
+    gone = bench.change(0.10, "cancel-or-delete")
+    # default profile: a canceled booking's event stays (X1), a deleted future one is deleted (D1)
+    out.append(await bench.cycle(f"cycle with 10 % canceled or deleted{suffix}", gone))
+    return out
+
+
+def instrument(bench: Bench):
+    """Counts the planner's CPU and notes when each mailbox's sync ends, for `bench`; returns the undo."""
     import sync.engine.mailbox as executor
+    from sync.app.activities import Activities
+    original, original_sync = executor.plan, Activities.sync_mailbox
+
+    def timed_plan(*a, **kw):
+        started = time.process_time()
+        try:
+            return original(*a, **kw)
+        finally:
+            bench.plan_cpu += time.process_time() - started
+
+    async def timed_sync(self, payload):
+        result = await original_sync(self, payload)
+        bench.finished[result.get("mailbox_ref", "")] = time.monotonic()
+        return result
+
+    executor.plan = timed_plan
+    Activities.sync_mailbox = timed_sync                      # type: ignore[method-assign]
+
+    def undo() -> None:
+        executor.plan = original
+        Activities.sync_mailbox = original_sync               # type: ignore[method-assign]
+    return undo
+
+
+DOUBLE = " (Table double)"
+
+
+async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities: int) -> dict:
     from devtenant.stack import LocalStack
     scale = SCALES[scale_name]
     with LocalStack() as stack:
         bench = Bench(stack, scale, graph_ms, dataverse_ms, activities)
-        original = executor.plan
-
-        def timed_plan(*a, **kw):
-            started = time.process_time()
-            try:
-                return original(*a, **kw)
-            finally:
-                bench.plan_cpu += time.process_time() - started
-
-        executor.plan = timed_plan
-        from sync.app.activities import Activities
-        original_sync = Activities.sync_mailbox
-
-        async def timed_sync(self, payload):
-            result = await original_sync(self, payload)
-            bench.finished[result.get("mailbox_ref", "")] = time.monotonic()
-            return result
-
-        Activities.sync_mailbox = timed_sync                      # type: ignore[method-assign]
+        undo = instrument(bench)
         mailboxes = bench.build_org()
         stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}})
         scenarios = [await bench.test_and_enable(mailboxes)]
-        in_window = sum(1 for _ in bench.bookings)                   # every booking is inside the window
-        scenarios.append(await bench.cycle(f"initial sync of {len(mailboxes)} mailboxes x {scale['bookings']} bookings", in_window))
-        scenarios.append(await bench.cycle("cycle with no change", 0))
-        moved = bench.change(0.05, "move")
-        scenarios.append(await bench.cycle("cycle with 5 % of bookings moved", moved))
-        gone = bench.change(0.10, "cancel-or-delete")
-        # default profile: a canceled booking's event stays (X1), a deleted future one is deleted (D1)
-        scenarios.append(await bench.cycle("cycle with 10 % canceled or deleted", gone))
+        scenarios += await first_cycles(bench, len(mailboxes))
         # Realistic service latency: Graph 150 ms per request item (+0-100 ms jitter), Dataverse 80 ms (+0-40 ms).
         stack.control("PUT", "/faults", {"latency_ms": {"graph": 150, "dataverse": 80}, "jitter_ms": {"graph": 100, "dataverse": 40}})
         realistic = bench.change(0.05, "move")
@@ -353,17 +376,27 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
         scenarios[-1].graph_ms, scenarios[-1].mailboxes = 200.0, len(newcomers)
         stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}, "jitter_ms": {"graph": 0, "dataverse": 0}})
         changed = bench.change(0.02, "move")
-        scenarios.append(await bench.cycle("cycle with 2 % moved (for activity memory)", changed))
-        executor.plan = original
-        Activities.sync_mailbox = original_sync                   # type: ignore[method-assign]
+        await bench.cycle("cycle with 2 % moved (for activity memory)", changed)
+        undo()
         await bench.worker.close()
         memory = await mailbox_activity_memory(bench, mailboxes[0])
         latency = await webhook_latency(bench, scale["webhook_changes"])
+    # The same organisation and the same changes (the seed is the same), with Table Storage answered by the light
+    # double: what the sync costs when Azurite's CPU is not on the same two cores (devtenant/tablestore.py).
+    with LocalStack(tables="tablestore") as stack:
+        double = Bench(stack, scale, graph_ms, dataverse_ms, activities)
+        undo = instrument(double)
+        addresses = double.build_org()
+        stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}})
+        await double.enable(addresses)
+        scenarios += await first_cycles(double, len(addresses), DOUBLE)
+        undo()
+        await double.worker.close()
     results = {"scale": scale_name, "graph_latency_ms": graph_ms, "dataverse_latency_ms": dataverse_ms, "mailbox_activities_in_flight": activities,
                "machine": machine(), "command": " ".join(["python -m bench", *sys.argv[1:]]), "scenarios": [], "micro": micro(scale)}
     results["micro"]["mailbox_activity_peak_heap_mb"] = memory
     results["webhook_latency"] = latency
-    for s in scenarios[:-1]:
+    for s in scenarios:
         entry = {"name": s.name, "changed_bookings": s.changed, **s.figures}
         if not s.name.startswith("bulk"):
             bound = lower_bounds(s, s.graph_ms or graph_ms, s.mailboxes or len(mailboxes), activities, s.name)
@@ -383,13 +416,13 @@ def machine() -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| scenario | wall s (bound, ratio) | sync CPU s | emulator+Azurite CPU s | Graph ops (bound, ratio) | Graph HTTP | ops/HTTP | Dataverse req | max conc/mailbox | 429s | peak RSS MB | planning CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| scenario | wall s (bound, ratio) | sync CPU s | emulator CPU s | Table Storage CPU s | Graph ops (bound, ratio) | Graph HTTP | ops/HTTP | Dataverse req | max conc/mailbox | 429s | peak RSS MB | planning CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in results["scenarios"]:
         b, r = s.get("bound", {}), s.get("ratio", {})
         wall = f"{s['wall_s']}" + (f" ({b['wall_s']}, {r.get('wall_s')}x)" if b else "")
         ops = f"{s['graph_operations']}" + (f" ({b['graph_operations']}, {r.get('graph_operations')})" if b else "")
-        rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('local_stack_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
+        rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('emulator_cpu_s', '')} | {s.get('table_storage_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
                     f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} |")
     rows += ["", "| scenario | touched mailboxes | Table round trips / touched mailbox | sync CPU ms / touched mailbox | sync CPU ms / Graph op | "
                  "mailbox writes done after (s): p50 / p95 / max |", "|---|---|---|---|---|---|"]
