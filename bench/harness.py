@@ -93,6 +93,8 @@ class Bench:
         self.settings = load()
         self.plan_cpu = 0.0
         self.finished: dict[str, float] = {}          # mailbox_ref -> when its sync activity ended (time.monotonic)
+        self.collect_attempts = 0
+        self.collect_failures: list[str] = []
         # One Activities for every cycle, as a Functions worker keeps its clients (and their connections) between
         # invocations; the first cycle pays for making them.
         from sync.app.activities import Activities
@@ -151,6 +153,7 @@ class Bench:
         plan_before = self.plan_cpu
         started, cpu_started, stack_started = time.monotonic(), time.process_time(), stack_cpu_s(self.stack)
         self.finished.clear()
+        self.collect_attempts, self.collect_failures = 0, []
         summary = await run_cycle(self.settings, max_concurrent_activities=self.activities, activities=self.worker)
         wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
         emulator_cpu, tables_cpu = (after - before for after, before in zip(stack_cpu_s(self.stack), stack_started, strict=True))
@@ -163,7 +166,7 @@ class Bench:
                    "max_concurrency_per_mailbox": after["max_concurrency_overall_mailbox"],
                    "peak_rss_mb": round(rss_mb(), 1), "planning_cpu_s": round(self.plan_cpu - plan_before, 3),
                    "calendar_writes": sum(v for k, v in summary["totals"].items() if k != "skipped"), "outcomes": summary["outcomes"],
-                   "touched_mailboxes": len(touched),
+                   "touched_mailboxes": len(touched), "collect_attempts": self.collect_attempts, "collect_failures": self.collect_failures,
                    "table_round_trips_per_touched_mailbox": round(sum(r.get("table_round_trips", 0) for r in touched) / len(touched), 2)
                    if touched else None,
                    "sync_cpu_ms_per_touched_mailbox": round(cpu * 1000 / len(touched), 1) if touched else None,
@@ -341,12 +344,27 @@ def instrument(bench: Bench):
         bench.finished[result.get("mailbox_ref", "")] = time.monotonic()
         return result
 
+    original_collect = Activities.collect_environment
+
+    async def counted_collect(self, payload):
+        # A collect that fails is retried by the orchestrator after collect_retry's interval: the figures would
+        # show only a slower cycle. Each attempt and each failure's type and code are kept with the scenario.
+        bench.collect_attempts += 1
+        try:
+            return await original_collect(self, payload)
+        except Exception as exc:
+            code = getattr(exc, "code", None) or getattr(exc, "error_code", None) or getattr(exc, "status_code", None)
+            bench.collect_failures.append(type(exc).__name__ + (f" ({code})" if code else ""))
+            raise
+
     executor.plan = timed_plan
     Activities.sync_mailbox = timed_sync                      # type: ignore[method-assign]
+    Activities.collect_environment = counted_collect          # type: ignore[method-assign]
 
     def undo() -> None:
         executor.plan = original
         Activities.sync_mailbox = original_sync               # type: ignore[method-assign]
+        Activities.collect_environment = original_collect     # type: ignore[method-assign]
     return undo
 
 
@@ -431,8 +449,11 @@ def table(results: dict) -> str:
             d = s["mailbox_done_s"]
             rows.append(f"| {s['name']} | {s['touched_mailboxes']} | {s['table_round_trips_per_touched_mailbox']} | "
                         f"{s['sync_cpu_ms_per_touched_mailbox']} | {s['sync_cpu_ms_per_graph_operation']} | {d['p50']} / {d['p95']} / {d['max']} |")
+    retried = [f"{s['name']}: {s['collect_attempts']} attempts ({', '.join(s['collect_failures'])})" for s in results["scenarios"]
+               if s.get("collect_attempts", 1) > 1]
     m = results["micro"]
-    rows += ["", f"- `function_app` import (cold start): {m['function_app_import_s']} s",
+    rows += ["", f"- collect retried: {'; '.join(retried) if retried else 'in no scenario'}",
+             f"- `function_app` import (cold start): {m['function_app_import_s']} s",
              f"- planner: {m['planner_bookings']} bookings in {m['planner_cpu_s']} s CPU ({m['planner_bookings_per_s']} bookings/s)",
              f"- one mailbox activity: peak Python heap {m['mailbox_activity_peak_heap_mb']} MB"]
     w = results.get("webhook_latency")

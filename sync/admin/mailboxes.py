@@ -58,7 +58,9 @@ class MailboxAdmin:
         if self.tenants.tenant_of(address) is None:
             raise AdminError(self.tenants.not_mapped_message(address))
         mailbox = Mailbox(address=address, environment=environment, approved=approved)
-        await self.store.put_mailbox(mailbox, needs_initial_read=True)
+        # A new row holds no links yet; D5's guard reads the deployment's link total from these counts (an
+        # undercount, should links be left from an earlier registration, only makes the guard hold sooner).
+        await self.store.put_mailbox(mailbox, needs_initial_read=True, linked_count=0)
         return mailbox
 
     async def discover(self, source: BookingSource, progress: Progress = _none) -> dict[str, int]:

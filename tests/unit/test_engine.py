@@ -341,6 +341,7 @@ async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard(
 async def test_r_d5_the_deployment_guard_reads_no_mailbox_when_the_candidates_cannot_reach_the_share():
     """Removals are at most collect's candidates: under the share of all links (from the listed rows' counts), the
     guard passes without a dry plan of every mailbox; at or over it, it counts exactly and holds."""
+    from sync.admin.mailboxes import MailboxAdmin
     from sync.engine.collect import collect
     from sync.engine.removals import deployment_guard
     w = World(SyncSettings(mass_delete_min=2))
@@ -349,6 +350,7 @@ async def test_r_d5_the_deployment_guard_reads_no_mailbox_when_the_candidates_ca
         await w.enable(m)
         w.put(*bookings[m])
     await w.cycle()
+    await MailboxAdmin(w.store, w.calendar).register("new@contoso.example", "https://contoso.crm.dynamics.com")   # never synced
     reads: list[str] = []
     state_of = w.store.mailbox_state
 
@@ -362,7 +364,7 @@ async def test_r_d5_the_deployment_guard_reads_no_mailbox_when_the_candidates_ca
         for b in gone:
             w.source.delete(b.id)
         collected = await collect(w.source, w.store, w.settings, w.now)
-        listed = {m: entry for m in (A, B) if (entry := await w.store.mailbox_entry(m)) is not None}
+        listed = {m: entry for m in (A, B, "new@contoso.example") if (entry := await w.store.mailbox_entry(m)) is not None}
         reads.clear()
         verdict = await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates, listed=listed)
         return verdict.to_dict(), list(reads)
