@@ -438,7 +438,7 @@ def table(results: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in results["scenarios"]:
         b, r = s.get("bound", {}), s.get("ratio", {})
-        wall = f"{s['wall_s']}" + (f" ({b['wall_s']}, {r.get('wall_s')}x)" if b else "")
+        wall = f"{s['wall_s']}" + ((f" ({b['wall_s']}, {r['wall_s']}x)" if r.get("wall_s") else " (0, -)") if b else "")
         ops = f"{s['graph_operations']}" + (f" ({b['graph_operations']}, {r.get('graph_operations')})" if b else "")
         rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('emulator_cpu_s', '')} | {s.get('table_storage_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
                     f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} |")

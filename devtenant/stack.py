@@ -118,10 +118,6 @@ class LocalStack:
         self.table_port = 0
         self.emulator_url = ""
 
-    @property
-    def azurite(self) -> ManagedProcess | None:
-        return self.tables if self.tables_kind == "azurite" else None
-
     def _start_tables(self) -> ManagedProcess:
         if self.tables_kind == "tablestore":
             return ManagedProcess("tablestore", [sys.executable, "-m", "devtenant.tablestore", "--host", "127.0.0.1", "--port", "0"],
