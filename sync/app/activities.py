@@ -118,6 +118,7 @@ class Activities:
             return {"environment": environment, "error": str(exc), "mailboxes": []}
         out = result.to_dict()
         out["mailboxes"] = await self.mailbox_refs(out["mailboxes"])     # orchestrations carry pseudonyms only
+        out["carried"] = await self.mailbox_refs(out["carried"])
         out["seconds"] = round(time.monotonic() - started, 3)
         out["dataverse_requests"] = source.requests - requests_before
         telemetry.record_collect(out)
@@ -176,9 +177,10 @@ class Activities:
         addresses = [a for a in [await self._address(rt, ref, cycle) for ref in payload["mailboxes"]] if a]
         # the cycle's listing holds every mailbox (the guard weighs removals against all the deployment's links)
         listed = {entry[0].address: entry for entry in self._entries.values()} if cycle is not None and cycle == self._listed_for else None
+        carried = [a for a in [await self._address(rt, ref, cycle) for ref in payload.get("carried", [])] if a]
         verdict = await deployment_guard(rt.store, self.settings.sync, datetime.fromisoformat(payload["now"]), addresses,
                                          int(payload.get("candidates", 0)), await self._global_filters(rt),
-                                         held=int(payload.get("held", 0)), listed=listed)
+                                         held=int(payload.get("held", 0)), listed=listed, carried=carried)
         if verdict.message:
             log.error("cycle's removals held by the deployment-wide guard: removals=%d links=%d", verdict.removals, verdict.links)
         return verdict.to_dict()

@@ -46,14 +46,16 @@ def sync_cycle(context: df.DurableOrchestrationContext):
 
     context.set_custom_status({"phase": "collect", "environments": len(environments)})
     mailboxes: set[str] = set()
+    carried: set[str] = set()                       # mailboxes whose work was waiting before this cycle (D5's guard)
     for environment in environments:
         try:
             collected = yield context.call_activity_with_retry(COLLECT_ACTIVITY, collect_retry(),
                                                                 {"environment": environment, "now": now.isoformat()})
         except Exception as exc:
             collected = {"environment": environment, "error": str(exc)[:500], "mailboxes": []}
-        run["environments"].append({k: v for k, v in collected.items() if k != "mailboxes"})
+        run["environments"].append({k: v for k, v in collected.items() if k not in ("mailboxes", "carried")})
         mailboxes.update(collected.get("mailboxes", []))
+        carried.update(collected.get("carried", []))
 
     results: dict[str, dict] = {}
     todo = sorted(mailboxes)
@@ -63,6 +65,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
     if todo and (candidates or held) and not settings.get("force", False):      # D5, before any mailbox removes anything
         context.set_custom_status({"phase": "guard", "mailboxes": len(todo)})
         run["guard"] = yield context.call_activity(GUARD_ACTIVITY, {"mailboxes": todo, "candidates": candidates, "held": held,
+                                                                    "carried": sorted(carried),
                                                                     "now": now.isoformat(), "cycle": run["id"]})
         hold = run["guard"].get("message")
     for attempt in range(RETRY_ROUNDS + 1):

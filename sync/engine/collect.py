@@ -63,12 +63,13 @@ class CollectResult:
     removal_candidates: int = 0                             # observations that could remove an event (D5's gate)
     removals_held: int = 0                                  # mailboxes whose removals an earlier cycle's guard held
     mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
+    carried: list[str] = field(default_factory=list)        # of them, those whose work was waiting before this collect
 
     def to_dict(self) -> dict[str, Any]:
         return {"environment": self.environment, "mode": self.mode, "bookings_read": self.bookings_read, "deleted": self.deleted,
                 "skipped": self.skipped, "routed": len(self.routed), "observations": sum(self.routed.values()),
                 "unregistered": self.unregistered, "removal_candidates": self.removal_candidates,
-                "removals_held": self.removals_held, "mailboxes": self.mailboxes}
+                "removals_held": self.removals_held, "mailboxes": self.mailboxes, "carried": self.carried}
 
 
 @dataclass
@@ -93,6 +94,8 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     routing = route(observations, await with_waiting(store, waiting, observations.observed, holders), bindings, environment, filtered)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
     result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
+    # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
+    result.carried = sorted(m for m in waiting if bindings[m] in ("", environment))
     return result
 
 

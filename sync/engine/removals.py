@@ -4,7 +4,7 @@ this module only gathers the figures (a dry plan per mailbox, and the link count
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,18 +37,14 @@ class GuardVerdict:
 
 async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: datetime, mailboxes: list[str], candidates: int,
                            global_filters: tuple[SyncFilter, ...] = (), *, held: int = 0,
-                           listed: Mapping[str, tuple[Mailbox, Mapping[str, Any]]] | None = None) -> GuardVerdict:
-    """`candidates`: observations that could remove; `held`: mailboxes whose removals an earlier cycle held (they are
-    judged again, with what arrived since). `listed`: every mailbox and its row, as the cycle listed them (else each
-    mailbox is read)."""
+                           listed: Mapping[str, tuple[Mailbox, Mapping[str, Any]]] | None = None,
+                           carried: Collection[str] = ()) -> GuardVerdict:
+    """`candidates`: observations this cycle's collect added that could remove; `held`: mailboxes whose removals an
+    earlier cycle held (they are judged again, with what arrived since); `carried`: the mailboxes whose work was
+    waiting before this cycle's collect (an earlier cycle's, or a webhook's). `listed`: every mailbox and its row,
+    as the cycle listed them (else each mailbox is read)."""
     if candidates < settings.mass_delete_min and not held:    # not enough observations to reach the guard's count
         return GuardVerdict(0, 0, None)
-    listed_links = _listed_links(listed)
-    if not held and listed_links is not None and not guard.over_share(candidates, listed_links, settings):
-        # This cycle's removals are at most its candidates: what an earlier cycle collected was judged by that cycle's
-        # guard, or is counted in `held`. Under the share, no mailbox's state needs reading; in a cycle that cancels
-        # a tenth of the bookings, that is one read per mailbox with work, before any mailbox may sync.
-        return GuardVerdict(candidates, listed_links, None, exact=False)
     slots = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def would_remove(address: str) -> int:
@@ -60,6 +56,15 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
         bookings, deleted = observations(state.pending)
         return plan(bookings, deleted, state.links, mailbox, settings, now, global_filters=global_filters, force=True).removals
 
+    listed_links = _listed_links(listed)
+    if not held and listed_links is not None:
+        # The cycle's removals are at most its candidates plus what the waiting work would remove, so only the
+        # mailboxes with waiting work are read. Under the share, that is the verdict: in a cycle that cancels a tenth
+        # of the bookings, it saves a read of every mailbox with work, before any mailbox may sync.
+        waiting = set(carried)
+        bound = candidates + sum(await asyncio.gather(*(would_remove(a) for a in mailboxes if a in waiting)))
+        if not guard.over_share(bound, listed_links, settings):
+            return GuardVerdict(bound, listed_links, None, exact=False)
     # Read concurrently: every mailbox with pending work waits for this verdict before it syncs.
     removals = sum(await asyncio.gather(*(would_remove(a) for a in mailboxes)))
     if removals < settings.mass_delete_min:

@@ -338,9 +338,10 @@ async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard(
     assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 1
 
 
-async def test_r_d5_the_deployment_guard_reads_no_mailbox_when_the_candidates_cannot_reach_the_share():
-    """Removals are at most collect's candidates: under the share of all links (from the listed rows' counts), the
-    guard passes without a dry plan of every mailbox; at or over it, it counts exactly and holds."""
+async def test_r_d5_under_the_share_the_deployment_guard_reads_only_the_mailboxes_whose_work_was_waiting():
+    """Removals are at most collect's candidates plus what was already waiting: under the share of all links (from
+    the listed rows' counts), the guard passes reading only the mailboxes with waiting work; over it, it counts every
+    mailbox exactly and holds."""
     from sync.admin.mailboxes import MailboxAdmin
     from sync.engine.collect import collect
     from sync.engine.removals import deployment_guard
@@ -366,13 +367,18 @@ async def test_r_d5_the_deployment_guard_reads_no_mailbox_when_the_candidates_ca
         collected = await collect(w.source, w.store, w.settings, w.now)
         listed = {m: entry for m in (A, B, "new@contoso.example") if (entry := await w.store.mailbox_entry(m)) is not None}
         reads.clear()
-        verdict = await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates, listed=listed)
+        verdict = await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates, listed=listed,
+                                         carried=collected.carried)
         return verdict.to_dict(), list(reads)
 
     few, read = await judge(bookings[A][:3])                         # 3 of 20 links
     assert few == {"removals": 3, "exact": False, "links": 20, "blocked": False, "message": None} and read == []
-    many, read = await judge(bookings[A][3:] + bookings[B][:4])       # 3 waiting + 11 more: 14 of 20
-    assert many["blocked"] and many["exact"] and many["removals"] == 14 and sorted(read) == [A, B]
+    # A's 3 still wait (no sync ran): 2 new candidates, but with what waits in A, 5 of 20; only A is read.
+    more, read = await judge(bookings[B][:2])
+    assert more == {"removals": 5, "exact": False, "links": 20, "blocked": False, "message": None} and read == [A]
+    # 6 new candidates, 5 waiting: 11 of 20 could go, over the share; every mailbox is counted exactly, and held.
+    many, read = await judge(bookings[A][3:7] + bookings[B][2:4])
+    assert many["blocked"] and many["exact"] and many["removals"] == 11 and sorted(read) == [A, A, B, B]
 
 
 async def test_r_t2_a_sync_that_stops_before_its_commit_gives_its_lease_back():
