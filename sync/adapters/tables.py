@@ -40,15 +40,17 @@ from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilte
 from ..core.serialize import filter_from_dict, filter_to_dict
 from ..ports import CursorRow, MailboxCommit, MailboxLease, MailboxState, PendingRow, StoreConflict, has_pending_work
 from . import table_wire
+from .group_commit import GroupCommit
 from .transport import endpoint_transport, proxies_for
 
 # Table requests made in the current context (an activity sets a fresh counter): what one mailbox's sync costs.
-ROUND_TRIPS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("table_round_trips", default=None)
+ROUND_TRIPS: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("table_round_trips", default=None)
 
 
-def count_round_trips() -> list[int]:
-    """Starts counting this context's Table requests; the returned one-item list holds the count."""
-    counter = [0]
+def count_round_trips() -> list[float]:
+    """Starts counting this context's Table requests; the returned one-item list holds the count (a request shared
+    with other syncs' writes counts its share)."""
+    counter: list[float] = [0]
     ROUND_TRIPS.set(counter)
     return counter
 
@@ -156,6 +158,7 @@ class TableStateStore:
         self.writes = 0
         self._tables: dict[str, TableClient] = {name: service.get_table_client(prefix + name) for name in TABLES + LEGACY_TABLES}
         self._leases: dict[tuple[str, str], str | None] = {}
+        self._mailbox_merges = GroupCommit(self._send_mailbox_merges, TRANSACTION_LIMIT)
 
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, credential: Any, prefix: str) -> TableStateStore:
@@ -269,15 +272,28 @@ class TableStateStore:
         return await self._write("mailboxes", entity, etag or (_etag(current) if current is not None else None))
 
     async def update_mailbox_fields(self, address: str, **fields: Any) -> None:
-        """Merge a few fields (last cycle outcome, counts) without touching the rest."""
-        entity = {"PartitionKey": "mailbox", "RowKey": key(address), **fields}
-        try:                                   # If-Match *: a mailbox removed meanwhile is not brought back as a fragment
-            await table_wire.send_one(self.table("mailboxes"), ("update", entity, {"mode": UpdateMode.MERGE}))
-        except table_wire.TransactionFailed as exc:
-            if exc.status_code != 404:
-                raise
-            return
-        self.writes += 1
+        """Merge a few fields (last cycle outcome, counts) without touching the rest. Concurrent syncs' merges go
+        together (group_commit); each counts its share of the requests that carried it."""
+        share = await self._mailbox_merges.merge(key(address), fields)
+        counter = ROUND_TRIPS.get()
+        if counter is not None:
+            counter[0] += share
+
+    async def _send_mailbox_merges(self, rows: dict[str, dict[str, Any]]) -> int:
+        counter = count_round_trips()          # this batch's own count (a task's context: not the callers')
+        if len(rows) == 1:
+            [(row_key, fields)] = rows.items()
+            entity = {"PartitionKey": "mailbox", "RowKey": row_key, **fields}
+            try:                               # If-Match *: a mailbox removed meanwhile is not brought back as a fragment
+                await table_wire.send_one(self.table("mailboxes"), ("update", entity, {"mode": UpdateMode.MERGE}))
+                self.writes += 1
+            except table_wire.TransactionFailed as exc:
+                if exc.status_code != 404:
+                    raise
+        else:
+            await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": row_key, **fields}, {"mode": UpdateMode.MERGE})
+                                            for row_key, fields in rows.items()])
+        return int(counter[0])
 
     async def update_mailboxes_fields(self, addresses: Iterable[str], **fields: Any) -> None:
         await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": key(a), **fields}, {"mode": UpdateMode.MERGE})

@@ -151,7 +151,7 @@ class Activities:
         result["tenant"] = (self.settings.tenants.tenant_of(mailbox) or "not mapped") if mailbox else None
         seconds = time.monotonic() - started
         result["seconds"] = round(seconds, 3)
-        result["table_round_trips"] = round_trips[0]
+        result["table_round_trips"] = round(round_trips[0], 2)
         result.setdefault("retryable", result["outcome"] in ("transient", "busy"))
         telemetry.record_mailbox(result, ref, seconds)
         log.info("mailbox synced: mailbox_ref=%s outcome=%s counts=%s", ref, result["outcome"], result["counts"])

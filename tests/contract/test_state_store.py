@@ -44,6 +44,22 @@ async def test_mailbox_round_trip_and_field_merge(state_store):
     assert [r["address"] for r in await state_store.list_mailboxes()] == [m.address]
 
 
+async def test_concurrent_field_merges_all_land_in_order_and_a_missing_mailbox_stays_missing(state_store):
+    """Many syncs end together (Table Storage sends their merges in shared transactions): each lands, two merges into
+    one row land in the order made, and a merge into a mailbox removed meanwhile brings back no fragment."""
+    addresses = [f"tech{i:03d}@contoso.example" for i in range(130)]
+    for a in addresses:
+        await state_store.put_mailbox(Mailbox(a, ENV, approved=True))
+    merges = [state_store.update_mailbox_fields(a, last_outcome=f"synced {i}") for i, a in enumerate(addresses)]
+    merges.insert(60, state_store.update_mailbox_fields("gone@contoso.example", last_outcome="synced"))
+    merges.append(state_store.update_mailbox_fields(addresses[0], last_outcome="second", linked_count=3))
+    await asyncio.gather(*merges)
+    rows = {r["address"]: r for r in await state_store.list_mailboxes()}
+    assert sorted(rows) == addresses
+    assert [rows[a]["last_outcome"] for a in addresses[1:]] == [f"synced {i}" for i in range(1, 130)]
+    assert rows[addresses[0]]["last_outcome"] == "second" and rows[addresses[0]]["linked_count"] == 3
+
+
 @pytest.mark.parametrize("booking_id", HOSTILE_IDS)
 async def test_links_with_any_id_round_trip(state_store, booking_id):
     saved = await state_store.put_link(link(booking_id, mailbox="odd/mail#box@x.example"))
