@@ -25,14 +25,15 @@ def loopback(host: str) -> str:
     raise argparse.ArgumentTypeError(f"--host must be a loopback address (the emulator has no authentication): {host}")
 
 
-async def serve(host: str, port: int) -> None:
-    app = build_app()
-    runner = web.AppRunner(app, access_log=None)
+async def serve(host: str, port: int, app: web.Application | None = None, name: str = "devtenant") -> None:
+    """Serves `app` (the emulator's by default) until SIGINT or SIGTERM; prints `NAME listening on URL` once it
+    accepts connections."""
+    runner = web.AppRunner(app if app is not None else build_app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]
-    print(f"devtenant listening on http://{host}:{bound}", flush=True)
+    print(f"{name} listening on http://{host}:{bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

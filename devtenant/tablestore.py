@@ -23,7 +23,6 @@ import base64
 import bisect
 import json
 import re
-import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -290,7 +289,6 @@ class TableStore:
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, Partition]] = {}
         self.clock = Clock()
-        self.requests = 0
 
     def table(self, name: str) -> dict[str, Partition]:
         try:
@@ -412,7 +410,6 @@ class TableService:
         return [web.route("*", "/{account}/{rest:.*}", self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.store.requests += 1
         raw = request.raw_path.split("?", 1)[0]
         rest = raw.split("/", 2)[2] if raw.count("/") >= 2 else ""
         base = f"{request.scheme}://{request.host}/{request.match_info['account']}"
@@ -587,28 +584,13 @@ def build_app(store: TableStore | None = None) -> web.Application:
     return app
 
 
-async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(build_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1]          # type: ignore[union-attr]
-    print(f"tablestore listening on http://{host}:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .__main__ import loopback
+    from .__main__ import loopback, serve
     parser = argparse.ArgumentParser(prog="python -m devtenant.tablestore", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", type=loopback, default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, build_app(), "tablestore"))
     return 0
 
 
