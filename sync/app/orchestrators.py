@@ -62,7 +62,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
     hold = None
     candidates = sum(e.get("removal_candidates", 0) for e in run["environments"])
     held = sum(e.get("removals_held", 0) for e in run["environments"])
-    if todo and (candidates or held) and not settings.get("force", False):      # D5, before any mailbox removes anything
+    if todo and (candidates or held or carried) and not settings.get("force", False):   # D5, before any mailbox removes anything
         context.set_custom_status({"phase": "guard", "mailboxes": len(todo)})
         run["guard"] = yield context.call_activity(GUARD_ACTIVITY, {"mailboxes": todo, "candidates": candidates, "held": held,
                                                                     "carried": sorted(carried),

@@ -43,7 +43,7 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
     earlier cycle held (they are judged again, with what arrived since); `carried`: the mailboxes whose work was
     waiting before this cycle's collect (an earlier cycle's, or a webhook's). `listed`: every mailbox and its row,
     as the cycle listed them (else each mailbox is read)."""
-    if candidates < settings.mass_delete_min and not held:    # not enough observations to reach the guard's count
+    if candidates < settings.mass_delete_min and not held and not carried:   # too few observations to reach the count
         return GuardVerdict(0, 0, None)
     slots = asyncio.Semaphore(READ_CONCURRENCY)
 

@@ -381,6 +381,31 @@ async def test_r_d5_under_the_share_the_deployment_guard_reads_only_the_mailboxe
     assert many["blocked"] and many["exact"] and many["removals"] == 11 and sorted(read) == [A, A, B, B]
 
 
+async def test_r_d5_removals_left_waiting_by_one_cycle_count_toward_the_deployment_guard_of_the_next():
+    """9 removals (under the count of 10) pass a cycle's guard and wait (the mailbox's sync did not run); the next
+    cycle's 2 new ones are under the count too, but with the 9 still waiting, 11 of 20 links would go: held."""
+    from sync.engine.collect import collect
+    from sync.engine.removals import deployment_guard
+    w = World(SyncSettings(mass_delete_min=10))
+    bookings = {m: [booking(m, start=NOW + timedelta(hours=h + 1)) for h in range(10)] for m in (A, B)}
+    for m in bookings:
+        await w.enable(m)
+        w.put(*bookings[m])
+    await w.cycle()
+
+    async def judge(gone: list) -> dict:
+        for b in gone:
+            w.source.delete(b.id)
+        collected = await collect(w.source, w.store, w.settings, w.now)
+        listed = {m: entry for m in (A, B) if (entry := await w.store.mailbox_entry(m)) is not None}
+        return (await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates,
+                                       listed=listed, carried=collected.carried)).to_dict()
+
+    assert not (await judge(bookings[A][:9]))["blocked"]
+    held = await judge(bookings[B][:2])
+    assert held["blocked"] and held["removals"] == 11 and held["links"] == 20
+
+
 async def test_r_t2_a_sync_that_stops_before_its_commit_gives_its_lease_back():
     """An error between the Graph calls and the commit leaves the work for the next sync; that sync, under any
     holder, need not wait for the stopped one's lease to run out."""

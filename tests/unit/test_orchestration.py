@@ -162,3 +162,31 @@ async def test_r_t3_a_failed_mailbox_sync_releases_its_claim_so_the_next_change_
     runner = DurableRunner(ORCHESTRATORS, {SYNC_MAILBOX_ACTIVITY: sync, FINISH_MAILBOX_SYNC_ACTIVITY: finish})
     output = await runner.run(MAILBOX_ORCHESTRATOR, {"mailbox_ref": "mbx-0123456789ab", "generation": 1}, "i")
     assert output["rounds"] == 1 and released == [True]
+
+
+async def test_r_d5_work_waiting_from_before_the_cycle_brings_the_guard_even_without_new_candidates():
+    """Collect names the mailboxes whose work was already waiting; the cycle asks the deployment-wide guard about
+    them even when this collect found nothing that could remove, and its verdict holds every mailbox's removals."""
+    mailboxes = ["m01@x.example", "m02@x.example"]
+    acts = Activities({"https://a.crm.dynamics.com": mailboxes})
+    collected = acts.collect_environment
+    asked: list[dict] = []
+    held: list[object] = []
+
+    async def collect_with_waiting_work(payload):
+        return {**await collected(payload), "removal_candidates": 0, "carried": ["m01@x.example"]}
+
+    async def check_removals(payload):
+        asked.append(payload)
+        return {"removals": 11, "exact": True, "links": 20, "blocked": True, "message": "held"}
+
+    async def sync_mailbox(payload):
+        held.append(payload["hold_removals"])
+        return {"mailbox_ref": payload["mailbox_ref"], "outcome": "blocked", "counts": {}, "retryable": False}
+
+    rt = DurableRunner({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
+                       {"collect_environment": collect_with_waiting_work, "sync_mailbox": sync_mailbox,
+                        "record_run": acts.record_run, "check_removals": check_removals})
+    output = await rt.run(CYCLE_ORCHESTRATOR, {"environments": ["https://a.crm.dynamics.com"]}, "cycle")
+    assert [a["carried"] for a in asked] == [["m01@x.example"]] and held == ["held", "held"]
+    assert output["guard"]["blocked"] and "carried" not in output["environments"][0]
