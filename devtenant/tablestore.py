@@ -194,17 +194,17 @@ class _FilterParser:
         return token
 
     def or_expr(self) -> Node:
-        node = self.and_expr()
-        while self.peek() == ("op", "or"):
-            self.take()
-            node = ("or", node, self.and_expr())
-        return node
+        return self._chain("or", self.and_expr)
 
     def and_expr(self) -> Node:
-        node = self.unary()
-        while self.peek() == ("op", "and"):
+        return self._chain("and", self.unary)
+
+    def _chain(self, word: str, operand: Callable[[], Node]) -> Node:
+        """operand (word operand)*, left to right."""
+        node = operand()
+        while self.peek() == ("op", word):
             self.take()
-            node = ("and", node, self.unary())
+            node = (word, node, operand())
         return node
 
     def unary(self) -> Node:

@@ -338,19 +338,39 @@ async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard(
     assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 1
 
 
-async def test_r_d5_under_the_share_the_deployment_guard_reads_only_the_mailboxes_whose_work_was_waiting():
-    """Removals are at most collect's candidates plus what was already waiting: under the share of all links (from
-    the listed rows' counts), the guard passes reading only the mailboxes with waiting work; over it, it counts every
-    mailbox exactly and holds."""
-    from sync.admin.mailboxes import MailboxAdmin
-    from sync.engine.collect import collect
-    from sync.engine.removals import deployment_guard
-    w = World(SyncSettings(mass_delete_min=2))
+async def _two_synced_calendars(settings: SyncSettings) -> tuple[World, dict[str, list]]:
+    """A and B with 10 linked future bookings each: 20 links in the deployment."""
+    w = World(settings)
     bookings = {m: [booking(m, start=NOW + timedelta(hours=h + 1)) for h in range(10)] for m in (A, B)}
     for m in bookings:
         await w.enable(m)
         w.put(*bookings[m])
     await w.cycle()
+    return w, bookings
+
+
+async def _guard_after_deleting(w: World, gone: list, listed_mailboxes: tuple[str, ...], reads: list[str] | None = None) -> dict:
+    """Deletes `gone` in Dataverse, collects (no mailbox syncs), and asks the deployment-wide guard, as the cycle
+    does; `reads` is emptied before the guard runs, so it holds only the guard's reads."""
+    from sync.engine.collect import collect
+    from sync.engine.removals import deployment_guard
+    for b in gone:
+        w.source.delete(b.id)
+    collected = await collect(w.source, w.store, w.settings, w.now)
+    listed = {m: entry for m in listed_mailboxes if (entry := await w.store.mailbox_entry(m)) is not None}
+    if reads is not None:
+        reads.clear()
+    verdict = await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates, listed=listed,
+                                     carried=collected.carried)
+    return verdict.to_dict()
+
+
+async def test_r_d5_under_the_share_the_deployment_guard_reads_only_the_mailboxes_whose_work_was_waiting():
+    """Removals are at most collect's candidates plus what was already waiting: under the share of all links (from
+    the listed rows' counts), the guard passes reading only the mailboxes with waiting work; over it, it counts every
+    mailbox exactly and holds."""
+    from sync.admin.mailboxes import MailboxAdmin
+    w, bookings = await _two_synced_calendars(SyncSettings(mass_delete_min=2))
     await MailboxAdmin(w.store, w.calendar).register("new@contoso.example", "https://contoso.crm.dynamics.com")   # never synced
     reads: list[str] = []
     state_of = w.store.mailbox_state
@@ -360,49 +380,24 @@ async def test_r_d5_under_the_share_the_deployment_guard_reads_only_the_mailboxe
         return await state_of(address)
 
     w.store.mailbox_state = counted                         # type: ignore[method-assign]
+    everyone = (A, B, "new@contoso.example")
 
-    async def judge(gone: list) -> tuple[dict, list[str]]:
-        for b in gone:
-            w.source.delete(b.id)
-        collected = await collect(w.source, w.store, w.settings, w.now)
-        listed = {m: entry for m in (A, B, "new@contoso.example") if (entry := await w.store.mailbox_entry(m)) is not None}
-        reads.clear()
-        verdict = await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates, listed=listed,
-                                         carried=collected.carried)
-        return verdict.to_dict(), list(reads)
-
-    few, read = await judge(bookings[A][:3])                         # 3 of 20 links
-    assert few == {"removals": 3, "exact": False, "links": 20, "blocked": False, "message": None} and read == []
+    few = await _guard_after_deleting(w, bookings[A][:3], everyone, reads)                 # 3 of 20 links
+    assert few == {"removals": 3, "exact": False, "links": 20, "blocked": False, "message": None} and reads == []
     # A's 3 still wait (no sync ran): 2 new candidates, but with what waits in A, 5 of 20; only A is read.
-    more, read = await judge(bookings[B][:2])
-    assert more == {"removals": 5, "exact": False, "links": 20, "blocked": False, "message": None} and read == [A]
+    more = await _guard_after_deleting(w, bookings[B][:2], everyone, reads)
+    assert more == {"removals": 5, "exact": False, "links": 20, "blocked": False, "message": None} and reads == [A]
     # 6 new candidates, 5 waiting: 11 of 20 could go, over the share; every mailbox is counted exactly, and held.
-    many, read = await judge(bookings[A][3:7] + bookings[B][2:4])
-    assert many["blocked"] and many["exact"] and many["removals"] == 11 and sorted(read) == [A, A, B, B]
+    many = await _guard_after_deleting(w, bookings[A][3:7] + bookings[B][2:4], everyone, reads)
+    assert many["blocked"] and many["exact"] and many["removals"] == 11 and sorted(reads) == [A, A, B, B]
 
 
 async def test_r_d5_removals_left_waiting_by_one_cycle_count_toward_the_deployment_guard_of_the_next():
     """9 removals (under the count of 10) pass a cycle's guard and wait (the mailbox's sync did not run); the next
     cycle's 2 new ones are under the count too, but with the 9 still waiting, 11 of 20 links would go: held."""
-    from sync.engine.collect import collect
-    from sync.engine.removals import deployment_guard
-    w = World(SyncSettings(mass_delete_min=10))
-    bookings = {m: [booking(m, start=NOW + timedelta(hours=h + 1)) for h in range(10)] for m in (A, B)}
-    for m in bookings:
-        await w.enable(m)
-        w.put(*bookings[m])
-    await w.cycle()
-
-    async def judge(gone: list) -> dict:
-        for b in gone:
-            w.source.delete(b.id)
-        collected = await collect(w.source, w.store, w.settings, w.now)
-        listed = {m: entry for m in (A, B) if (entry := await w.store.mailbox_entry(m)) is not None}
-        return (await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates,
-                                       listed=listed, carried=collected.carried)).to_dict()
-
-    assert not (await judge(bookings[A][:9]))["blocked"]
-    held = await judge(bookings[B][:2])
+    w, bookings = await _two_synced_calendars(SyncSettings(mass_delete_min=10))
+    assert not (await _guard_after_deleting(w, bookings[A][:9], (A, B)))["blocked"]
+    held = await _guard_after_deleting(w, bookings[B][:2], (A, B))
     assert held["blocked"] and held["removals"] == 11 and held["links"] == 20
 
 
