@@ -48,12 +48,13 @@ from ..core.tenants import (
     credential_refused_message,
 )
 from ..ports import MailboxProbe, MailboxUnavailable, PermanentError, TransientError
+from .graph_transport import AiohttpTransport
 
 MAX_BATCH = 20
 MAILBOX_CONCURRENCY = 4
-# Connections to Graph the client opens, and keeps alive between requests. httpx keeps 20 alive by default: a
-# worker's 8 activities with up to 4 requests each (host.json) then closed and reopened TLS connections all the
-# time (the bench's initial sync opened 372 where 32 were in use).
+# Connections to Graph the client may hold open at once, all kept alive between requests: a worker's 8
+# activities with up to 4 requests each (host.json) must not close and reopen TLS connections (httpx's own pool
+# keeps 20; the bench's initial sync then opened 372 where 32 were in use).
 GRAPH_CONNECTIONS = 100
 MAX_ATTEMPTS = 6
 MAX_WAIT_S = 120.0
@@ -147,8 +148,10 @@ class GraphCalendar:
         middleware = [m for m in KiotaClientFactory.get_default_middleware(
             {RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}) if not isinstance(m, UrlReplaceHandler)]
         middleware.append(GraphTelemetryHandler())
+        # trust_env=False: the transport has read the environment's proxy already, once.
+        self.transport = AiohttpTransport(self.base_url, connections=GRAPH_CONNECTIONS)
         http = GraphClientFactory.create_with_custom_middleware(middleware, client=httpx.AsyncClient(
-            timeout=timeout_s, limits=httpx.Limits(max_connections=GRAPH_CONNECTIONS, max_keepalive_connections=GRAPH_CONNECTIONS)))
+            timeout=timeout_s, transport=self.transport, trust_env=False))
         self.adapter = GraphRequestAdapter(auth, client=http)
         self.adapter.base_url = self.base_url
         # No end-user identifiable attributes (request URLs) on Kiota's spans.
@@ -160,6 +163,7 @@ class GraphCalendar:
 
     async def close(self) -> None:
         await self.adapter._http_client.aclose()
+        await self.transport.aclose()            # msgraph-core's transport around it does not pass the close on
 
     async def __aenter__(self) -> GraphCalendar:
         return self

@@ -1,4 +1,4 @@
-"""The Table store and the Dataverse client take their proxy from the environment (HTTP_PROXY, HTTPS_PROXY,
+"""The Table store, the Dataverse client and the Graph calendar take their proxy from the environment (HTTP_PROXY, HTTPS_PROXY,
 NO_PROXY) once, when they are made, and never look again: aiohttp's own per-request look-up (azure-core's default,
 `use_env_settings`) cost two thread hand-offs per request. A recording proxy on loopback shows where requests go."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from sync.adapters.dataverse import DataverseClient
+from sync.adapters.graph import GraphCalendar
 from sync.adapters.tables import TableStateStore
 from sync.adapters.transport import proxies_for
 from sync.ports import PermanentError
@@ -106,6 +107,21 @@ async def test_the_dataverse_client_uses_the_proxy_set_when_it_was_made(tenant, 
             await client.close()
     assert [line.split(" ")[0] for line in recording.request_lines] == ["GET"]
     assert recording.request_lines[0].split(" ")[1].startswith(tenant.emulator_url + "/api/data/v9.2/")
+    assert later.request_lines == []
+
+
+async def test_the_graph_calendar_uses_the_proxy_set_when_it_was_made(tenant, clean_proxy_env):
+    recording, later = RecordingProxy(), RecordingProxy()
+    async with recording as proxy_url, later as later_url:
+        clean_proxy_env.setenv("HTTP_PROXY", proxy_url)
+        calendar = GraphCalendar(tenant.emulator_url + "/v1.0", _token(), max_retries=0)
+        clean_proxy_env.setenv("HTTP_PROXY", later_url)
+        try:
+            probe = await calendar.test_mailbox("tech@contoso.example")
+        finally:
+            await calendar.close()
+    assert not probe.ok and probe.reason == "mailbox_not_found"                  # the proxy's own 404
+    assert recording.request_lines[0].startswith(f"GET {tenant.emulator_url}/v1.0/users/tech%40contoso.example/calendar")
     assert later.request_lines == []
 
 
