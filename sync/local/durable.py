@@ -60,7 +60,11 @@ class DurableRunner:
         self._counts = [0, 0]                                   # tracked activities done, scheduled
         self.clock = clock or (lambda: datetime.now(UTC))
         self.sleep_timers = sleep_timers
-        self._slots = asyncio.Semaphore(max_concurrent_activities)
+        # Free activity slots as tokens in a queue: a waiter is woken in O(1). asyncio.Semaphore (Python 3.11) scans
+        # all its waiters whenever a slot is free, which a fan-out to hundreds of mailboxes made quadratic.
+        self._slots: asyncio.Queue[None] = asyncio.Queue()
+        for _ in range(max_concurrent_activities):
+            self._slots.put_nowait(None)
         self.instances: dict[str, InstanceRecord] = {}
 
     async def run(self, name: str, input_: Any = None, instance_id: str = "local") -> Any:
@@ -84,7 +88,8 @@ class DurableRunner:
             if state.get("isDone"):
                 record.status, record.output = "Completed", state.get("output")
                 return record.output
-            pending = [(task_id, task) for task_id, task in sorted(context.open_tasks.items(), key=lambda kv: str(kv[0]))
+            # In the order the orchestrator scheduled them (the SDK's open tasks keep it), as the host dispatches them.
+            pending = [(task_id, task) for task_id, task in context.open_tasks.items()
                        if task_id not in scheduled and getattr(task, "state", None) is TaskState.RUNNING]
             if not pending:
                 raise OrchestrationFailed(f"{name} ({instance_id}) is waiting on something the local runner cannot provide")
@@ -111,8 +116,11 @@ class DurableRunner:
             self._counts[1] += tracked
             scheduled = self._event(E.TASK_SCHEDULED, task_id, now, Name=action.function_name)
             try:
-                async with self._slots:
+                await self._slots.get()
+                try:
                     result = await self.activities[action.function_name](json.loads(action.input_))
+                finally:
+                    self._slots.put_nowait(None)
                 if tracked and self.progress is not None:
                     self._counts[0] += 1
                     self.progress(self._counts[0], self._counts[1])

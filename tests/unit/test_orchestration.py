@@ -63,6 +63,34 @@ async def test_r_t2_fans_out_one_activity_per_mailbox():
     assert rt.instances["cycle"].custom_status["phase"] == "done"
 
 
+async def test_the_local_runner_runs_at_most_its_limit_of_activities_at_once_in_fan_out_order():
+    """host.json's maxConcurrentActivityFunctions, as the local runner keeps it; a failed activity frees its slot."""
+    import asyncio
+
+    def fan_out(context):
+        try:
+            return (yield context.task_all([context.call_activity("work", i) for i in range(context.get_input())]))
+        except Exception:
+            return "failed"
+
+    running, peak, started = set(), [0], []
+
+    async def work(i):
+        started.append(i)
+        running.add(i)
+        peak[0] = max(peak[0], len(running))
+        await asyncio.sleep(0.001)
+        running.discard(i)
+        if i % 7 == 0:
+            raise RuntimeError("the activity failed")
+        return i
+
+    rt = DurableRunner({"fan_out": fan_out}, {"work": work}, max_concurrent_activities=5)
+    assert await rt.run("fan_out", 200) == "failed"
+    assert peak[0] == 5
+    assert started == list(range(200))                                    # every one ran, in the order fanned out
+
+
 async def test_r_t2_large_organisations_fan_out_through_sub_orchestrations_with_small_histories():
     mailboxes = [f"m{i:03d}@x.example" for i in range(3 * MAILBOX_GROUP + 7)]
     acts = Activities({"https://a.crm.dynamics.com": mailboxes})
