@@ -152,7 +152,8 @@ def _refusal(status: int, chunk: bytes) -> TransactionFailed:
 async def submit(client: TableClient, operations: Sequence[tuple]) -> list[Answer]:
     """One transaction (at most 100 operations of one partition), through the client's pipeline."""
     try:
-        batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+        token = uuid.uuid4()                            # one per transaction: the two boundaries differ by their prefix
+        batch, changeset = f"batch_{token}", f"changeset_{token}"
         content = encode(client.url.split("?")[0].rstrip("/"), client.table_name, operations, batch, changeset)
     except NotEncodable:
         metadata = await client.submit_transaction(list(operations))
