@@ -95,10 +95,13 @@ class Bench:
         self.finished: dict[str, float] = {}          # mailbox_ref -> when its sync activity ended (time.monotonic)
         self.collect_attempts = 0
         self.collect_failures: list[str] = []
+        self.gc_pause_s = 0.0                         # time the sync process spent in the garbage collector
         # One Activities for every cycle, as a Functions worker keeps its clients (and their connections) between
         # invocations; the first cycle pays for making them.
         from sync.app.activities import Activities
+        from sync.app.gc_tuning import tune_collector
         self.worker = Activities(lambda: self.settings)
+        tune_collector()                       # as function_app does, and the worker's first activity
 
     # -- the organisation --------------------------------------------------------------------------------------
     def build_org(self, count: int | None = None, prefix: str = "tech") -> list[str]:
@@ -150,7 +153,7 @@ class Bench:
         from sync.local.cycle import run_cycle
         self.stack.control("DELETE", "/log")                        # resets the per-mailbox concurrency high-water mark
         before = self.stats()
-        plan_before = self.plan_cpu
+        plan_before, gc_before = self.plan_cpu, self.gc_pause_s
         started, cpu_started, stack_started = time.monotonic(), time.process_time(), stack_cpu_s(self.stack)
         self.finished.clear()
         self.collect_attempts, self.collect_failures = 0, []
@@ -165,6 +168,7 @@ class Bench:
                    "emulator_cpu_s": round(emulator_cpu, 2), "table_storage_cpu_s": round(tables_cpu, 2), **self.delta(before, after),
                    "max_concurrency_per_mailbox": after["max_concurrency_overall_mailbox"],
                    "peak_rss_mb": round(rss_mb(), 1), "planning_cpu_s": round(self.plan_cpu - plan_before, 3),
+                   "gc_pause_s": round(self.gc_pause_s - gc_before, 3),
                    "calendar_writes": sum(v for k, v in summary["totals"].items() if k != "skipped"), "outcomes": summary["outcomes"],
                    "touched_mailboxes": len(touched), "collect_attempts": self.collect_attempts, "collect_failures": self.collect_failures,
                    "table_round_trips_per_touched_mailbox": round(sum(r.get("table_round_trips", 0) for r in touched) / len(touched), 2)
@@ -327,10 +331,18 @@ async def first_cycles(bench: Bench, mailboxes: int, suffix: str = "") -> list[S
 
 
 def instrument(bench: Bench):
-    """Counts the planner's CPU and notes when each mailbox's sync ends, for `bench`; returns the undo."""
+    """Counts the planner's CPU and the collector's pauses, and notes when each mailbox's sync ends, for `bench`;
+    returns the undo."""
     import sync.engine.mailbox as executor
     from sync.app.activities import Activities
     original, original_sync = executor.plan, Activities.sync_mailbox
+    collecting = [0.0]
+
+    def timed_gc(phase: str, _: dict) -> None:
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            bench.gc_pause_s += time.perf_counter() - collecting[0]
 
     def timed_plan(*a, **kw):
         started = time.process_time()
@@ -360,8 +372,10 @@ def instrument(bench: Bench):
     executor.plan = timed_plan
     Activities.sync_mailbox = timed_sync                      # type: ignore[method-assign]
     Activities.collect_environment = counted_collect          # type: ignore[method-assign]
+    gc.callbacks.append(timed_gc)
 
     def undo() -> None:
+        gc.callbacks.remove(timed_gc)
         executor.plan = original
         Activities.sync_mailbox = original_sync               # type: ignore[method-assign]
         Activities.collect_environment = original_collect     # type: ignore[method-assign]
@@ -434,14 +448,14 @@ def machine() -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| scenario | wall s (bound, ratio) | sync CPU s | emulator CPU s | Table Storage CPU s | Graph ops (bound, ratio) | Graph HTTP | ops/HTTP | Dataverse req | max conc/mailbox | 429s | peak RSS MB | planning CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| scenario | wall s (bound, ratio) | sync CPU s | emulator CPU s | Table Storage CPU s | Graph ops (bound, ratio) | Graph HTTP | ops/HTTP | Dataverse req | max conc/mailbox | 429s | peak RSS MB | planning CPU s | GC pauses s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in results["scenarios"]:
         b, r = s.get("bound", {}), s.get("ratio", {})
         wall = f"{s['wall_s']}" + ((f" ({b['wall_s']}, {r['wall_s']}x)" if r.get("wall_s") else " (0, -)") if b else "")
         ops = f"{s['graph_operations']}" + (f" ({b['graph_operations']}, {r.get('graph_operations')})" if b else "")
         rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('emulator_cpu_s', '')} | {s.get('table_storage_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
-                    f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} |")
+                    f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} | {s.get('gc_pause_s', '')} |")
     rows += ["", "| scenario | touched mailboxes | Table round trips / touched mailbox | sync CPU ms / touched mailbox | sync CPU ms / Graph op | "
                  "mailbox writes done after (s): p50 / p95 / max |", "|---|---|---|---|---|---|"]
     for s in results["scenarios"]:

@@ -18,6 +18,7 @@ import azure.functions as func
 from ..admin.audit import audited
 from ..core.access import NEEDS, Forbidden, Principal, authorize
 from . import orchestrators as orchestration
+from .gc_tuning import freeze_loaded
 from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
 from .principal import principal_from
 from .settings import SettingError
@@ -40,6 +41,7 @@ def activities() -> Activities:
     if _activities is None:
         from .activities import Activities
         _activities = Activities()
+        freeze_loaded()
     return _activities
 
 

@@ -25,7 +25,7 @@ def test_bench_smoke_runs_and_reports_every_figure(tmp_path):
     for scenario in report["scenarios"]:
         assert set(scenario) >= FIGURES, scenario["name"]
         if not scenario["name"].startswith("bulk"):
-            assert {"bound", "ratio", "planning_cpu_s", "table_round_trips_per_touched_mailbox", "sync_cpu_ms_per_graph_operation",
+            assert {"bound", "ratio", "planning_cpu_s", "gc_pause_s", "table_round_trips_per_touched_mailbox", "sync_cpu_ms_per_graph_operation",
                     "mailbox_done_s"} <= set(scenario)
     moved = next(s for s in report["scenarios"] if s["name"].startswith("cycle with 5 % of bookings moved"))
     assert moved["touched_mailboxes"] > 0 and moved["table_round_trips_per_touched_mailbox"] > 0 and moved["mailbox_done_s"]["max"] > 0

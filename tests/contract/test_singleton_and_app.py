@@ -75,6 +75,19 @@ def test_importing_function_app_registers_the_expected_functions():
                                                        "sync_filters", "sync_mailbox_now", "sync_run_now", "sync_status", "sync_timer"])
 
 
+def test_the_worker_freezes_what_it_has_loaded_and_lets_young_objects_die_young():
+    """At the end of the import, and again once the first activity has loaded the heavy modules (sync/app/gc_tuning.py)."""
+    code = ("import gc, function_app; from sync.app import functions; at_start = gc.get_freeze_count(); "
+            "functions.activities(); print(gc.get_threshold()[0], at_start, gc.get_freeze_count())")
+    clean = {k: v for k, v in os.environ.items() if k not in GOOD_ENV and not k.startswith(("SYNC_", "STATE_", "DATAVERSE_", "GRAPH_"))}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, **GOOD_ENV}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    young, at_start, after = map(int, result.stdout.split())
+    assert young == 10_000
+    assert at_start > 10_000                                            # what the import loaded
+    assert after > at_start + 5_000                                     # msgraph-sdk's and the adapters' objects, at the first activity
+
+
 @pytest.mark.parametrize("change,named", [({"DATAVERSE_ENVIRONMENTS": ""}, "DATAVERSE_ENVIRONMENTS"),
                                           ({"SYNC_SCHEDULE": "every 15 minutes"}, "SYNC_SCHEDULE"),
                                           ({"LOGICAL_DELETES": "purge"}, "LOGICAL_DELETES")])
