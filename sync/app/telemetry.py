@@ -27,7 +27,9 @@ MAILBOX_OUTCOMES = METER.create_counter("sync.mailbox.outcomes", unit="{mailbox}
 THROTTLED = METER.create_counter("sync.throttled", unit="{response}", description="429 answers received")
 CYCLE_DURATION = METER.create_histogram("sync.cycle.duration", unit="s", description="Wall time of a cycle")
 MAILBOX_DURATION = METER.create_histogram("sync.mailbox.duration", unit="s", description="Wall time of one mailbox's sync")
-DISABLED_INSTRUMENTATIONS = ("azure_sdk", "requests", "urllib", "urllib3", "django", "fastapi", "flask", "psycopg2")
+# Every library instrumentation the distro would turn on (tests/contract/test_telemetry_setup.py holds it to the
+# pinned distro's list): httpx's would record each Graph request's URL, which holds the mailbox's address.
+DISABLED_INSTRUMENTATIONS = ("azure_sdk", "requests", "urllib", "urllib3", "httpx", "httpx2", "django", "fastapi", "flask", "psycopg2")
 
 
 def configure_telemetry() -> bool:
