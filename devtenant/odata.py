@@ -9,6 +9,7 @@ functions called with named parameters (`Microsoft.Dynamics.CRM.In(PropertyName=
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,15 +250,24 @@ def parse_filter(text: str) -> Any:
 Resolver = Callable[[list[str]], Any]
 
 
+DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:\d{2})?")
+GUID_TEXT = re.compile(r"[0-9a-fA-F-]{36}")
+
+
 def _norm(value: Any) -> Any:
-    if isinstance(value, str):
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:\d{2})?", value):
-            try:
-                return parse_datetime(value)
-            except ValueError:
-                return value
-        return value.lower() if re.fullmatch(r"[0-9a-fA-F-]{36}", value) else value
-    return value
+    return _norm_text(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=65_536)
+def _norm_text(value: str) -> Any:
+    """Cached: a filter's literals are normalised again for every row it is matched against (an `or` of 50 ids, for
+    every candidate row); the result depends on the text alone and is immutable."""
+    if DATETIME_TEXT.fullmatch(value):
+        try:
+            return parse_datetime(value)
+        except ValueError:
+            return value
+    return value.lower() if GUID_TEXT.fullmatch(value) else value
 
 
 def _compare(op: str, left: Any, right: Any) -> bool:
