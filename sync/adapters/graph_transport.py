@@ -3,8 +3,8 @@
 msgraph-sdk and Kiota speak httpx, and httpx's own transport (httpcore) scans its whole connection pool twice per
 request, calling `is_idle` on every connection for every idle one (quadratic in the connections kept alive) and
 polling each idle socket through anyio's attribute look-ups. With the 32 connections a worker's concurrent
-mailbox syncs keep alive, that bookkeeping cost more CPU than the rest of a Graph request together: the bench's
-small-change cycles spent about a third of the sync's CPU in it. aiohttp, which the Table and Dataverse clients
+mailbox syncs keep alive, that bookkeeping cost more CPU than the rest of a Graph request together: in the
+bench's small-change cycles httpcore and anyio were a quarter of the sync's CPU. aiohttp, which the Table and Dataverse clients
 already use through azure-core, keeps its pool per host and does none of that.
 
 Everything above the transport stays: httpx's client (cookies, default headers, decoding), msgraph-core's
