@@ -4,8 +4,8 @@ msgraph-sdk and Kiota speak httpx, and httpx's own transport (httpcore) scans it
 request, calling `is_idle` on every connection for every idle one (quadratic in the connections kept alive) and
 polling each idle socket through anyio's attribute look-ups. With the 32 connections a worker's concurrent
 mailbox syncs keep alive, that bookkeeping cost more CPU than the rest of a Graph request together: in the
-bench's small-change cycles httpcore and anyio were a quarter of the sync's CPU. aiohttp, which the Table and Dataverse clients
-already use through azure-core, keeps its pool per host and does none of that.
+bench's small-change cycles httpcore and anyio were a quarter of the sync's CPU. aiohttp, which the Table and
+Dataverse clients already use through azure-core, keeps its pool per host and does none of that.
 
 Everything above the transport stays: httpx's client (cookies, default headers, decoding), msgraph-core's
 transport and Kiota's middleware (retry, redirect, telemetry), which wrap this one. aiohttp only carries bytes:
