@@ -11,7 +11,9 @@ Everything above the transport stays: httpx's client (cookies, default headers, 
 transport and Kiota's middleware (retry, redirect, telemetry), which wrap this one. aiohttp only carries bytes:
 no redirects, no decompression (httpx decodes), no cookies (httpx keeps them). Its errors become httpx's, which
 callers already handle (`httpx.TransportError`, `TimeoutError`). The proxy comes from the environment once, when
-the transport is made, as for the other clients (`transport.proxies_for`).
+the transport is made, as for the other clients (`transport.proxies_for`). TLS is verified against the system's
+trust store, as the azure-core clients do (httpx's transport used certifi's bundle): a TLS-inspecting proxy's root,
+installed in the system store, is trusted by all three clients alike.
 """
 from __future__ import annotations
 
