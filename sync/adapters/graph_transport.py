@@ -63,8 +63,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout") or {}
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                   if k.decode("latin-1").lower() not in _NOT_FORWARDED]
+        headers = [(name, value) for name, value in ((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw)
+                   if name.lower() not in _NOT_FORWARDED]
         body = await request.aread()
         try:
             async with self._session_in_loop().request(

@@ -6,27 +6,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
 from sync.adapters.graph_transport import AiohttpTransport
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class Loopback:
-    def __init__(self, handler: Handler):
-        self.handler, self.server = handler, None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self.handler, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
-        await self.server.wait_closed()
+from tests.loopback import LoopbackServer
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[list[str], bytes]:
@@ -49,7 +34,7 @@ async def _echo_gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 
 async def test_a_request_goes_out_as_httpx_built_it_and_its_answer_comes_back_decoded():
-    async with Loopback(_echo_gzipped) as url:
+    async with LoopbackServer(_echo_gzipped) as url:
         transport = AiohttpTransport(url, connections=4)
         async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
             answers = [await client.post(f"{url}/v1.0/users/tech%40contoso.example/events?$filter=a%20eq%20'b%2Fc'",
@@ -91,19 +76,19 @@ async def _send(url: str, timeout: float = 5.0) -> httpx.Response:
 
 
 async def test_a_connection_cut_before_the_answer_is_a_transport_error():
-    async with Loopback(_hang_up) as url:
+    async with LoopbackServer(_hang_up) as url:
         with pytest.raises(httpx.RemoteProtocolError):
             await _send(url)
 
 
 async def test_a_refused_connection_is_a_connect_error():
-    async with Loopback(_hang_up) as url:
+    async with LoopbackServer(_hang_up) as url:
         pass                                                            # closed: nothing listens on the port now
     with pytest.raises(httpx.ConnectError):
         await _send(url)
 
 
 async def test_an_answer_slower_than_the_read_timeout_is_a_read_timeout():
-    async with Loopback(_never_answer) as url:
+    async with LoopbackServer(_never_answer) as url:
         with pytest.raises(httpx.ReadTimeout):
             await _send(url, timeout=0.3)

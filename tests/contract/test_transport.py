@@ -13,17 +13,18 @@ from sync.adapters.graph import GraphCalendar
 from sync.adapters.tables import TableStateStore
 from sync.adapters.transport import proxies_for
 from sync.ports import PermanentError
+from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.stack
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
-class RecordingProxy:
+class RecordingProxy(LoopbackServer):
     """Answers every request 404, as a proxy relaying a service's 404 would, and keeps the request lines."""
 
     def __init__(self) -> None:
+        super().__init__(self._serve)
         self.request_lines: list[str] = []
-        self.server: asyncio.Server | None = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -31,15 +32,6 @@ class RecordingProxy:
         writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
         await writer.drain()
         writer.close()
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
 
 @pytest.fixture
