@@ -61,8 +61,11 @@ GOOD_ENV = {"DATAVERSE_ENVIRONMENTS": "https://contoso.crm.dynamics.com", "STATE
             "SYNC_SCHEDULE": "0 */15 * * * *"}
 
 
-def import_app(env: dict) -> subprocess.CompletedProcess:
-    code = "import function_app; print(','.join(sorted(f.get_function_name() for f in function_app.app.get_functions())))"
+LIST_FUNCTIONS = "import function_app; print(','.join(sorted(f.get_function_name() for f in function_app.app.get_functions())))"
+
+
+def import_app(env: dict, code: str = LIST_FUNCTIONS) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter whose environment holds only `env` of the app's settings."""
     clean = {k: v for k, v in os.environ.items() if k not in GOOD_ENV and not k.startswith(("SYNC_", "STATE_", "DATAVERSE_", "GRAPH_"))}
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=60)
 
@@ -77,10 +80,8 @@ def test_importing_function_app_registers_the_expected_functions():
 
 def test_the_worker_freezes_what_it_has_loaded_and_lets_young_objects_die_young():
     """At the end of the import, and again once the first activity has loaded the heavy modules (sync/app/gc_tuning.py)."""
-    code = ("import gc, function_app; from sync.app import functions; at_start = gc.get_freeze_count(); "
-            "functions.activities(); print(gc.get_threshold()[0], at_start, gc.get_freeze_count())")
-    clean = {k: v for k, v in os.environ.items() if k not in GOOD_ENV and not k.startswith(("SYNC_", "STATE_", "DATAVERSE_", "GRAPH_"))}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, **GOOD_ENV}, capture_output=True, text=True, timeout=60)
+    result = import_app(GOOD_ENV, "import gc, function_app; from sync.app import functions; at_start = gc.get_freeze_count(); "
+                                  "functions.activities(); print(gc.get_threshold()[0], at_start, gc.get_freeze_count())")
     assert result.returncode == 0, result.stderr
     young, at_start, after = map(int, result.stdout.split())
     assert young == 10_000
