@@ -49,6 +49,7 @@ class Observations:
     skipped: list[SkippedRow]
     delta_links: dict[str, str]
     initial: dict[str, Booking] = field(default_factory=dict)   # window reads for newly enabled mailboxes
+    holders: dict[str, set[str]] = field(default_factory=dict)  # observed booking id -> mailboxes the index says link it
 
 
 @dataclass
@@ -87,7 +88,7 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     bindings = {r["address"]: (r.get("environment") or "").lower() for r in rows}
     initial = {r["address"] for r in rows if r.get("needs_initial_read") and bindings[r["address"]] in ("", environment)}
     observations = await read(source, store, cursor, low, high, initial)
-    holders = await store.mailboxes_for_bookings(environment, observations.observed.keys())
+    holders = observations.holders
     everywhere = bool(await store.global_filters())
     filtered = {r["address"] for r in rows if everywhere or (r.get("filters") or "[]") != "[]"}
     waiting = {r["address"] for r in rows if has_pending_work(r)}
@@ -112,7 +113,8 @@ async def with_waiting(store: PendingStore, with_work: Collection[str], observed
 
 async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None, low: datetime, high: datetime,
                initial: set[str]) -> Observations:
-    """What changed since the cursor; the whole window when there is no cursor or its token expired (T4)."""
+    """What changed since the cursor, and which mailboxes hold a link for each booking read; the whole window when
+    there is no cursor or its token expired (T4)."""
     if cursor is None:
         return await _read_full(source, links, low, high)
     horizon = cursor["horizon"]
@@ -122,8 +124,11 @@ async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None
         changes, entered = await source.read_cycle(cursor["delta_links"], slice_start, high)
     except ChangeTokenExpired:
         return await _read_full(source, links, low, high)
-    # The changed bookings, the bookings of changed work orders and the window of newly enabled mailboxes are
-    # independent reads: together, so a cycle waits for the longest of them, not for their sum.
+    environment = source.environment.lower()
+    # The changed bookings, the bookings of changed work orders, the window of newly enabled mailboxes and the
+    # index's holders of the ids already known are independent reads: together, so a cycle waits for the longest
+    # of them, not for their sum.
+    known = changes.changed_bookings | changes.deleted_bookings | {b.id for b in entered.bookings}
     follow_ups: list[Awaitable[ReadResult]] = []
     if changes.changed_bookings:
         follow_ups.append(source.read_bookings(changes.changed_bookings))
@@ -131,7 +136,8 @@ async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None
         follow_ups.append(source.read_bookings_for_work_orders(changes.changed_work_orders, low, high))
     if initial:
         follow_ups.append(source.read_window_for(low, high, initial))
-    answers = list(await asyncio.gather(*follow_ups))
+    holders, read_back = await asyncio.gather(_holders(links, environment, known), asyncio.gather(*follow_ups))
+    answers = list(read_back)
     window_read = answers.pop() if initial else None
     reads = [entered, *answers]
     observed: dict[str, Booking | None] = {}
@@ -143,11 +149,16 @@ async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None
         observed[booking_id] = None                                      # changed, then deleted before we read it
     for booking_id in changes.deleted_bookings:
         observed[booking_id] = None
+    holders.update(await _holders(links, environment, set(observed) - known))    # the changed work orders' bookings
     first_reads: dict[str, Booking] = {}
     if window_read is not None:                                          # newly enabled mailboxes start from the window
         first_reads = {b.id: b for b in window_read.bookings if b.mailbox in initial}
         skipped.extend(window_read.skipped)
-    return Observations("delta", observed, skipped, changes.delta_links, first_reads)
+    return Observations("delta", observed, skipped, changes.delta_links, first_reads, holders)
+
+
+async def _holders(links: LinkStore, environment: str, booking_ids: set[str]) -> dict[str, set[str]]:
+    return await links.mailboxes_for_bookings(environment, booking_ids) if booking_ids else {}
 
 
 async def _read_full(source: BookingSource, links: LinkStore, low: datetime, high: datetime) -> Observations:
@@ -155,7 +166,7 @@ async def _read_full(source: BookingSource, links: LinkStore, low: datetime, hig
     result = await source.read_window(low, high)
     observed: dict[str, Booking | None] = {b.id: b for b in result.bookings}
     skipped = list(result.skipped)
-    linked = await links.linked_bookings(source.environment.lower())
+    linked = await links.linked_bookings(source.environment.lower())    # the whole index: every holder of every booking
     missing = set(linked) - set(observed) - {s.booking_id for s in skipped}
     if missing:                                                          # linked but not in the window: gone, or moved away?
         again = await source.read_bookings(missing)
@@ -163,7 +174,8 @@ async def _read_full(source: BookingSource, links: LinkStore, low: datetime, hig
         skipped.extend(again.skipped)
         for booking_id in missing - {b.id for b in again.bookings} - {s.booking_id for s in again.skipped}:
             observed[booking_id] = None
-    return Observations("full", observed, skipped, start.delta_links)
+    holders = {b: set(linked[b]) for b in observed if b in linked}
+    return Observations("full", observed, skipped, start.delta_links, holders=holders)
 
 
 def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str,
