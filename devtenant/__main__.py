@@ -15,6 +15,8 @@ from aiohttp import web
 
 from .app import build_app
 
+REQUEST_LINE_LIMIT = 70_000
+
 
 def loopback(host: str) -> str:
     try:
@@ -28,7 +30,9 @@ def loopback(host: str) -> str:
 async def serve(host: str, port: int, app: web.Application | None = None, name: str = "devtenant") -> None:
     """Serves `app` (the emulator's by default) until SIGINT or SIGTERM; prints `NAME listening on URL` once it
     accepts connections."""
-    runner = web.AppRunner(app if app is not None else build_app(), access_log=None)
+    # aiohttp refuses request lines over 8,190 bytes by default; the services emulated accept longer URLs (Dataverse
+    # up to 32 KB) and answer for themselves past their limits.
+    runner = web.AppRunner(app if app is not None else build_app(), access_log=None, max_line_size=REQUEST_LINE_LIMIT)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

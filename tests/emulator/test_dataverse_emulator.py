@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -310,6 +310,30 @@ def test_batch_stops_at_the_first_failing_part_unless_continue_on_error(datavers
     carried_on = dataverse.post("$batch", content=body, headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"})
     assert carried_on.status_code == 200 and carried_on.headers["Preference-Applied"] == "odata.continue-on-error"
     assert [status for status, _ in parse_batch_response(carried_on.headers["Content-Type"], carried_on.content)] == [200, 404, 200]
+
+
+def _id_chain_url(known: str, terms: int) -> str:
+    ids = [str(uuid.uuid4()) for _ in range(terms - 1)] + [known]
+    return "bookableresourcebookings?$select=name&$filter=" + quote(" or ".join(f"bookableresourcebookingid eq {i}" for i in ids))
+
+
+def test_urls_are_read_up_to_the_documented_limits_and_refused_past_them(tenant, dataverse):
+    """Learn, "Compose HTTP requests and handle errors", Maximum URL length: 32 KB for a request, 64 KB for one sent
+    inside a $batch body. (The answer past a limit is the emulator's guess: 414.)"""
+    from sync.adapters.dataverse import parse_batch_response
+    known = seed_bookings(tenant, 1)[0]["bookableresourcebookingid"]
+    long, too_long, batch_only = (_id_chain_url(known, n) for n in (300, 440, 800))
+    assert 8_190 < len(long) < 32_768 < len(too_long) < len(batch_only) < 65_536
+    resp = dataverse.get(long)
+    assert resp.status_code == 200 and [r["bookableresourcebookingid"] for r in resp.json()["value"]] == [known]
+    refused = dataverse.get(too_long)
+    assert refused.status_code == 414 and refused.json()["error"]["code"]
+    in_batch = "/api/data/v9.2/" + batch_only
+    content_type, body = _batch([in_batch, in_batch + "x" * (65_537 - len(in_batch))])
+    answers = parse_batch_response(*(lambda r: (r.headers["Content-Type"], r.content))(
+        dataverse.post("$batch", content=body, headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"})))
+    assert [status for status, _ in answers] == [200, 414]
+    assert [r["bookableresourcebookingid"] for r in answers[0][1]["value"]] == [known]
 
 
 def test_or_chains_of_ids_answer_exactly_the_rows_named_with_or_without_more_conditions(tenant, dataverse):
