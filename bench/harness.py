@@ -95,6 +95,7 @@ class Bench:
         self.finished: dict[str, float] = {}          # mailbox_ref -> when its sync activity ended (time.monotonic)
         self.collect_attempts = 0
         self.collect_failures: list[str] = []
+        self.collect_s = 0.0                          # wall time of the cycle's collect activities (before any mailbox syncs)
         self.gc_pause_s = 0.0                         # time the sync process spent in the garbage collector
         # One Activities for every cycle, as a Functions worker keeps its clients (and their connections) between
         # invocations; the first cycle pays for making them.
@@ -156,7 +157,7 @@ class Bench:
         plan_before, gc_before = self.plan_cpu, self.gc_pause_s
         started, cpu_started, stack_started = time.monotonic(), time.process_time(), stack_cpu_s(self.stack)
         self.finished.clear()
-        self.collect_attempts, self.collect_failures = 0, []
+        self.collect_attempts, self.collect_failures, self.collect_s = 0, [], 0.0
         summary = await run_cycle(self.settings, max_concurrent_activities=self.activities, activities=self.worker)
         wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
         emulator_cpu, tables_cpu = (after - before for after, before in zip(stack_cpu_s(self.stack), stack_started, strict=True))
@@ -171,6 +172,7 @@ class Bench:
                    "gc_pause_s": round(self.gc_pause_s - gc_before, 3),
                    "calendar_writes": sum(v for k, v in summary["totals"].items() if k != "skipped"), "outcomes": summary["outcomes"],
                    "touched_mailboxes": len(touched), "collect_attempts": self.collect_attempts, "collect_failures": self.collect_failures,
+                   "collect_s": round(self.collect_s, 2),
                    "table_round_trips_per_touched_mailbox": round(sum(r.get("table_round_trips", 0) for r in touched) / len(touched), 2)
                    if touched else None,
                    "sync_cpu_ms_per_touched_mailbox": round(cpu * 1000 / len(touched), 1) if touched else None,
@@ -362,12 +364,15 @@ def instrument(bench: Bench):
         # A collect that fails is retried by the orchestrator after collect_retry's interval: the figures would
         # show only a slower cycle. Each attempt and each failure's type and code are kept with the scenario.
         bench.collect_attempts += 1
+        started = time.monotonic()
         try:
             return await original_collect(self, payload)
         except Exception as exc:
             code = getattr(exc, "code", None) or getattr(exc, "error_code", None) or getattr(exc, "status_code", None)
             bench.collect_failures.append(type(exc).__name__ + (f" ({code})" if code else ""))
             raise
+        finally:
+            bench.collect_s += time.monotonic() - started
 
     executor.plan = timed_plan
     Activities.sync_mailbox = timed_sync                      # type: ignore[method-assign]
@@ -456,12 +461,12 @@ def table(results: dict) -> str:
         ops = f"{s['graph_operations']}" + (f" ({b['graph_operations']}, {r.get('graph_operations')})" if b else "")
         rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('emulator_cpu_s', '')} | {s.get('table_storage_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
                     f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} | {s.get('gc_pause_s', '')} |")
-    rows += ["", "| scenario | touched mailboxes | Table round trips / touched mailbox | sync CPU ms / touched mailbox | sync CPU ms / Graph op | "
-                 "mailbox writes done after (s): p50 / p95 / max |", "|---|---|---|---|---|---|"]
+    rows += ["", "| scenario | collect s | touched mailboxes | Table round trips / touched mailbox | sync CPU ms / touched mailbox | "
+                 "sync CPU ms / Graph op | mailbox writes done after (s): p50 / p95 / max |", "|---|---|---|---|---|---|---|"]
     for s in results["scenarios"]:
         if "touched_mailboxes" in s:
             d = s["mailbox_done_s"]
-            rows.append(f"| {s['name']} | {s['touched_mailboxes']} | {s['table_round_trips_per_touched_mailbox']} | "
+            rows.append(f"| {s['name']} | {s.get('collect_s', '')} | {s['touched_mailboxes']} | {s['table_round_trips_per_touched_mailbox']} | "
                         f"{s['sync_cpu_ms_per_touched_mailbox']} | {s['sync_cpu_ms_per_graph_operation']} | {d['p50']} / {d['p95']} / {d['max']} |")
     retried = [f"{s['name']}: {s['collect_attempts']} attempts ({', '.join(s['collect_failures'])})" for s in results["scenarios"]
                if s.get("collect_attempts", 1) > 1]

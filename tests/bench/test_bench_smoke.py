@@ -26,7 +26,8 @@ def test_bench_smoke_runs_and_reports_every_figure(tmp_path):
         assert set(scenario) >= FIGURES, scenario["name"]
         if not scenario["name"].startswith("bulk"):
             assert {"bound", "ratio", "planning_cpu_s", "gc_pause_s", "table_round_trips_per_touched_mailbox", "sync_cpu_ms_per_graph_operation",
-                    "mailbox_done_s"} <= set(scenario)
+                    "mailbox_done_s", "collect_s"} <= set(scenario)
+            assert 0 < scenario["collect_s"] <= scenario["wall_s"], scenario["name"]
     moved = next(s for s in report["scenarios"] if s["name"].startswith("cycle with 5 % of bookings moved"))
     assert moved["touched_mailboxes"] > 0 and moved["table_round_trips_per_touched_mailbox"] > 0 and moved["mailbox_done_s"]["max"] > 0
     assert {"function_app_import_s", "planner_bookings_per_s", "mailbox_activity_peak_heap_mb"} <= set(report["micro"])
