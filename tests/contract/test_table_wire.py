@@ -141,6 +141,30 @@ async def test_single_operations_write_and_refuse_as_the_sdk_does(tables):
     assert missing.value.status_code == 404
 
 
+async def test_every_request_names_itself_with_its_own_client_request_id(table_connection_string, table_prefix, monkeypatch):
+    """Each request carries a fresh x-ms-client-request-id (Storage logs it), set here, so azure-core's RequestIdPolicy
+    never makes its uuid1 for these requests."""
+    import uuid
+    made_by_the_policy = []
+    real_uuid1 = uuid.uuid1
+    monkeypatch.setattr(uuid, "uuid1", lambda *a, **k: made_by_the_policy.append(1) or real_uuid1(*a, **k))
+    sent: list[str | None] = []
+    service = TableServiceClient.from_connection_string(
+        table_connection_string, raw_request_hook=lambda request: sent.append(request.http_request.headers.get("x-ms-client-request-id")))
+    client = service.get_table_client(table_prefix + "ids")
+    await service.create_table(client.table_name)
+    sent.clear()
+    made_by_the_policy.clear()
+    await table_wire.submit(client, [("upsert", {"PartitionKey": "p", "RowKey": "a", "v": 1})])
+    await table_wire.send_one(client, ("upsert", {"PartitionKey": "p", "RowKey": "b", "v": 2}))
+    assert [r["RowKey"] async for r in table_wire.query(client, "PartitionKey eq @pk", {"pk": "p"})] == ["a", "b"]
+    assert await table_wire.get(client, "p", "a") is not None
+    await client.close()
+    await service.close()
+    assert len(sent) == 4 and all(sent) and len(set(sent)) == 4
+    assert made_by_the_policy == []
+
+
 def test_keys_and_key_literals_escape_as_quote_does():
     """key() and the address literal take a C-level path for ASCII; it must give exactly what quote() gives."""
     from urllib.parse import quote
