@@ -166,7 +166,8 @@ async def test_every_request_names_itself_with_its_own_client_request_id(table_c
 
 
 def test_keys_and_key_literals_escape_as_quote_does():
-    """key() and the address literal take a C-level path for ASCII; it must give exactly what quote() gives."""
+    """key(), the address literal and a query's parameters take a C-level path for ASCII; it must give exactly what
+    quote() gives."""
     from urllib.parse import quote
 
     from hypothesis import given
@@ -178,5 +179,6 @@ def test_keys_and_key_literals_escape_as_quote_does():
     def same(value: str) -> None:
         assert key(value) == quote(value.lower(), safe=KEY_SAFE)
         assert table_wire._key_literal(value) == quote(value.replace("'", "''"), safe="")
+        assert table_wire._quoted(value) == quote(value, safe="")
 
     same()
