@@ -736,18 +736,26 @@ class TableStateStore:
     async def release_lease(self, name: str, holder: str) -> None:
         table, pk, rk = self._lease_place(name)
         etag = self._leases.pop((name, holder), None)
-        if etag is None:
-            entity = await self._get(table, pk, rk)
-            if entity is None or entity["holder"] != holder:
+        for _ in range(2):
+            if etag is None:
+                entity = await self._get(table, pk, rk)
+                if entity is None or entity["holder"] != holder:
+                    return                                  # expired and taken over by someone else: theirs now
+                etag = _etag(entity)
+            try:
+                if table == "links":
+                    await self._transact("links", [self._release_op(name[len(MAILBOX_LEASE):], MailboxLease(holder, RELEASED, etag))])
+                else:
+                    await self._delete(table, pk, rk, etag)
                 return
-            etag = _etag(entity)
-        if table == "links":
-            await self._release_mailbox(name[len(MAILBOX_LEASE):], MailboxLease(holder, RELEASED, etag))
-            return
-        try:
-            await self._delete(table, pk, rk, etag)
-        except StoreConflict:
-            pass                                            # expired and taken over by someone else: theirs now
+            except StoreConflict:
+                # A renewal cancelled in flight (KeptLease stops its keeper before releasing) may have landed with
+                # its answer unseen, so the kept ETag is stale: read the row again; it is still ours if it names us.
+                etag = None
+            except HttpResponseError as exc:
+                if exc.status_code == 404:                  # the row is gone: nothing is held
+                    return
+                raise
 
     # -- audit trail (PK "audit", RK inverted time: newest first) ----------------------------------------------------------------
     async def record_audit(self, entry: dict[str, Any]) -> None:

@@ -240,6 +240,20 @@ async def test_lease_has_one_holder_at_a_time(state_store):
     assert not await state_store.acquire_lease("cycle", holder, NOW + timedelta(seconds=62), 60)
 
 
+async def test_r_t1_a_lease_is_released_even_when_its_last_renewal_landed_unseen(state_store):
+    """KeptLease stops its keeper before it releases; a renewal cancelled in flight may still have reached the store,
+    so the holder's last known ETag is stale. The release must free the lease all the same (the row names this
+    holder), or the next cycle is refused for a whole TTL."""
+    from sync.adapters.tables import TableStateStore
+    unseen = TableStateStore(state_store.service, state_store.prefix) if isinstance(state_store, TableStateStore) else state_store
+    for name in ("cycle", "mailbox:a@x.example"):
+        assert await state_store.acquire_lease(name, "h1", NOW, 60)
+        assert await unseen.renew_lease(name, "h1", NOW + timedelta(seconds=20), 60)    # the renewal whose answer was lost
+        await state_store.release_lease(name, "h1")
+        assert await state_store.acquire_lease(name, "h2", NOW + timedelta(seconds=21), 60), name
+        await state_store.release_lease(name, "h2")
+
+
 async def test_runs_newest_first(state_store):
     for i in range(3):
         await state_store.record_run({"id": f"r{i}", "started": (NOW + timedelta(minutes=15 * i)).isoformat(), "outcome": "ok"})
