@@ -452,6 +452,10 @@ def machine() -> dict:
             "date": datetime.now(UTC).strftime("%Y-%m-%d")}
 
 
+def _cell(value: object) -> object:
+    return "-" if value is None else value
+
+
 def table(results: dict) -> str:
     rows = ["| scenario | wall s (bound, ratio) | sync CPU s | emulator CPU s | Table Storage CPU s | Graph ops (bound, ratio) | Graph HTTP | ops/HTTP | Dataverse req | max conc/mailbox | 429s | peak RSS MB | planning CPU s | GC pauses s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -459,15 +463,15 @@ def table(results: dict) -> str:
         b, r = s.get("bound", {}), s.get("ratio", {})
         wall = f"{s['wall_s']}" + ((f" ({b['wall_s']}, {r['wall_s']}x)" if r.get("wall_s") else " (0, -)") if b else "")
         ops = f"{s['graph_operations']}" + (f" ({b['graph_operations']}, {r.get('graph_operations')})" if b else "")
-        rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('emulator_cpu_s', '')} | {s.get('table_storage_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {r.get('ops_per_http_request', '')} | {s['dataverse_requests']} | "
+        rows.append(f"| {s['name']} | {wall} | {s.get('sync_cpu_s', '')} | {s.get('emulator_cpu_s', '')} | {s.get('table_storage_cpu_s', '')} | {ops} | {s['graph_http_requests']} | {_cell(r.get('ops_per_http_request', ''))} | {s['dataverse_requests']} | "
                     f"{s['max_concurrency_per_mailbox']} | {s['throttled_429']} | {s['peak_rss_mb']} | {s.get('planning_cpu_s', '')} | {s.get('gc_pause_s', '')} |")
     rows += ["", "| scenario | collect s | touched mailboxes | Table round trips / touched mailbox | sync CPU ms / touched mailbox | "
                  "sync CPU ms / Graph op | mailbox writes done after (s): p50 / p95 / max |", "|---|---|---|---|---|---|---|"]
     for s in results["scenarios"]:
         if "touched_mailboxes" in s:
             d = s["mailbox_done_s"]
-            rows.append(f"| {s['name']} | {s.get('collect_s', '')} | {s['touched_mailboxes']} | {s['table_round_trips_per_touched_mailbox']} | "
-                        f"{s['sync_cpu_ms_per_touched_mailbox']} | {s['sync_cpu_ms_per_graph_operation']} | {d['p50']} / {d['p95']} / {d['max']} |")
+            rows.append(f"| {s['name']} | {s.get('collect_s', '')} | {s['touched_mailboxes']} | {_cell(s['table_round_trips_per_touched_mailbox'])} | "
+                        f"{_cell(s['sync_cpu_ms_per_touched_mailbox'])} | {_cell(s['sync_cpu_ms_per_graph_operation'])} | {_cell(d['p50'])} / {_cell(d['p95'])} / {_cell(d['max'])} |")
     retried = [f"{s['name']}: {s['collect_attempts']} attempts ({', '.join(s['collect_failures'])})" for s in results["scenarios"]
                if s.get("collect_attempts", 1) > 1]
     m = results["micro"]
