@@ -237,8 +237,8 @@ class InMemoryStateStore:
         await self.record_outcomes(mailbox, commit.outcomes)
         lease = commit.release
         current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
-        if lease is not None and current is not None and current["holder"] == lease.holder:   # as Table Storage's re-read
-            self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, current["etag"])
+        if lease is not None and current is not None and current["etag"] == lease.etag:
+            self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, lease.etag)
 
     async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:
         for booking_id, mailboxes in holders.items():

@@ -603,9 +603,9 @@ class TableStateStore:
 
     async def _release_mailbox(self, mailbox: str, lease: MailboxLease) -> None:
         try:
-            await self._release_named(MAILBOX_LEASE + mailbox, lease.holder, lease.etag)
-        except HttpResponseError:
-            pass                                            # the lease then runs out within its TTL
+            await self._transact("links", [self._release_op(mailbox, lease)])
+        except (StoreConflict, HttpResponseError):
+            pass                                            # expired and taken over by someone else: theirs now
 
     # -- legacy layout --------------------------------------------------------------------------------------------------
     async def move_to_legacy_layout(self) -> dict[str, int]:
@@ -734,13 +734,8 @@ class TableStateStore:
         return True
 
     async def release_lease(self, name: str, holder: str) -> None:
-        await self._release_named(name, holder, self._leases.pop((name, holder), None))
-
-    async def _release_named(self, name: str, holder: str, etag: str | None) -> None:
-        """Frees the named lease if `holder` still holds it. A renewal cancelled in flight (the keepers stop before the
-        release) may have landed with its answer unseen, so a stale ETag is read again: the row is still the holder's
-        if it names the holder."""
         table, pk, rk = self._lease_place(name)
+        etag = self._leases.pop((name, holder), None)
         for _ in range(2):
             if etag is None:
                 entity = await self._get(table, pk, rk)
@@ -754,6 +749,8 @@ class TableStateStore:
                     await self._delete(table, pk, rk, etag)
                 return
             except StoreConflict:
+                # A renewal cancelled in flight (KeptLease stops its keeper before releasing) may have landed with
+                # its answer unseen, so the kept ETag is stale: read the row again; it is still ours if it names us.
                 etag = None
             except HttpResponseError as exc:
                 if exc.status_code == 404:                  # the row is gone: nothing is held
