@@ -84,6 +84,15 @@ def canceled_reason(booking: Booking, linked: Link | None, settings: SyncSetting
     return Reason.CANCELED                                              # X2: canceled or removed (or never written)
 
 
+def left_alone(booking: Booking, mailbox: Mailbox, settings: SyncSettings, now: datetime,
+               global_filters: tuple[SyncFilter, ...] = ()) -> bool:
+    """X1: whether this mailbox's sync would skip the booking whatever link it holds: a canceled booking still in
+    the mailbox's scope, with cancellations not propagated. Such an observation changes nothing, so collect need
+    not wake the mailbox for it. Out of scope it is not left alone: a linked booking would be a logical delete."""
+    return (booking_reason(booking, mailbox, global_filters) is None
+            and canceled_reason(booking, None, settings, now) == Reason.CANCELED_NOT_PROPAGATED)
+
+
 def effective_filters(mailbox: Mailbox, global_filters: tuple[SyncFilter, ...]) -> tuple[SyncFilter, ...]:
     """S5: a mailbox's own filters replace the global ones; several combine as a union."""
     return mailbox.filters or global_filters

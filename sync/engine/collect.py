@@ -5,7 +5,8 @@ mailboxes it concerns, and persist it there as a pending observation; then advan
   when there is no valid token; newly enabled mailboxes get their window read too.
 - `route` (pure): a booking goes to its current mailbox, if that mailbox is registered and bound to this
   environment (M4), and to every mailbox holding a link for it, so a reassignment or a delete reaches both; a
-  delete also reaches the mailboxes whose waiting observations name the booking (`with_waiting`).
+  delete also reaches the mailboxes whose waiting observations name the booking (`with_waiting`). A cancellation
+  X1 leaves alone (`scope.left_alone`) is not kept for a mailbox with no waiting work: its sync would skip it.
 - `persist`: pending observations first, then the cursor, ETag-guarded, so nothing read is lost if a
   mailbox fails later and two collects never move one cursor backwards.
 """
@@ -62,6 +63,7 @@ class CollectResult:
     routed: dict[str, int] = field(default_factory=dict)    # mailbox -> observations stored
     unregistered: int = 0
     removal_candidates: int = 0                             # observations that could remove an event (D5's gate)
+    left_alone: int = 0                                     # observations not kept: X1 leaves their events as they are
     removals_held: int = 0                                  # mailboxes whose removals an earlier cycle's guard held
     mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
     carried: list[str] = field(default_factory=list)        # of them, those whose work was waiting before this collect
@@ -69,7 +71,7 @@ class CollectResult:
     def to_dict(self) -> dict[str, Any]:
         return {"environment": self.environment, "mode": self.mode, "bookings_read": self.bookings_read, "deleted": self.deleted,
                 "skipped": self.skipped, "routed": len(self.routed), "observations": sum(self.routed.values()),
-                "unregistered": self.unregistered, "removal_candidates": self.removal_candidates,
+                "unregistered": self.unregistered, "removal_candidates": self.removal_candidates, "left_alone": self.left_alone,
                 "removals_held": self.removals_held, "mailboxes": self.mailboxes, "carried": self.carried}
 
 
@@ -78,6 +80,7 @@ class Routing:
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]]
     unregistered: int
     to_holders: int = 0             # observations that may remove a holder's event (D5's gate: scope.may_remove)
+    left_alone: int = 0             # observations not kept: the mailbox's sync would skip them whatever its link (X1)
 
 
 async def collect(source: BookingSource, store: CollectStore, settings: SyncSettings, now: datetime) -> CollectResult:
@@ -92,7 +95,8 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     everywhere = bool(await store.global_filters())
     filtered = {r["address"] for r in rows if everywhere or (r.get("filters") or "[]") != "[]"}
     waiting = {r["address"] for r in rows if has_pending_work(r)}
-    routing = route(observations, await with_waiting(store, waiting, observations.observed, holders), bindings, environment, filtered)
+    routing = route(observations, await with_waiting(store, waiting, observations.observed, holders), bindings, environment, filtered,
+                    settings=settings, now=now, waiting=waiting)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
     result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
     # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
@@ -179,11 +183,12 @@ async def _read_full(source: BookingSource, links: LinkStore, low: datetime, hig
 
 
 def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str,
-          filtered: Collection[str] = ()) -> Routing:
+          filtered: Collection[str], *, settings: SyncSettings, now: datetime, waiting: Collection[str]) -> Routing:
     """PURE: booking -> the mailboxes it concerns. `bindings`: registered mailbox -> the environment it is bound to;
-    `filtered`: mailboxes with sync filters (their own or the global ones), for D5's count of possible removals."""
+    `filtered`: mailboxes with sync filters (their own or the global ones), for D5's count of possible removals;
+    `waiting`: mailboxes with pending work."""
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]] = {}
-    unregistered = to_holders = 0
+    unregistered = to_holders = left_alone = 0
     for booking_id, booking in observations.observed.items():
         targets = set(holders.get(booking_id, set()))                   # they hold a link: they must hear of it
         if booking is not None and booking.mailbox:
@@ -194,6 +199,9 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
                 continue
             if mailbox not in holders.get(booking_id, set()) and bindings[mailbox] not in ("", environment):
                 continue                                                 # M4: bound to another environment
+            if booking is not None and _left_alone(booking, mailbox, bindings[mailbox], settings, now, filtered, waiting):
+                left_alone += 1
+                continue
             per_mailbox.setdefault(mailbox, {})[booking_id] = booking_to_dict(booking) if booking is not None else None
             if mailbox in holders.get(booking_id, set()):
                 holder = Mailbox(mailbox, bindings[mailbox] or None)
@@ -202,7 +210,17 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
         if booking_id not in observations.observed and booking.mailbox:
             per_mailbox.setdefault(booking.mailbox, {})[booking_id] = booking_to_dict(booking)
             to_holders += 1                     # a window re-read (after a filter change) may find linked bookings out of scope
-    return Routing(per_mailbox, unregistered, to_holders)
+    return Routing(per_mailbox, unregistered, to_holders, left_alone)
+
+
+def _left_alone(booking: Booking, address: str, binding: str, settings: SyncSettings, now: datetime, filtered: Collection[str],
+                waiting: Collection[str]) -> bool:
+    """X1: an observation the mailbox's sync would skip whatever its link, so it need not be kept. Only for a mailbox
+    with no waiting work: a waiting observation of the booking would otherwise be synced in its place. The
+    mailbox's filters are not read here, so a filtered mailbox is always told."""
+    if address in waiting or address in filtered:
+        return False
+    return scope.left_alone(booking, Mailbox(address, binding or None), settings, now)
 
 
 async def persist(store: CollectStore, environment: str, observations: Observations, routing: Routing, initial: set[str],
@@ -210,7 +228,7 @@ async def persist(store: CollectStore, environment: str, observations: Observati
     observed = observations.observed
     outcome = CollectResult(environment, observations.mode, bookings_read=sum(1 for b in observed.values() if b is not None),
                             deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered,
-                            removal_candidates=routing.to_holders)
+                            removal_candidates=routing.to_holders, left_alone=routing.left_alone)
     for s in observations.skipped:
         outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
         log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)

@@ -160,6 +160,52 @@ async def test_r_x2_enhanced_cancels_future_canceled_booking():
     assert result[A]["counts"] == {"deleted": 1} and w.events(A) == []
 
 
+async def test_r_x1_a_cancellation_left_alone_wakes_no_mailbox_sync():
+    """X1 leaves the event as it is whatever the link says, so the observation is not kept and the mailbox is not
+    synced for it: no lease, no Graph request, no link write, the event untouched."""
+    from sync.engine.collect import collect
+    w = World()
+    await w.enable(A)
+    b, never_synced = booking(A), booking(A, start=NOW + timedelta(days=30))     # the second is outside the window
+    w.put(b, never_synced)
+    await w.cycle()
+    (before,) = w.events(A)
+    graph, links = w.calendar.writes, w.store.link_writes
+    w.put(replace(b, status=CANCELED), replace(never_synced, status=CANCELED, start=NOW + timedelta(days=1)))
+    collected = await collect(w.source, w.store, w.settings, w.now)
+    assert (collected.left_alone, collected.mailboxes, collected.removal_candidates) == (2, [], 0)
+    assert await w.cycle() == {}
+    assert w.events(A) == [before] and (w.calendar.writes, w.store.link_writes) == (graph, links)
+    w.put(replace(b, start=b.start + timedelta(hours=1)))          # no longer canceled, and moved: C2 as always
+    assert (await w.cycle())[A]["counts"] == {"updated": 1}
+
+
+@pytest.mark.parametrize("case", ["work waiting", "filtered", "reassigned", "propagated"])
+async def test_r_x1_a_cancellation_still_reaches_a_mailbox_whose_sync_it_can_change(case):
+    """Kept for the mailbox whenever its sync could decide otherwise than X1's skip: work waiting there (an older
+    observation of the booking would be synced in its place), filters (not read by collect: the booking may be out
+    of scope, a logical delete), the booking moved to another resource (D3 for the holder), cancellations propagated
+    (X2)."""
+    from sync.core.domain import SyncFilter
+    from sync.engine.collect import collect
+    w = World(SyncSettings(propagate_cancellations=True) if case == "propagated" else None)
+    await w.enable(A, filters=(SyncFilter("all", territories=frozenset({"North", "South"})),) if case == "filtered" else ())
+    await w.enable(B)
+    b, other = booking(A), booking(A, start=NOW + timedelta(hours=5))
+    w.put(b, other)
+    await w.cycle()
+    if case == "work waiting":
+        w.put(moved(b, timedelta(hours=2)), moved(other, timedelta(hours=1)))
+        await collect(w.source, w.store, w.settings, w.now)        # waiting: the mailbox has not synced them yet
+    canceled = replace(b, status=CANCELED, mailbox=B if case == "reassigned" else A)
+    w.put(canceled)
+    collected = await collect(w.source, w.store, w.settings, w.now)
+    assert A in collected.mailboxes and collected.left_alone == (1 if case == "reassigned" else 0)   # B: nothing to do
+    counts = (await w.cycle())[A]["counts"]
+    assert counts == {"work waiting": {"skipped": 1, "updated": 1}, "filtered": {"skipped": 1}, "reassigned": {"unlinked": 1},
+                      "propagated": {"deleted": 1}}[case]
+
+
 async def test_r_s3_booking_enters_window_with_time_and_syncs_unedited():
     w = World()
     await w.enable(A)

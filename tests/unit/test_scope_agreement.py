@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sync.core import scope
 from sync.core.actions import Kind
-from sync.core.domain import MailboxTestStatus, SyncFilter
+from sync.core.domain import LinkState, MailboxTestStatus, SyncFilter
 from sync.core.explain import SYNCED, WAITING, explain
 from sync.core.plan import plan
 from sync.core.reasons import Reason
@@ -73,3 +73,20 @@ def test_r_g1_m4_diagnose_and_the_planner_always_agree(b, mb, linked, s):
         assert scope.mailbox_reason(mb) is None
         assert decided == diagnosis.code, (diagnosis.code, decided)
     assert not diagnosis.in_outlook or linked
+
+
+@settings(max_examples=500)
+@given(b=bookings, mb=mailboxes, state=st.sampled_from([None, *[s for s in LinkState if s != LinkState.CREATING]]),
+       link_hours=st.integers(-10 * 24, 20 * 24), stale=st.booleans(), s=sync_settings, global_filter=st.booleans())
+def test_r_x1_what_collect_leaves_alone_the_planner_skips_whatever_the_link(b, mb, state, link_hours, stale, s, global_filter):
+    """scope.left_alone lets collect drop an observation without reading links: for any link the mailbox may hold
+    (linked, unlinked, removed; an old time; an event in the past or the future), the plan is a skip or nothing. A
+    creating link is a recovery, planned whatever was observed (its observation is still waiting: not dropped)."""
+    global_filters = (SyncFilter("north", territories=frozenset({"North"})),) if global_filter else ()
+    if not scope.left_alone(b, mb, s, NOW, global_filters):
+        return
+    link = None if state is None else link_for(replace(b, mailbox=ADDRESS), state=state,
+                                               event_start=NOW + timedelta(hours=link_hours),
+                                               **({"trigger_fingerprint": "old"} if stale else {}))
+    actions = plan({b.id: b}, set(), {b.id: link} if link else {}, mb, s, NOW, global_filters=global_filters).actions
+    assert all(a.kind == Kind.SKIP for a in actions), [a.kind for a in actions]
