@@ -241,7 +241,9 @@ class TableStateStore:
         for i in range(0, len(operations), TRANSACTION_LIMIT):
             chunk = operations[i:i + TRANSACTION_LIMIT]
             try:
-                answers = await table_wire.submit(self.table(table), chunk)
+                # One operation needs no $batch: the plain request is as atomic, and costs less to build and read.
+                answers = [await table_wire.send_one(self.table(table), chunk[0])] if len(chunk) == 1 else \
+                    await table_wire.submit(self.table(table), chunk)
             except (TableTransactionError, table_wire.TransactionFailed) as exc:
                 if exc.status_code == 412 or "UpdateConditionNotSatisfied" in str(exc):
                     raise StoreConflict(f"{table}: a row in the transaction changed concurrently") from exc
