@@ -25,12 +25,24 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
-from ..core.domain import Booking, SkippedRow
+from ..core import scope
+from ..core.domain import Booking, Mailbox, SkippedRow
 from ..core.ids import GUID
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
+from ..core.settings import SyncSettings
 from ..engine.collect import with_waiting
-from ..ports import BookingSource, DurableClient, LinkStore, MailboxStore, PendingStore, Services, TransientError, WakeStore
+from ..ports import (
+    BookingSource,
+    DurableClient,
+    LinkStore,
+    MailboxStore,
+    PendingStore,
+    Services,
+    TransientError,
+    WakeStore,
+    has_pending_work,
+)
 from .orchestrators import MAILBOX_ORCHESTRATOR
 from .settings import AppSettings
 
@@ -92,8 +104,10 @@ def parse(body: bytes, headers: dict[str, str]) -> Notification:
     return Notification(message, booking_id.lower(), correlation)
 
 
-async def route(notification: Notification, source: BookingSource, store: WebhookStore) -> dict[str, dict[str, Any] | None]:
-    """The pending observations this change produces, per mailbox (nothing for mailboxes not registered)."""
+async def route(notification: Notification, source: BookingSource, store: WebhookStore, settings: SyncSettings,
+                now: datetime) -> dict[str, dict[str, Any] | None]:
+    """The pending observations this change produces, per mailbox (nothing for mailboxes not registered, nor for
+    one whose sync would leave the event alone: X1, as in collect)."""
     # A message is a hint, never the truth: whatever it says, the booking is read from Dataverse, and only
     # its absence there (a 404) is a delete. A forged or stale Delete for a booking that exists is a change.
     booking = await source.read_booking(notification.booking_id)
@@ -109,11 +123,25 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
         targets.add(booking.mailbox)
     routed: dict[str, dict[str, Any] | None] = {}
     for mailbox in sorted(targets):
-        if await store.get_mailbox(mailbox) is None:                     # not registered: nothing to keep for it
+        entry = await store.mailbox_entry(mailbox)
+        if entry is None:                                                # not registered: nothing to keep for it
+            continue
+        if isinstance(booking, Booking) and await _left_alone(store, booking, entry, settings, now):
+            log.info("webhook change left alone (X1): booking=%s", notification.booking_id)
             continue
         routed[mailbox] = observation
         await store.add_pending(mailbox, {notification.booking_id: observation})
     return routed
+
+
+async def _left_alone(store: WebhookStore, booking: Booking, entry: tuple[Mailbox, dict[str, Any]], settings: SyncSettings,
+                      now: datetime) -> bool:
+    """scope.left_alone, for a mailbox with no waiting work (an older observation of the booking would be synced in
+    this one's place); the global filters are read only for a cancellation that could be left alone."""
+    mailbox, row = entry
+    if not booking.status.canceled or settings.propagate_cancellations or has_pending_work(row):
+        return False
+    return scope.left_alone(booking, mailbox, settings, now, () if mailbox.filters else await store.global_filters())
 
 
 async def start_mailbox_syncs(client: DurableClient, store: WakeStore, telemetry_key: str, mailboxes: list[str],
@@ -149,7 +177,8 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
     if environment.lower() not in {e.lower() for e in settings.environments}:
         return 400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"}
     try:
-        routed = await route(notification, services.source(environment), services.store)
+        routed = await route(notification, services.source(environment), services.store, settings.sync,
+                             datetime.fromisoformat(now_iso))
         started = await start_mailbox_syncs(client, services.store, await services.store.telemetry_key(), sorted(routed),
                                             datetime.fromisoformat(now_iso))
     except (TransientError, ServiceRequestError, ServiceResponseError) as exc:

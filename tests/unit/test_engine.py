@@ -498,5 +498,31 @@ async def test_r_d1_a_deletion_webhook_reaches_a_mailbox_still_waiting_to_create
     w.put(b)
     await w.cycle()
     w.source.delete(b.id)
-    assert await route(Notification("Delete", b.id, None), w.source, w.store) == {A: None}
+    assert await route(Notification("Delete", b.id, None), w.source, w.store, w.settings, w.now) == {A: None}
     assert [(p["booking_id"], p["deleted"]) for p in await w.store.pending(A)] == [(b.id, True)]
+
+
+@pytest.mark.parametrize("case", ["left alone", "work waiting", "propagated", "out of the global filters"])
+async def test_r_x1_t3_a_cancellation_webhook_wakes_a_mailbox_only_when_its_sync_could_change_something(case):
+    """The webhook routes a change as collect does: a cancellation X1 leaves alone is kept for no mailbox and wakes
+    none, unless work waits there, cancellations are propagated (X2), or the global filters take the booking out of
+    the mailbox's scope (a logical delete: read only for a cancellation that could be left alone)."""
+    from sync.app.webhook import Notification, route
+    from sync.core.domain import SyncFilter
+    from sync.core.serialize import booking_to_dict
+    from sync.engine.collect import collect
+    w = World(SyncSettings(propagate_cancellations=True) if case == "propagated" else None)
+    await w.enable(A)
+    b = booking(A)
+    w.put(b)
+    await w.cycle()
+    if case == "work waiting":
+        w.put(booking(A, start=NOW + timedelta(hours=5)))
+        await collect(w.source, w.store, w.settings, w.now)
+    if case == "out of the global filters":
+        await w.store.put_global_filters((SyncFilter("south", territories=frozenset({"South"})),))
+    canceled = replace(b, status=CANCELED)
+    w.put(canceled)
+    routed = await route(Notification("Update", b.id, None), w.source, w.store, w.settings, w.now)
+    assert routed == ({} if case == "left alone" else {A: booking_to_dict(canceled)})
+    assert (b.id in {p["booking_id"] for p in await w.store.pending(A)}) == (case != "left alone")
