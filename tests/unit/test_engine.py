@@ -526,3 +526,32 @@ async def test_r_x1_t3_a_cancellation_webhook_wakes_a_mailbox_only_when_its_sync
     routed = await route(Notification("Update", b.id, None), w.source, w.store, w.settings, w.now)
     assert routed == ({} if case == "left alone" else {A: booking_to_dict(canceled)})
     assert (b.id in {p["booking_id"] for p in await w.store.pending(A)}) == (case != "left alone")
+
+
+async def test_r_t2_a_renewal_in_flight_when_the_sync_ends_leaves_the_mailbox_free():
+    """The lease's renewal has reached the store but its answer has not come back when the sync hands the lease
+    back. Cancelled there, the claim would keep the old ETag, the commit's release would fail on it, and the mailbox
+    would stay busy for a whole TTL; the claim waits for the answer instead, and the next sync can claim at once."""
+    import asyncio
+
+    from sync.engine.claim import HeldClaim
+    from sync.ports import MailboxCommit
+    w = World()
+    await w.enable(A)
+    lease, _ = await w.store.claim_mailbox(A, "first", NOW, 0.3, (await w.store.mailbox_state(A)).lease)
+    landed = asyncio.Event()
+    renew = w.store.renew_mailbox
+
+    async def answer_late(*args, **kwargs):
+        renewed = await renew(*args, **kwargs)
+        landed.set()
+        await asyncio.sleep(0.05)               # the answer on its way back
+        return renewed
+
+    w.store.renew_mailbox = answer_late
+    claim = HeldClaim(w.store, A, lease, 0.3, lambda: NOW)
+    await landed.wait()
+    held = await claim.hand_back()
+    assert held is not None and held.etag != lease.etag
+    await w.store.commit_mailbox(A, MailboxCommit(release=held))
+    assert await w.store.claim_mailbox(A, "next", NOW, 30, (await w.store.mailbox_state(A)).lease) is not None
