@@ -221,7 +221,9 @@ class Bench:
         required = 0
         for booking_id in chosen:
             if kind == "move":
-                start = self.now + timedelta(days=self.rng.randint(1, 10), hours=self.rng.choice([9, 11, 14]))
+                start = self.starts[booking_id]
+                while start == self.starts[booking_id]:    # a move to where it already is changes nothing (C4)
+                    start = self.now + timedelta(days=self.rng.randint(1, 10), hours=self.rng.choice([9, 11, 14]))
                 self.stack.control("PATCH", f"/orgs/default/tables/bookableresourcebookings/{booking_id}",
                                    {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
                 self.starts[booking_id] = start
