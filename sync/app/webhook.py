@@ -25,13 +25,12 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
-from ..core import scope
 from ..core.domain import Booking, Mailbox, SkippedRow
 from ..core.ids import GUID
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
-from ..engine.collect import with_waiting
+from ..engine.collect import needs_no_sync, with_waiting
 from ..ports import (
     BookingSource,
     DurableClient,
@@ -136,12 +135,12 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
 
 async def _left_alone(store: WebhookStore, booking: Booking, entry: tuple[Mailbox, dict[str, Any]], settings: SyncSettings,
                       now: datetime) -> bool:
-    """scope.left_alone, for a mailbox with no waiting work (an older observation of the booking would be synced in
-    this one's place); the global filters are read only for a cancellation that could be left alone."""
+    """needs_no_sync, with the mailbox's own row and filters; the global filters are read only for a cancellation
+    that could be left alone."""
     mailbox, row = entry
-    if not booking.status.canceled or settings.propagate_cancellations or has_pending_work(row):
+    if not booking.status.canceled or settings.propagate_cancellations:     # never left alone: no filters to read
         return False
-    return scope.left_alone(booking, mailbox, settings, now, () if mailbox.filters else await store.global_filters())
+    return needs_no_sync(booking, mailbox, has_pending_work(row), settings, now, () if mailbox.filters else await store.global_filters())
 
 
 async def start_mailbox_syncs(client: DurableClient, store: WakeStore, telemetry_key: str, mailboxes: list[str],

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..core import scope
-from ..core.domain import Booking, Mailbox, SkippedRow
+from ..core.domain import Booking, Mailbox, SkippedRow, SyncFilter
 from ..core.scope import window
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
@@ -215,12 +215,16 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
 
 def _left_alone(booking: Booking, address: str, binding: str, settings: SyncSettings, now: datetime, filtered: Collection[str],
                 waiting: Collection[str]) -> bool:
-    """X1: an observation the mailbox's sync would skip whatever its link, so it need not be kept. Only for a mailbox
-    with no waiting work: a waiting observation of the booking would otherwise be synced in its place. The
-    mailbox's filters are not read here, so a filtered mailbox is always told."""
-    if address in waiting or address in filtered:
-        return False
-    return scope.left_alone(booking, Mailbox(address, binding or None), settings, now)
+    """Collect does not read the mailboxes' filters, so a filtered mailbox is always told."""
+    return address not in filtered and needs_no_sync(booking, Mailbox(address, binding or None), address in waiting, settings, now)
+
+
+def needs_no_sync(booking: Booking, mailbox: Mailbox, waiting: bool, settings: SyncSettings, now: datetime,
+                  global_filters: tuple[SyncFilter, ...] = ()) -> bool:
+    """X1: an observation the mailbox's sync would skip whatever its link (scope.left_alone), so it need not be kept
+    nor the mailbox woken. Only for a mailbox with no waiting work: a waiting observation of the booking would
+    otherwise be synced in its place. Collect and the webhook both ask here."""
+    return not waiting and scope.left_alone(booking, mailbox, settings, now, global_filters)
 
 
 async def persist(store: CollectStore, environment: str, observations: Observations, routing: Routing, initial: set[str],
