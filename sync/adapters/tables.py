@@ -37,8 +37,8 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from ..core.domain import Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
-from ..core.serialize import filter_from_dict, filter_to_dict
+from ..core.domain import Link, LinkState, Mailbox, SyncFilter
+from ..core.serialize import filter_from_dict, filter_to_dict, mailbox_from_row
 from ..ports import CursorRow, MailboxCommit, MailboxLease, MailboxState, PendingRow, StoreConflict, has_pending_work
 from . import table_wire
 from .group_commit import GroupCommit
@@ -146,13 +146,6 @@ def mailbox_to_entity(m: Mailbox, extra: dict | None = None) -> dict:
             **(extra or {})}
 
 
-def mailbox_from_entity(e: Any) -> Mailbox:
-    return Mailbox(address=e["address"], environment=e.get("environment") or None, sync_method=e.get("sync_method", "server-side"),
-                   approved=bool(e.get("approved")), test_status=MailboxTestStatus(e.get("test_status", "not_tested")),
-                   test_reason=e.get("test_reason") or None, enabled=bool(e.get("enabled", True)), time_zone=e.get("time_zone") or "UTC",
-                   filters=tuple(filter_from_dict(f) for f in json.loads(e.get("filters") or "[]")))
-
-
 class TableStateStore:
     """Async; create it inside the event loop that uses it."""
 
@@ -258,7 +251,7 @@ class TableStateStore:
     # -- mailboxes --------------------------------------------------------------------------------------------
     async def get_mailbox(self, address: str) -> Mailbox | None:
         entity = await self._get("mailboxes", "mailbox", key(address))
-        return mailbox_from_entity(entity) if entity else None
+        return mailbox_from_row(entity) if entity else None
 
     async def get_mailbox_row(self, address: str) -> dict | None:
         entity = await self._get("mailboxes", "mailbox", key(address))
@@ -268,7 +261,7 @@ class TableStateStore:
 
     async def mailbox_entry(self, address: str) -> tuple[Mailbox, dict[str, Any]] | None:
         entity = await self._get("mailboxes", "mailbox", key(address))
-        return None if entity is None else (mailbox_from_entity(entity), {**dict(entity), "etag": _etag(entity)})
+        return None if entity is None else (mailbox_from_row(entity), {**dict(entity), "etag": _etag(entity)})
 
     async def put_mailbox(self, mailbox: Mailbox, etag: str | None = None, **extra: Any) -> str | None:
         current = await self._get("mailboxes", "mailbox", key(mailbox.address)) if etag is None else None

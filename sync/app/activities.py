@@ -16,9 +16,10 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from ..adapters.tables import count_round_trips, mailbox_from_entity
+from ..adapters.tables import count_round_trips
 from ..core.domain import Mailbox
 from ..core.pseudonym import mailbox_ref
+from ..core.serialize import mailbox_from_row
 from ..engine.collect import collect
 from ..engine.mailbox import LEASE_TTL_S, MailboxSync
 from ..engine.removals import deployment_guard
@@ -230,7 +231,7 @@ class Activities:
 def _entry(row: dict[str, Any]) -> tuple[Mailbox, dict[str, Any]] | None:
     """A listed mailbox row as (mailbox, row); a row that does not read as a mailbox is left out, not the listing."""
     try:
-        return mailbox_from_entity(row), row
+        return mailbox_from_row(row), row
     except (KeyError, ValueError, TypeError) as exc:
         log.error("mailbox row unreadable, left out of the cycle: error=%s", type(exc).__name__)
         return None

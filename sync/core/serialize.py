@@ -1,10 +1,11 @@
 """Domain objects <-> plain JSON-able dicts: what activities pass to each other and what the store keeps."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from .domain import Address, Booking, BookingLocation, BookingStatus, SyncFilter, WorkOrder
+from .domain import Address, Booking, BookingLocation, BookingStatus, Mailbox, MailboxTestStatus, SyncFilter, WorkOrder
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -46,3 +47,13 @@ def filter_to_dict(f: SyncFilter) -> dict[str, Any]:
 def filter_from_dict(d: dict[str, Any]) -> SyncFilter:
     return SyncFilter(d["name"], frozenset(d.get("booking_statuses", [])), frozenset(d.get("work_order_types", [])),
                       frozenset(d.get("territories", [])))
+
+
+def mailbox_from_row(row: Any) -> Mailbox:
+    """A mailbox row as the store keeps it (its filters as JSON); raises KeyError or ValueError for one that does not
+    read as a mailbox."""
+    return Mailbox(address=row["address"], environment=row.get("environment") or None,
+                   sync_method=row.get("sync_method", "server-side"), approved=bool(row.get("approved")),
+                   test_status=MailboxTestStatus(row.get("test_status", "not_tested")), test_reason=row.get("test_reason") or None,
+                   enabled=bool(row.get("enabled", True)), time_zone=row.get("time_zone") or "UTC",
+                   filters=tuple(filter_from_dict(f) for f in json.loads(row.get("filters") or "[]")))
