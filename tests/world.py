@@ -36,9 +36,10 @@ class World:
         await collect(self.source, self.store, self.settings, self.now)
         results = {}
         kwargs = {"crash": crash} if crash else {}
+        global_filters = await self.store.global_filters()             # as the activity passes them
         for mailbox in await self.store.pending_mailboxes():
             sync = MailboxSync(self.store, self.calendar, self.settings, self.now, holder="world", lease_ttl_s=MAILBOX_LEASE_S,
-                               clock=lambda: self.now, **kwargs)
+                               clock=lambda: self.now, global_filters=global_filters, **kwargs)
             results[mailbox] = (await sync.run(mailbox, force=force)).to_dict()
         return results
 

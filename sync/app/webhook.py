@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
+from ..core import scope
 from ..core.domain import Booking, Mailbox, SkippedRow
 from ..core.ids import GUID
 from ..core.pseudonym import mailbox_ref
@@ -138,7 +139,7 @@ async def _left_alone(store: WebhookStore, booking: Booking, entry: tuple[Mailbo
     """needs_no_sync, with the mailbox's own row and filters; the global filters are read only for a cancellation
     that could be left alone."""
     mailbox, row = entry
-    if not booking.status.canceled or settings.propagate_cancellations:     # never left alone: no filters to read
+    if not scope.may_be_left_alone(booking, settings):                    # no filters to read
         return False
     return needs_no_sync(booking, mailbox, has_pending_work(row), settings, now, () if mailbox.filters else await store.global_filters())
 

@@ -6,7 +6,8 @@ mailboxes it concerns, and persist it there as a pending observation; then advan
 - `route` (pure): a booking goes to its current mailbox, if that mailbox is registered and bound to this
   environment (M4), and to every mailbox holding a link for it, so a reassignment or a delete reaches both; a
   delete also reaches the mailboxes whose waiting observations name the booking (`with_waiting`). A cancellation
-  X1 leaves alone (`scope.left_alone`) is not kept for a mailbox with no waiting work: its sync would skip it.
+  X1 leaves alone (`scope.left_alone`, with the mailbox's filters) is not kept for a mailbox with no waiting work:
+  its sync would skip it.
 - `persist`: pending observations first, then the cursor, ETag-guarded, so nothing read is lost if a
   mailbox fails later and two collects never move one cursor backwards.
 """
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 from ..core import scope
 from ..core.domain import Booking, Mailbox, SkippedRow, SyncFilter
 from ..core.scope import window
-from ..core.serialize import booking_to_dict
+from ..core.serialize import booking_to_dict, mailbox_from_row
 from ..core.settings import SyncSettings
 from ..ports import (
     BookingSource,
@@ -92,11 +93,11 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     initial = {r["address"] for r in rows if r.get("needs_initial_read") and bindings[r["address"]] in ("", environment)}
     observations = await read(source, store, cursor, low, high, initial)
     holders = observations.holders
-    everywhere = bool(await store.global_filters())
-    filtered = {r["address"] for r in rows if everywhere or (r.get("filters") or "[]") != "[]"}
+    global_filters = await store.global_filters()
+    filtered = {r["address"] for r in rows if global_filters or (r.get("filters") or "[]") != "[]"}
     waiting = {r["address"] for r in rows if has_pending_work(r)}
     routing = route(observations, await with_waiting(store, waiting, observations.observed, holders), bindings, environment, filtered,
-                    settings=settings, now=now, waiting=waiting)
+                    settings=settings, now=now, rows={r["address"]: r for r in rows}, waiting=waiting, global_filters=global_filters)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
     result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
     # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
@@ -183,10 +184,11 @@ async def _read_full(source: BookingSource, links: LinkStore, low: datetime, hig
 
 
 def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str,
-          filtered: Collection[str], *, settings: SyncSettings, now: datetime, waiting: Collection[str]) -> Routing:
+          filtered: Collection[str], *, settings: SyncSettings, now: datetime, rows: Mapping[str, Mapping[str, Any]],
+          waiting: Collection[str], global_filters: tuple[SyncFilter, ...] = ()) -> Routing:
     """PURE: booking -> the mailboxes it concerns. `bindings`: registered mailbox -> the environment it is bound to;
     `filtered`: mailboxes with sync filters (their own or the global ones), for D5's count of possible removals;
-    `waiting`: mailboxes with pending work."""
+    `rows`: the registered mailboxes' rows; `waiting`: mailboxes with pending work."""
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]] = {}
     unregistered = to_holders = left_alone = 0
     for booking_id, booking in observations.observed.items():
@@ -199,7 +201,7 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
                 continue
             if mailbox not in holders.get(booking_id, set()) and bindings[mailbox] not in ("", environment):
                 continue                                                 # M4: bound to another environment
-            if booking is not None and _left_alone(booking, mailbox, bindings[mailbox], settings, now, filtered, waiting):
+            if booking is not None and _left_alone(booking, rows[mailbox], mailbox in waiting, settings, now, global_filters):
                 left_alone += 1
                 continue
             per_mailbox.setdefault(mailbox, {})[booking_id] = booking_to_dict(booking) if booking is not None else None
@@ -213,10 +215,17 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
     return Routing(per_mailbox, unregistered, to_holders, left_alone)
 
 
-def _left_alone(booking: Booking, address: str, binding: str, settings: SyncSettings, now: datetime, filtered: Collection[str],
-                waiting: Collection[str]) -> bool:
-    """Collect does not read the mailboxes' filters, so a filtered mailbox is always told."""
-    return address not in filtered and needs_no_sync(booking, Mailbox(address, binding or None), address in waiting, settings, now)
+def _left_alone(booking: Booking, row: Mapping[str, Any], waiting: bool, settings: SyncSettings, now: datetime,
+                global_filters: tuple[SyncFilter, ...]) -> bool:
+    """The mailbox (with its filters) is read from its row only for a booking that may be left alone; a row that
+    does not read as a mailbox is told, as before (its sync reports it)."""
+    if not scope.may_be_left_alone(booking, settings):
+        return False
+    try:
+        mailbox = mailbox_from_row(row)
+    except (KeyError, ValueError, TypeError):
+        return False
+    return needs_no_sync(booking, mailbox, waiting, settings, now, global_filters)
 
 
 def needs_no_sync(booking: Booking, mailbox: Mailbox, waiting: bool, settings: SyncSettings, now: datetime,

@@ -180,16 +180,36 @@ async def test_r_x1_a_cancellation_left_alone_wakes_no_mailbox_sync():
     assert (await w.cycle())[A]["counts"] == {"updated": 1}
 
 
-@pytest.mark.parametrize("case", ["work waiting", "filtered", "reassigned", "propagated"])
-async def test_r_x1_a_cancellation_still_reaches_a_mailbox_whose_sync_it_can_change(case):
-    """Kept for the mailbox whenever its sync could decide otherwise than X1's skip: work waiting there (an older
-    observation of the booking would be synced in its place), filters (not read by collect: the booking may be out
-    of scope, a logical delete), the booking moved to another resource (D3 for the holder), cancellations propagated
-    (X2)."""
+@pytest.mark.parametrize("filters", ["the mailbox's", "the global ones"])
+async def test_r_x1_s5_a_cancellation_within_the_filters_is_left_alone_too(filters):
+    """Collect reads a mailbox's filters (its own, or else the global ones) from its row for a cancellation: one
+    still in scope wakes no sync, as without filters."""
     from sync.core.domain import SyncFilter
     from sync.engine.collect import collect
+    north = (SyncFilter("north", territories=frozenset({"North"})),)
+    w = World()
+    await w.enable(A, filters=north if filters == "the mailbox's" else ())
+    if filters == "the global ones":
+        await w.store.put_global_filters(north)
+    b = booking(A)                                  # territory North
+    w.put(b)
+    await w.cycle()
+    w.put(replace(b, status=CANCELED))
+    collected = await collect(w.source, w.store, w.settings, w.now)
+    assert (collected.left_alone, collected.mailboxes) == (1, [])
+
+
+@pytest.mark.parametrize("case", ["work waiting", "filtered out", "out of the global filters", "reassigned", "propagated"])
+async def test_r_x1_a_cancellation_still_reaches_a_mailbox_whose_sync_it_can_change(case):
+    """Kept for the mailbox whenever its sync could decide otherwise than X1's skip: work waiting there (an older
+    observation of the booking would be synced in its place), filters that now leave the booking out (its own or
+    the global ones: a logical delete, D3), the booking moved to another resource (D3 for the holder),
+    cancellations propagated (X2)."""
+    from sync.core.domain import SyncFilter
+    from sync.engine.collect import collect
+    south = (SyncFilter("south", territories=frozenset({"South"})),)
     w = World(SyncSettings(propagate_cancellations=True) if case == "propagated" else None)
-    await w.enable(A, filters=(SyncFilter("all", territories=frozenset({"North", "South"})),) if case == "filtered" else ())
+    mailbox = await w.enable(A)
     await w.enable(B)
     b, other = booking(A), booking(A, start=NOW + timedelta(hours=5))
     w.put(b, other)
@@ -197,12 +217,17 @@ async def test_r_x1_a_cancellation_still_reaches_a_mailbox_whose_sync_it_can_cha
     if case == "work waiting":
         w.put(moved(b, timedelta(hours=2)), moved(other, timedelta(hours=1)))
         await collect(w.source, w.store, w.settings, w.now)        # waiting: the mailbox has not synced them yet
+    if case == "filtered out":
+        await w.store.put_mailbox(replace(mailbox, filters=south))
+    if case == "out of the global filters":
+        await w.store.put_global_filters(south)
     canceled = replace(b, status=CANCELED, mailbox=B if case == "reassigned" else A)
     w.put(canceled)
     collected = await collect(w.source, w.store, w.settings, w.now)
     assert A in collected.mailboxes and collected.left_alone == (1 if case == "reassigned" else 0)   # B: nothing to do
     counts = (await w.cycle())[A]["counts"]
-    assert counts == {"work waiting": {"skipped": 1, "updated": 1}, "filtered": {"skipped": 1}, "reassigned": {"unlinked": 1},
+    assert counts == {"work waiting": {"skipped": 1, "updated": 1}, "filtered out": {"unlinked": 1},
+                      "out of the global filters": {"unlinked": 1}, "reassigned": {"unlinked": 1},
                       "propagated": {"deleted": 1}}[case]
 
 
