@@ -139,7 +139,7 @@ async def _left_alone(store: WebhookStore, booking: Booking, entry: tuple[Mailbo
     """needs_no_sync, with the mailbox's own row and filters; the global filters are read only for a cancellation
     that could be left alone."""
     mailbox, row = entry
-    if not scope.may_be_left_alone(booking, settings):                    # no filters to read
+    if not scope.may_be_left_alone(booking, settings, now):                    # no filters to read
         return False
     return needs_no_sync(booking, mailbox, has_pending_work(row), settings, now, () if mailbox.filters else await store.global_filters())
 

@@ -89,13 +89,12 @@ def left_alone(booking: Booking, mailbox: Mailbox, settings: SyncSettings, now: 
     """X1: whether this mailbox's sync would skip the booking whatever link it holds: a canceled booking still in
     the mailbox's scope, with cancellations not propagated. Such an observation changes nothing, so collect need
     not wake the mailbox for it. Out of scope it is not left alone: a linked booking would be a logical delete."""
-    return (may_be_left_alone(booking, settings) and booking_reason(booking, mailbox, global_filters) is None
-            and canceled_reason(booking, None, settings, now) == Reason.CANCELED_NOT_PROPAGATED)
+    return may_be_left_alone(booking, settings, now) and booking_reason(booking, mailbox, global_filters) is None
 
 
-def may_be_left_alone(booking: Booking, settings: SyncSettings) -> bool:
-    """What left_alone needs before any mailbox is looked at: so a caller builds the mailbox (its filters) only then."""
-    return booking.status.canceled and not settings.propagate_cancellations
+def may_be_left_alone(booking: Booking, settings: SyncSettings, now: datetime) -> bool:
+    """X1's half of left_alone, which needs no mailbox: so a caller builds the mailbox (its filters) only then."""
+    return canceled_reason(booking, None, settings, now) == Reason.CANCELED_NOT_PROPAGATED
 
 
 def effective_filters(mailbox: Mailbox, global_filters: tuple[SyncFilter, ...]) -> tuple[SyncFilter, ...]:

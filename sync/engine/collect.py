@@ -219,7 +219,7 @@ def _left_alone(booking: Booking, row: Mapping[str, Any], waiting: bool, setting
                 global_filters: tuple[SyncFilter, ...]) -> bool:
     """The mailbox (with its filters) is read from its row only for a booking that may be left alone; a row that
     does not read as a mailbox is told, as before (its sync reports it)."""
-    if not scope.may_be_left_alone(booking, settings):
+    if not scope.may_be_left_alone(booking, settings, now):
         return False
     try:
         mailbox = mailbox_from_row(row)
