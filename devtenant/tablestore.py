@@ -26,7 +26,7 @@ import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -53,6 +53,7 @@ class Entity:
     properties: dict[str, Any]                 # as the client sent them, with the annotations JSON needs
     etag: str
     timestamp: str
+    _encoded: str | None = field(default=None, repr=False, compare=False)
 
     def typed(self, name: str) -> Any:
         """A property's value for comparison: Int64 and Double as numbers, the rest as JSON gives them."""
@@ -83,6 +84,13 @@ class Entity:
         if select is None:
             out["Timestamp"] = self.timestamp
         return out
+
+    def encoded(self, pk: str, rk: str) -> str:
+        """The whole entity as JSON, kept: a write makes a new Entity, and a partition's rows are read by every sync
+        of its mailbox."""
+        if self._encoded is None:
+            self._encoded = json.dumps(self.wire(pk, rk))
+        return self._encoded
 
 
 class Partition:
@@ -139,10 +147,8 @@ def _instant(text: Any) -> Any:
 
 
 def _tokens(text: str) -> list[tuple[str, Any]]:
-    out, at = [], 0
-    while at < len(text):
-        if text[at:].strip() == "":
-            break
+    out, at, end = [], 0, len(text.rstrip())
+    while at < end:
         found = _FILTER_TOKEN.match(text, at)
         if found is None or found.end() == at:
             raise Refused(400, "InvalidInput", f"$filter: cannot read at {at}")
@@ -298,16 +304,22 @@ class TableStore:
 
     def query(self, name: str, text: str | None, select: list[str] | None, top: int | None,
               next_pk: str | None, next_rk: str | None) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+        matched, more = self.matching(name, text, top, next_pk, next_rk)
+        return [entity.wire(pk, rk, select) for pk, rk, entity in matched], more
+
+    def matching(self, name: str, text: str | None, top: int | None, next_pk: str | None,
+                 next_rk: str | None) -> tuple[list[tuple[str, str, Entity]], tuple[str, str] | None]:
+        """A page of the entities the filter matches, in key order, and where the next page starts (or None)."""
         table = self.table(name)
         node = _FilterParser(text).parse() if text else None
         pks = sorted(table) if node is None else self._partitions(table, node)
         limit = min(top or PAGE, PAGE)
-        found: list[dict[str, Any]] = []
+        found: list[tuple[str, str, Entity]] = []
         for pk, rk, entity in self._candidates(table, pks, node, next_pk, next_rk):
             if node is None or _matches(node, entity, pk, rk):
                 if len(found) == limit:
                     return found, (pk, rk)
-                found.append(entity.wire(pk, rk, select))
+                found.append((pk, rk, entity))
         return found, None
 
     @staticmethod
@@ -469,11 +481,12 @@ class TableService:
         top = int(params["$top"]) if params.get("$top") else None
         next_pk = _untoken(params["NextPartitionKey"]) if "NextPartitionKey" in params else None
         next_rk = _untoken(params["NextRowKey"]) if "NextRowKey" in params else None
-        rows, more = self.store.query(name, params.get("$filter"), select, top, next_pk, next_rk)
+        matched, more = self.store.matching(name, params.get("$filter"), top, next_pk, next_rk)
         headers = {"Content-Type": "application/json;odata=minimalmetadata"}
         if more is not None:
             headers["x-ms-continuation-NextPartitionKey"], headers["x-ms-continuation-NextRowKey"] = _token(more[0]), _token(more[1])
-        return 200, headers, json.dumps({"odata.metadata": f"{base}/$metadata#{name}", "value": rows}).encode()
+        rows = ", ".join(entity.encoded(pk, rk) if select is None else json.dumps(entity.wire(pk, rk, select)) for pk, rk, entity in matched)
+        return 200, headers, f'{{"odata.metadata": {json.dumps(f"{base}/$metadata#{name}")}, "value": [{rows}]}}'.encode()
 
     @staticmethod
     def _created(headers: dict[str, str], answer: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:

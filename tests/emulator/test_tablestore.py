@@ -73,3 +73,22 @@ async def test_a_transaction_over_two_partitions_or_naming_a_row_twice_is_refuse
     finally:
         await table.close()
         await service.close()
+
+
+@pytest.mark.stack
+async def test_a_query_answers_an_entity_as_last_written_though_its_json_is_kept(tablestore_stack, table_prefix):
+    service = TableServiceClient.from_connection_string(tablestore_stack.table_connection_string)
+    table = service.get_table_client(table_prefix)
+    await service.create_table(table.table_name)
+    try:
+        await table_wire.send_one(table, ("upsert", {"PartitionKey": "a", "RowKey": "1", "n": "first"}))
+        first = [e async for e in table_wire.query(table, "PartitionKey eq @pk", {"pk": "a"})]
+        await table_wire.send_one(table, ("upsert", {"PartitionKey": "a", "RowKey": "1", "n": "second"}))
+        second = [e async for e in table_wire.query(table, "PartitionKey eq @pk", {"pk": "a"})]
+        selected = [e async for e in table.query_entities("PartitionKey eq 'a'", select=["n"])]
+        assert [e["n"] for e in first] == ["first"] and [e["n"] for e in second] == ["second"]
+        assert first[0].metadata["etag"] != second[0].metadata["etag"]
+        assert [dict(e) for e in selected] == [{"n": "second"}]
+    finally:
+        await table.close()
+        await service.close()
