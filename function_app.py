@@ -3,10 +3,11 @@ import azure.functions as func
 
 from sync.app.functions import bp, environment_ok
 from sync.app.gc_tuning import tune_collector
-from sync.app.telemetry import configure_telemetry
+from sync.app.telemetry import configure_telemetry, quiet_library_loggers
 
 # E4: a missing or malformed setting stops the app at start with a message naming it.
 environment_ok()
+quiet_library_loggers()            # before any client logs a request URL
 configure_telemetry()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)

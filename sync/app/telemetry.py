@@ -32,6 +32,17 @@ MAILBOX_DURATION = METER.create_histogram("sync.mailbox.duration", unit="s", des
 DISABLED_INSTRUMENTATIONS = ("azure_sdk", "requests", "urllib", "urllib3", "httpx", "httpx2", "django", "fastapi", "flask", "psycopg2")
 
 
+# The Functions Python worker hands every record at INFO and above, from any logger, to the host as the function's
+# own log, and so to Application Insights. azure-core's HttpLoggingPolicy logs each request's URL at INFO, and httpx
+# each request's line: Table addresses hold mailbox addresses as keys, Graph paths /users/{address}. Warnings pass.
+QUIETED_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "httpx")
+
+
+def quiet_library_loggers() -> None:
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_telemetry() -> bool:
     if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return False

@@ -19,11 +19,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from devtenant import demo
 from sync.app.clients import Clients
 from sync.app.settings import load
+from sync.app.telemetry import quiet_library_loggers
 from sync.local.cycle import run_cycle
 from tests.stack_helpers import enable_all_mailboxes
 
 pytestmark = pytest.mark.stack
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+class Forwarded(logging.Handler):
+    """What the Functions Python worker does: every record at INFO and above, from any logger, goes to the host."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +53,14 @@ def exporters():
     root = logging.getLogger("sync")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    yield spans, reader, logs
+    quiet_library_loggers()                                      # as function_app does at start
+    forwarded, worker_root = Forwarded(), logging.getLogger()
+    level = worker_root.level
+    worker_root.addHandler(forwarded)
+    worker_root.setLevel(logging.INFO)
+    yield spans, reader, logs, forwarded
+    worker_root.removeHandler(forwarded)
+    worker_root.setLevel(level)
     root.removeHandler(handler)
 
 
@@ -56,7 +75,7 @@ def strings_in(value) -> list[str]:
 
 
 async def test_no_personal_data_in_spans_metrics_or_logs(exporters, tenant, table_prefix, monkeypatch):
-    spans, reader, logs = exporters
+    spans, reader, logs, forwarded = exporters
     summary = tenant.control("POST", "/demo", {})
     for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
         monkeypatch.setenv(key, value)
@@ -83,7 +102,8 @@ async def test_no_personal_data_in_spans_metrics_or_logs(exporters, tenant, tabl
     records = logs.get_finished_logs()
     for record in records:
         texts += strings_in(str(record.log_record.body)) + strings_in(dict(record.log_record.attributes or {}))
-    assert spans.get_finished_spans() and points and records        # telemetry was really produced
+    texts += forwarded.messages
+    assert spans.get_finished_spans() and points and records and forwarded.messages     # telemetry was really produced
 
     people = {f"{first} {last}" for first in demo.FIRST for last in demo.LAST} | set(demo.FIRST) | set(demo.LAST)
     rows = lambda s: tenant.control("GET", f"/orgs/default/tables/{s}")["value"]
