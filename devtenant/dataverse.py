@@ -467,8 +467,8 @@ class DataverseService:
         if lookup is None:
             return [r for r in rows if query.matches(expr, r)]
         # `id eq a or id eq b ...`: only rows holding one of the values can match, and only through the comparisons
-        # that name their own value, so each is matched against the filter with the `or` narrowed to those. The same
-        # answers, without evaluating a 125-id `or` against every row of a large table, and every candidate row.
+        # that name their own value, so each is matched against the filter with the `or` narrowed to those: the same
+        # answers, at a cost that no longer grows with the table's rows or the ids per request.
         prop, group, by_value = lookup
         kept = []
         for row in rows:

@@ -53,42 +53,43 @@ def test_pages_continue_where_the_last_ended():
     assert len({(r["PartitionKey"], r["RowKey"]) for r in first + rest}) == PAGE + 5
 
 
-@pytest.mark.stack
-async def test_a_transaction_over_two_partitions_or_naming_a_row_twice_is_refused_and_writes_nothing(tablestore_stack, table_prefix):
+@pytest.fixture
+async def double_table(tablestore_stack, table_prefix):
+    """A new table on the double, through the SDK's client."""
     service = TableServiceClient.from_connection_string(tablestore_stack.table_connection_string)
     table = service.get_table_client(table_prefix)
     await service.create_table(table.table_name)
     try:
-        for operations, code in [([("upsert", {"PartitionKey": "a", "RowKey": "1"}), ("upsert", {"PartitionKey": "b", "RowKey": "1"})],
-                                  "CommandsInBatchActOnDifferentPartitions"),
-                                 ([("upsert", {"PartitionKey": "a", "RowKey": "1"}), ("delete", {"PartitionKey": "a", "RowKey": "1"})],
-                                  "InvalidDuplicateRow")]:
-            with pytest.raises(table_wire.TransactionFailed) as refused:     # the SDK would not send the first
-                await table_wire.submit(table, operations)
-            assert refused.value.error_code == code and refused.value.status_code == 400
-        assert [e async for e in table.list_entities()] == []
-        with pytest.raises(HttpResponseError) as bad:
-            [e async for e in table.query_entities("RowKey gee 'a'")]
-        assert bad.value.status_code == 400
+        yield table
     finally:
         await table.close()
         await service.close()
 
 
 @pytest.mark.stack
-async def test_a_query_answers_an_entity_as_last_written_though_its_json_is_kept(tablestore_stack, table_prefix):
-    service = TableServiceClient.from_connection_string(tablestore_stack.table_connection_string)
-    table = service.get_table_client(table_prefix)
-    await service.create_table(table.table_name)
-    try:
-        await table_wire.send_one(table, ("upsert", {"PartitionKey": "a", "RowKey": "1", "n": "first"}))
-        first = [e async for e in table_wire.query(table, "PartitionKey eq @pk", {"pk": "a"})]
-        await table_wire.send_one(table, ("upsert", {"PartitionKey": "a", "RowKey": "1", "n": "second"}))
-        second = [e async for e in table_wire.query(table, "PartitionKey eq @pk", {"pk": "a"})]
-        selected = [e async for e in table.query_entities("PartitionKey eq 'a'", select=["n"])]
-        assert [e["n"] for e in first] == ["first"] and [e["n"] for e in second] == ["second"]
-        assert first[0].metadata["etag"] != second[0].metadata["etag"]
-        assert [dict(e) for e in selected] == [{"n": "second"}]
-    finally:
-        await table.close()
-        await service.close()
+async def test_a_transaction_over_two_partitions_or_naming_a_row_twice_is_refused_and_writes_nothing(double_table):
+    table = double_table
+    for operations, code in [([("upsert", {"PartitionKey": "a", "RowKey": "1"}), ("upsert", {"PartitionKey": "b", "RowKey": "1"})],
+                              "CommandsInBatchActOnDifferentPartitions"),
+                             ([("upsert", {"PartitionKey": "a", "RowKey": "1"}), ("delete", {"PartitionKey": "a", "RowKey": "1"})],
+                              "InvalidDuplicateRow")]:
+        with pytest.raises(table_wire.TransactionFailed) as refused:     # the SDK would not send the first
+            await table_wire.submit(table, operations)
+        assert refused.value.error_code == code and refused.value.status_code == 400
+    assert [e async for e in table.list_entities()] == []
+    with pytest.raises(HttpResponseError) as bad:
+        [e async for e in table.query_entities("RowKey gee 'a'")]
+    assert bad.value.status_code == 400
+
+
+@pytest.mark.stack
+async def test_a_query_answers_an_entity_as_last_written_though_its_json_is_kept(double_table):
+    table = double_table
+    await table_wire.send_one(table, ("upsert", {"PartitionKey": "a", "RowKey": "1", "n": "first"}))
+    first = [e async for e in table_wire.query(table, "PartitionKey eq @pk", {"pk": "a"})]
+    await table_wire.send_one(table, ("upsert", {"PartitionKey": "a", "RowKey": "1", "n": "second"}))
+    second = [e async for e in table_wire.query(table, "PartitionKey eq @pk", {"pk": "a"})]
+    selected = [e async for e in table.query_entities("PartitionKey eq 'a'", select=["n"])]
+    assert [e["n"] for e in first] == ["first"] and [e["n"] for e in second] == ["second"]
+    assert first[0].metadata["etag"] != second[0].metadata["etag"]
+    assert [dict(e) for e in selected] == [{"n": "second"}]
