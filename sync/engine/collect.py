@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -76,6 +76,27 @@ class CollectResult:
                 "removals_held": self.removals_held, "mailboxes": self.mailboxes, "carried": self.carried}
 
 
+@dataclass(frozen=True)
+class Registered:
+    """The registered mailboxes as collect read them, and what routing asks of them."""
+    rows: Mapping[str, Mapping[str, Any]]          # address -> its row
+    bindings: Mapping[str, str]                    # address -> the environment it is bound to ("" for none)
+    filtered: frozenset[str]                       # with sync filters, its own or the global ones (D5's count)
+    waiting: frozenset[str]                        # with pending work
+    global_filters: tuple[SyncFilter, ...] = ()
+
+    @classmethod
+    def of(cls, rows: Iterable[Mapping[str, Any]], global_filters: tuple[SyncFilter, ...] = ()) -> Registered:
+        by_address = {r["address"]: r for r in rows}
+        return cls(by_address, {a: (r.get("environment") or "").lower() for a, r in by_address.items()},
+                   frozenset(a for a, r in by_address.items() if global_filters or (r.get("filters") or "[]") != "[]"),
+                   frozenset(a for a, r in by_address.items() if has_pending_work(r)), global_filters)
+
+    def serves(self, address: str, environment: str) -> bool:
+        """M4: an unbound mailbox serves every environment, a bound one its own."""
+        return self.bindings[address] in ("", environment)
+
+
 @dataclass
 class Routing:
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]]
@@ -88,20 +109,16 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     environment = source.environment.lower()
     low, high = window(settings, now)
     cursor = await store.get_cursor(environment)
-    rows = await store.list_mailboxes()
-    bindings = {r["address"]: (r.get("environment") or "").lower() for r in rows}
-    initial = {r["address"] for r in rows if r.get("needs_initial_read") and bindings[r["address"]] in ("", environment)}
+    registered = Registered.of(await store.list_mailboxes(), await store.global_filters())
+    initial = {a for a, r in registered.rows.items() if r.get("needs_initial_read") and registered.serves(a, environment)}
     observations = await read(source, store, cursor, low, high, initial)
     holders = observations.holders
-    global_filters = await store.global_filters()
-    filtered = {r["address"] for r in rows if global_filters or (r.get("filters") or "[]") != "[]"}
-    waiting = {r["address"] for r in rows if has_pending_work(r)}
-    routing = route(observations, await with_waiting(store, waiting, observations.observed, holders), bindings, environment, filtered,
-                    settings=settings, now=now, rows={r["address"]: r for r in rows}, waiting=waiting, global_filters=global_filters)
+    routing = route(observations, await with_waiting(store, registered.waiting, observations.observed, holders), environment,
+                    registered, settings=settings, now=now)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
-    result.removals_held = sum(1 for r in rows if r.get("removals_held") and bindings[r["address"]] in ("", environment))
+    result.removals_held = sum(1 for a, r in registered.rows.items() if r.get("removals_held") and registered.serves(a, environment))
     # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
-    result.carried = sorted(m for m in waiting if bindings[m] in ("", environment))
+    result.carried = sorted(m for m in registered.waiting if registered.serves(m, environment))
     return result
 
 
@@ -183,12 +200,9 @@ async def _read_full(source: BookingSource, links: LinkStore, low: datetime, hig
     return Observations("full", observed, skipped, start.delta_links, holders=holders)
 
 
-def route(observations: Observations, holders: Mapping[str, set[str]], bindings: Mapping[str, str], environment: str,
-          filtered: Collection[str], *, settings: SyncSettings, now: datetime, rows: Mapping[str, Mapping[str, Any]],
-          waiting: Collection[str], global_filters: tuple[SyncFilter, ...] = ()) -> Routing:
-    """PURE: booking -> the mailboxes it concerns. `bindings`: registered mailbox -> the environment it is bound to;
-    `filtered`: mailboxes with sync filters (their own or the global ones), for D5's count of possible removals;
-    `rows`: the registered mailboxes' rows; `waiting`: mailboxes with pending work."""
+def route(observations: Observations, holders: Mapping[str, set[str]], environment: str, registered: Registered, *,
+          settings: SyncSettings, now: datetime) -> Routing:
+    """PURE: booking -> the mailboxes it concerns, among the `registered` ones."""
     per_mailbox: dict[str, dict[str, dict[str, Any] | None]] = {}
     unregistered = to_holders = left_alone = 0
     for booking_id, booking in observations.observed.items():
@@ -196,18 +210,19 @@ def route(observations: Observations, holders: Mapping[str, set[str]], bindings:
         if booking is not None and booking.mailbox:
             targets.add(booking.mailbox)
         for mailbox in sorted(targets):
-            if mailbox not in bindings:
+            if mailbox not in registered.bindings:
                 unregistered += 1
                 continue
-            if mailbox not in holders.get(booking_id, set()) and bindings[mailbox] not in ("", environment):
+            if mailbox not in holders.get(booking_id, set()) and not registered.serves(mailbox, environment):
                 continue                                                 # M4: bound to another environment
-            if booking is not None and _left_alone(booking, rows[mailbox], mailbox in waiting, settings, now, global_filters):
+            if booking is not None and _left_alone(booking, registered.rows[mailbox], mailbox in registered.waiting, settings, now,
+                                                   registered.global_filters):
                 left_alone += 1
                 continue
             per_mailbox.setdefault(mailbox, {})[booking_id] = booking_to_dict(booking) if booking is not None else None
             if mailbox in holders.get(booking_id, set()):
-                holder = Mailbox(mailbox, bindings[mailbox] or None)
-                to_holders += scope.may_remove(booking, holder, mailbox in filtered)
+                holder = Mailbox(mailbox, registered.bindings[mailbox] or None)
+                to_holders += scope.may_remove(booking, holder, mailbox in registered.filtered)
     for booking_id, booking in observations.initial.items():
         if booking_id not in observations.observed and booking.mailbox:
             per_mailbox.setdefault(booking.mailbox, {})[booking_id] = booking_to_dict(booking)
