@@ -67,6 +67,7 @@ LEGACY_TABLES = ("pending", "outcomes")        # rows moved into the links parti
 PENDING_PREFIX, ERROR_PREFIX, LEASE_ROW = "^p|", "^e|", "^lease"
 INDEX_RANGES_PER_QUERY, INDEX_QUERY_CONCURRENCY, INDEX_SCAN_FROM = 7, 16, 1400
 PENDING_WRITE_CONCURRENCY = 16                 # mailboxes whose observations are written at once
+TRANSACTIONS_AT_ONCE = 8                       # independent ≤100-row transactions of one call sent together
 MAILBOX_LEASE = "mailbox:"                     # LeaseStore names of this form are the mailbox's own lease row
 RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 TRANSACTION_LIMIT = 100
@@ -407,13 +408,19 @@ class TableStateStore:
 
     async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:
         rows = [(b.lower(), m.lower()) for b, mailboxes in holders.items() for m in mailboxes]
-        for i in range(0, len(rows), TRANSACTION_LIMIT):
-            ops = [("delete", {"PartitionKey": key(environment), "RowKey": f"{key(b)}|{key(m)}"}) for b, m in rows[i:i + TRANSACTION_LIMIT]]
-            try:
-                await self._transact("bookingindex", ops)
-            except (StoreConflict, HttpResponseError):      # one row was gone already: the others one by one
-                for _, entity in ops:
-                    await self._delete("bookingindex", key(environment), entity["RowKey"])
+        slots = asyncio.Semaphore(TRANSACTIONS_AT_ONCE)
+
+        async def unindex(ops: list[tuple]) -> None:
+            async with slots:
+                try:
+                    await self._transact("bookingindex", ops)
+                except (StoreConflict, HttpResponseError):      # one row was gone already: the others one by one
+                    for _, entity in ops:
+                        await self._delete("bookingindex", key(environment), entity["RowKey"])
+
+        # The transactions are independent (each deletes its own rows), so they go together: collect waits for them.
+        await asyncio.gather(*(unindex([("delete", {"PartitionKey": key(environment), "RowKey": f"{key(b)}|{key(m)}"})
+                                        for b, m in rows[i:i + TRANSACTION_LIMIT]]) for i in range(0, len(rows), TRANSACTION_LIMIT)))
 
     async def linked_bookings(self, environment: str) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
@@ -443,18 +450,23 @@ class TableStateStore:
                                          {"mode": UpdateMode.MERGE}) for m in filled])
 
     async def _merge_mailbox_rows(self, merges: list[tuple]) -> None:
-        """Merges into existing mailbox rows (If-Match *: a row removed meanwhile is not brought back as a fragment)."""
-        for i in range(0, len(merges), TRANSACTION_LIMIT):
-            chunk = merges[i:i + TRANSACTION_LIMIT]
-            try:
-                await self._transact("mailboxes", chunk)
-            except (StoreConflict, HttpResponseError):      # one mailbox was removed: merge the others one by one
-                for _, entity, _options in chunk:
-                    try:
-                        await self.table("mailboxes").update_entity(entity, mode=UpdateMode.MERGE)
-                        self.writes += 1
-                    except ResourceNotFoundError:
-                        pass
+        """Merges into existing mailbox rows (If-Match *: a row removed meanwhile is not brought back as a fragment).
+        The transactions are independent (each merges its own rows), so they go together."""
+        slots = asyncio.Semaphore(TRANSACTIONS_AT_ONCE)
+
+        async def merge(chunk: list[tuple]) -> None:
+            async with slots:
+                try:
+                    await self._transact("mailboxes", chunk)
+                except (StoreConflict, HttpResponseError):      # one mailbox was removed: merge the others one by one
+                    for _, entity, _options in chunk:
+                        try:
+                            await self.table("mailboxes").update_entity(entity, mode=UpdateMode.MERGE)
+                            self.writes += 1
+                        except ResourceNotFoundError:
+                            pass
+
+        await asyncio.gather(*(merge(merges[i:i + TRANSACTION_LIMIT]) for i in range(0, len(merges), TRANSACTION_LIMIT)))
 
     async def pending(self, mailbox: str) -> list[PendingRow]:
         return (await self.mailbox_state(mailbox)).pending

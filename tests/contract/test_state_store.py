@@ -209,6 +209,21 @@ async def test_index_rows_of_deleted_bookings_go(state_store):
     assert await state_store.linked_bookings(ENV) == {"b2": {"a@x.example"}}
 
 
+async def test_index_and_mailbox_writes_over_100_rows_with_a_row_gone(state_store):
+    """Several ≤100-row transactions of one call go together; the one holding a missing row falls back row by row
+    without touching the others."""
+    boxes = [f"t{i:03d}@x.example" for i in range(230)]
+    await state_store.put_links([link(f"b{i:03d}", m) for i, m in enumerate(boxes)])
+    for m in boxes:
+        await state_store.put_mailbox(Mailbox(m, ENV, approved=True, test_status=MailboxTestStatus.SUCCESS))
+    await state_store.unindex_deleted(ENV, {f"b{i:03d}": {m, "never@x.example"} if i == 150 else {m}
+                                            for i, m in enumerate(boxes) if i % 2 == 0})
+    assert await state_store.linked_bookings(ENV) == {f"b{i:03d}": {m} for i, m in enumerate(boxes) if i % 2}
+    await state_store.update_mailboxes_fields([*boxes, "gone@x.example"], needs_initial_read=True)
+    rows = await state_store.list_mailboxes()
+    assert [r["address"] for r in rows] == boxes and all(r["needs_initial_read"] is True for r in rows)
+
+
 async def test_pending_transactions_over_100(state_store):
     await state_store.add_pending("a@x.example", {f"b{i}": {"i": i} for i in range(250)})
     rows = await state_store.pending("a@x.example")
