@@ -27,7 +27,7 @@ import contextvars
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
@@ -249,6 +249,22 @@ class TableStateStore:
             self.writes += len(chunk)
         return etags
 
+    async def _transact_apart(self, table: str, operations: list[tuple], one_by_one: Callable[[tuple], Awaitable[None]]) -> None:
+        """Operations on independent rows of one partition, in transactions of at most 100 sent together (at most
+        TRANSACTIONS_AT_ONCE): no row depends on another, so nothing orders them. A transaction refused because one
+        of its rows is gone or changed is carried out row by row through `one_by_one`."""
+        slots = asyncio.Semaphore(TRANSACTIONS_AT_ONCE)
+
+        async def send(chunk: list[tuple]) -> None:
+            async with slots:
+                try:
+                    await self._transact(table, chunk)
+                except (StoreConflict, HttpResponseError):
+                    for operation in chunk:
+                        await one_by_one(operation)
+
+        await asyncio.gather(*(send(operations[i:i + TRANSACTION_LIMIT]) for i in range(0, len(operations), TRANSACTION_LIMIT)))
+
     # -- mailboxes --------------------------------------------------------------------------------------------
     async def get_mailbox(self, address: str) -> Mailbox | None:
         entity = await self._get("mailboxes", "mailbox", key(address))
@@ -408,19 +424,12 @@ class TableStateStore:
 
     async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:
         rows = [(b.lower(), m.lower()) for b, mailboxes in holders.items() for m in mailboxes]
-        slots = asyncio.Semaphore(TRANSACTIONS_AT_ONCE)
 
-        async def unindex(ops: list[tuple]) -> None:
-            async with slots:
-                try:
-                    await self._transact("bookingindex", ops)
-                except (StoreConflict, HttpResponseError):      # one row was gone already: the others one by one
-                    for _, entity in ops:
-                        await self._delete("bookingindex", key(environment), entity["RowKey"])
+        async def delete_one(operation: tuple) -> None:
+            await self._delete("bookingindex", key(environment), operation[1]["RowKey"])
 
-        # The transactions are independent (each deletes its own rows), so they go together: collect waits for them.
-        await asyncio.gather(*(unindex([("delete", {"PartitionKey": key(environment), "RowKey": f"{key(b)}|{key(m)}"})
-                                        for b, m in rows[i:i + TRANSACTION_LIMIT]]) for i in range(0, len(rows), TRANSACTION_LIMIT)))
+        await self._transact_apart("bookingindex", [("delete", {"PartitionKey": key(environment), "RowKey": f"{key(b)}|{key(m)}"})
+                                                    for b, m in rows], delete_one)
 
     async def linked_bookings(self, environment: str) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
@@ -450,23 +459,15 @@ class TableStateStore:
                                          {"mode": UpdateMode.MERGE}) for m in filled])
 
     async def _merge_mailbox_rows(self, merges: list[tuple]) -> None:
-        """Merges into existing mailbox rows (If-Match *: a row removed meanwhile is not brought back as a fragment).
-        The transactions are independent (each merges its own rows), so they go together."""
-        slots = asyncio.Semaphore(TRANSACTIONS_AT_ONCE)
+        """Merges into existing mailbox rows (If-Match *: a row removed meanwhile is not brought back as a fragment)."""
+        async def merge_one(operation: tuple) -> None:
+            try:
+                await self.table("mailboxes").update_entity(operation[1], mode=UpdateMode.MERGE)
+                self.writes += 1
+            except ResourceNotFoundError:
+                pass
 
-        async def merge(chunk: list[tuple]) -> None:
-            async with slots:
-                try:
-                    await self._transact("mailboxes", chunk)
-                except (StoreConflict, HttpResponseError):      # one mailbox was removed: merge the others one by one
-                    for _, entity, _options in chunk:
-                        try:
-                            await self.table("mailboxes").update_entity(entity, mode=UpdateMode.MERGE)
-                            self.writes += 1
-                        except ResourceNotFoundError:
-                            pass
-
-        await asyncio.gather(*(merge(merges[i:i + TRANSACTION_LIMIT]) for i in range(0, len(merges), TRANSACTION_LIMIT)))
+        await self._transact_apart("mailboxes", merges, merge_one)
 
     async def pending(self, mailbox: str) -> list[PendingRow]:
         return (await self.mailbox_state(mailbox)).pending
