@@ -1,7 +1,8 @@
 """The direct transaction encoder against Azurite (and the benchmarks' Table double): every operation the stores send, every value type and key they
 use, and every refusal, give the rows and errors the SDK's own `submit_transaction` gives (Learn, "Performing
-entity group transactions"). It reaches the TableClient's pipeline through one private attribute of the pinned
-azure-data-tables; this suite is what notices if an upgrade moves it."""
+entity group transactions"). It reaches the TableClient's own azure-core pipeline through private attributes of the
+pinned azure-data-tables (`table_wire._send`); this suite is what notices if an upgrade moves them, and the request-id
+test that every request still runs through the client's policies (its raw_request_hook sees each one)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
