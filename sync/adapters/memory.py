@@ -30,7 +30,7 @@ from ..ports import (
     UserResource,
     has_pending_work,
 )
-from .tables import MAILBOX_LEASE, RELEASED, key, mailbox_to_entity, normalized
+from .tables import MAILBOX_LEASE, RELEASED, TRANSACTION_LIMIT, key, mailbox_to_entity, normalized
 
 
 class InMemoryStateStore:
@@ -239,6 +239,25 @@ class InMemoryStateStore:
         current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
         if lease is not None and current is not None and current["etag"] == lease.etag:
             self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, lease.etag)
+
+    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None) -> bool:
+        if commit.unindex or commit.release is not None:
+            raise ValueError("an unclaimed commit neither removes index rows nor releases a lease it holds")
+        current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
+        errors_gone = [b for b, o in commit.outcomes.items() if not o.get("error") and b.lower() in commit.known_errors]
+        recorded = sum(1 for o in commit.outcomes.values() if o.get("error")) + len(errors_gone)
+        operations = len(commit.puts) + len(commit.deletes) + len(commit.consumed) + recorded + 1
+        pending = self._t("pending")
+        if (operations > TRANSACTION_LIMIT or (current or {}).get("etag") != (seen.etag if seen else None)
+                or any(self._changed(link) for link in commit.puts) or any(link.etag and self._changed(link) for link in commit.deletes)
+                or any((pending.get((key(mailbox), key(p["booking_id"]))) or {}).get("etag") != p["etag"] for p in commit.consumed)
+                or any((key(mailbox), key(b)) not in self._t("outcomes") for b in errors_gone)):
+            return False                                  # all or nothing, as the transaction
+        self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, seen.etag if seen else None,
+                  must_be_new=seen is None)
+        await self.commit_mailbox(mailbox, MailboxCommit(puts=commit.puts, deletes=commit.deletes, consumed=commit.consumed,
+                                                         outcomes=commit.outcomes, known_errors=commit.known_errors))
+        return True
 
     async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:
         for booking_id, mailboxes in holders.items():

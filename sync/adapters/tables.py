@@ -601,6 +601,26 @@ class TableStateStore:
         if commit.release is not None:
             self._leases.pop((MAILBOX_LEASE + mailbox.lower(), commit.release.holder), None)
 
+    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None) -> bool:
+        if commit.unindex or commit.release is not None:
+            raise ValueError("an unclaimed commit neither removes index rows nor releases a lease it holds")
+        released = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED)}
+        operations = [_link_op(link) for link in commit.puts] + [
+            _guarded("delete", {"PartitionKey": key(link.mailbox), "RowKey": key(link.booking_id)}, link.etag) for link in commit.deletes
+        ] + self._pending_deletes(mailbox, commit.consumed) + self._outcome_ops(mailbox, commit.outcomes, commit.known_errors) + [
+            _guarded("update", released, seen.etag) if seen is not None else ("create", released)]
+        if len(operations) > TRANSACTION_LIMIT:
+            return False
+        try:
+            await self._transact("links", operations)
+        except StoreConflict:
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 409):          # a row the commit names went, or the lease row came, since the read
+                return False
+            raise
+        return True
+
     async def _known_errors(self, mailbox: str, outcomes: Mapping[str, Mapping[str, Any]]) -> set[str]:
         """The error rows a success may have to remove; read only when some outcome is a success."""
         return (await self.mailbox_state(mailbox)).errors if any(not o.get("error") for o in outcomes.values()) else set()

@@ -3,7 +3,9 @@
 
 A create is recorded first as an intent (with the lease), so a crash between the Graph call and its record is
 recovered by the ownership tag on the next run instead of creating a second event; every other link write
-happens only after the Graph call it records succeeded.
+happens only after the Graph call it records succeeded. A plan that calls nothing (skips, unlinks, forgets)
+needs no lease held while it runs: it commits in one transaction conditioned on the lease as read, which excludes
+a concurrent sync as a claim does, and goes the claimed way when that condition fails.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from ..ports import (
     Calendar,
     LinkStore,
     MailboxCommit,
+    MailboxLease,
     MailboxState,
     MailboxStateStore,
     MailboxStore,
@@ -36,6 +39,7 @@ from .claim import Clock, HeldClaim
 log = logging.getLogger("sync.engine")
 CANCEL_COMMENT = "This visit was canceled in Dynamics 365 Field Service."
 Crash = Callable[[str], Awaitable[None]]     # test hook: called between side effects; may raise to simulate a crash
+LOCAL_KINDS = frozenset({Kind.SKIP, Kind.UNLINK, Kind.FORGET})     # settled without a Graph call
 WRITE_COUNTS = ("created", "updated", "deleted", "cancelled", "unlinked", "recreated")
 LEASE_TTL_S = 30.0               # renewed every 10 s while the sync runs; a dead holder's lease is free within 30 s
 
@@ -82,7 +86,8 @@ def _wall_clock() -> datetime:
 class MailboxSync:
     """One mailbox's sync. Its Table round trips: the mailbox's partition read (links, observations, errors, lease),
     the lease taken (with the create intents), the commit (links, observations, errors, the lease given back) and
-    the mailbox's status; the mailbox row itself comes with the cycle's listing when the caller has it."""
+    the mailbox's status; the mailbox row itself comes with the cycle's listing when the caller has it. A plan that
+    calls nothing makes no claim: the read, one conditioned commit and the status."""
 
     def __init__(self, store: MailboxSyncStore, calendar: Calendar, settings: SyncSettings, now: datetime, *,
                  global_filters: tuple[SyncFilter, ...] = (), crash: Crash = _no_crash, holder: str | None = None,
@@ -106,6 +111,10 @@ class MailboxSync:
         mailbox, row = entry
         if keep_held and not force and hold_removals is None:
             hold_removals = (row.get("last_error") or "held by the deployment-wide guard") if row.get("removals_held") else None
+        return await self._read_and_sync(address, mailbox, row, dry_run=dry_run, force=force, hold_removals=hold_removals)
+
+    async def _read_and_sync(self, address: str, mailbox: Mailbox, row: dict[str, Any], *, dry_run: bool, force: bool,
+                             hold_removals: str | None, claim_first: bool = False) -> MailboxResult:
         state = await self.store.mailbox_state(address)
         bookings, deleted = observations(state.pending)
         the_plan = plan(bookings, deleted, state.links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force,
@@ -121,6 +130,17 @@ class MailboxSync:
             log.error("mailbox blocked by the mass-delete guard: mailbox_links=%d destructive=%d",
                       the_plan.blocked.links, the_plan.blocked.destructive)
             return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message, pending_left=len(state.pending))
+        if not claim_first and calls_nothing(the_plan):
+            if state.lease is not None and state.lease.held_by_other(self.holder, self.clock()):
+                return MailboxResult(address, "busy", pending_left=len(state.pending))
+            execution = self._execution(mailbox, bookings, deleted, state, None, status, the_plan, hold_removals)
+            unclaimed = await execution.run_unclaimed(the_plan, state.lease)
+            if unclaimed is not None:
+                return unclaimed
+            # Something changed since the read (a claim, a newer observation) and nothing was written: read again and
+            # go the claimed way, which settles such races as it always has.
+            return await self._read_and_sync(address, mailbox, row, dry_run=dry_run, force=force, hold_removals=hold_removals,
+                                             claim_first=True)
         creates = [a for a in the_plan.actions if isinstance(a, Create)]
         claimed = await self.store.claim_mailbox(address, self.holder, self.clock(), self.lease_ttl_s, state.lease,
                                                  [settling.intent(a) for a in creates])
@@ -129,9 +149,7 @@ class MailboxSync:
         lease, intents = claimed
         claim = HeldClaim(self.store, address, lease, self.lease_ttl_s, self.clock)
         try:
-            execution = _Execution(self, mailbox, bookings, deleted, state, claim, status)
-            execution.keep_pending.update(the_plan.held)
-            execution.held_message = hold_removals if the_plan.held else None
+            execution = self._execution(mailbox, bookings, deleted, state, claim, status, the_plan, hold_removals)
             execution.intents = {link.booking_id: link for link in intents}
             execution.states.update({link.booking_id: LinkState.CREATING for link in intents})
             if intents:
@@ -139,6 +157,13 @@ class MailboxSync:
             return await execution.run(the_plan)
         finally:
             await self._hand_back(address, claim)
+
+    def _execution(self, mailbox: Mailbox, bookings: dict[str, Booking], deleted: set[str], state: MailboxState, claim: HeldClaim | None,
+                   status: _Status, the_plan: Plan, hold_removals: str | None) -> _Execution:
+        execution = _Execution(self, mailbox, bookings, deleted, state, claim, status)
+        execution.keep_pending.update(the_plan.held)
+        execution.held_message = hold_removals if the_plan.held else None
+        return execution
 
     async def _hand_back(self, address: str, claim: HeldClaim) -> None:
         """A sync that stopped before its commit (an error, a crash in a test) still gives its lease back, so the next
@@ -166,7 +191,7 @@ class _Execution:
     the sync's one commit (links only after the Graph calls they record)."""
 
     def __init__(self, sync: MailboxSync, mailbox: Mailbox, bookings: dict[str, Booking], deleted: set[str], state: MailboxState,
-                 claim: HeldClaim, status: _Status):
+                 claim: HeldClaim | None, status: _Status):
         self.sync, self.mailbox, self.bookings, self.deleted, self.pending = sync, mailbox, bookings, deleted, state.pending
         self.store, self.calendar, self.crash, self.now = sync.store, sync.calendar, sync.crash, sync.now
         self.claim, self.status, self.known_errors = claim, status, state.errors
@@ -179,6 +204,18 @@ class _Execution:
         self.puts: dict[str, Link] = {}
         self.deletes: dict[str, Link] = {}
         self.states = {booking_id: link.state for booking_id, link in state.links.items()}   # as the store holds them after each write
+
+    async def run_unclaimed(self, the_plan: Plan, seen: MailboxLease | None) -> MailboxResult | None:
+        """A plan that calls nothing outside the store, settled and committed in one transaction conditioned on the
+        lease as read (MailboxStateStore.commit_unclaimed), without taking the lease first. None, with nothing
+        written, when that condition failed or the commit must remove index rows: the caller claims instead."""
+        await self._carry_out(the_plan.actions)
+        commit = self._gathered(final=True)
+        if commit.unindex or not await self.store.commit_unclaimed(self.mailbox.address, commit, seen):
+            return None
+        if commit.puts or commit.deletes:
+            await self.crash("after-links")
+        return await self._record_mailbox()
 
     async def run(self, the_plan: Plan) -> MailboxResult:
         actions: list[Action] = [a for a in the_plan.actions if not isinstance(a, Recover)]
@@ -212,7 +249,7 @@ class _Execution:
         return again.actions
 
     async def _carry_out(self, actions: Sequence[Action]) -> None:
-        local = [a for a in actions if a.kind in (Kind.SKIP, Kind.UNLINK, Kind.FORGET)]
+        local = [a for a in actions if a.kind in LOCAL_KINDS]
         for action in local:
             self._decided(action, settling.settle(action, None, None, self.now))
             if action.kind != Kind.SKIP:
@@ -287,17 +324,25 @@ class _Execution:
         if decision.record:
             self.outcomes[action.booking_id] = {"action": action.kind.value, "reason": action.reason.value, "error": decision.error}
 
-    async def _commit(self, *, release: bool) -> None:
-        """The link writes gathered so far; with `release`, also the observations handled, the errors and the lease."""
+    def _gathered(self, *, final: bool) -> MailboxCommit:
+        """The link writes gathered so far (taken: the next commit starts empty); when `final`, also the observations
+        handled and the errors."""
         deletes = list(self.deletes.values())
         commit = MailboxCommit(puts=list(self.puts.values()), deletes=deletes,
                                # a deleted booking's index row goes with collect (it has no later observation to route)
                                unindex=[link for link in deletes if link.booking_id not in self.deleted])
-        if release:
+        if final:
             commit.consumed = [p for p in self.pending if p["booking_id"] not in self.keep_pending]
             commit.outcomes, commit.known_errors = self.outcomes, self.known_errors
-            commit.release = await self.claim.hand_back()
         self.puts, self.deletes = {}, {}
+        return commit
+
+    async def _commit(self, *, release: bool) -> None:
+        """The link writes gathered so far; with `release`, also the observations handled, the errors and the lease."""
+        assert self.claim is not None, "a claimed commit needs the claim"
+        commit = self._gathered(final=release)
+        if release:
+            commit.release = await self.claim.hand_back()
         if commit.puts or commit.deletes or commit.consumed or commit.outcomes or commit.release is not None:
             await self.store.commit_mailbox(self.mailbox.address, commit)
             self.claim.released = commit.release is not None
@@ -326,6 +371,11 @@ class _Execution:
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
+
+
+def calls_nothing(the_plan: Plan) -> bool:
+    """A plan whose actions only skip, unlink or forget: no Graph call, so no lease need be held while it runs."""
+    return all(a.kind in LOCAL_KINDS for a in the_plan.actions)
 
 
 def _operation(action: GraphAction) -> CalendarOp:

@@ -190,6 +190,50 @@ async def test_a_commit_keeps_newer_observations_and_records_errors(state_store)
         await state_store.commit_mailbox(box, MailboxCommit(puts=[replace(state.links["b1"], generation=2)]))
 
 
+async def test_an_unclaimed_commit_holds_only_against_the_lease_as_read_and_leaves_it_changed(state_store):
+    """A sync that calls no service commits without a claim (commit_unclaimed): one transaction conditioned on the lease
+    row as read. Written, it moves the lease's ETag, so a claim from an earlier read fails as after a claimed commit."""
+    box = "tech@contoso.example"
+    await state_store.put_links([link("b1"), link("b2")])
+    await state_store.add_pending(box, {"b1": None, "b2": {"v": 1}})
+    never_leased = await state_store.mailbox_state(box)
+    assert never_leased.lease is None
+    assert await state_store.commit_unclaimed(box, MailboxCommit(deletes=[never_leased.links["b1"]], consumed=never_leased.pending),
+                                              never_leased.lease)
+    after = await state_store.mailbox_state(box)
+    assert set(after.links) == {"b2"} and after.pending == [] and after.lease is not None and not after.lease.holder
+    assert await state_store.claim_mailbox(box, "h2", NOW, 30, never_leased.lease) is None     # its read came before the commit
+    # with a lease row: a claim made since the read, or a newer observation, leaves the commit unwritten
+    await state_store.add_pending(box, {"b2": {"v": 2}})
+    read = await state_store.mailbox_state(box)
+    lease, _ = await state_store.claim_mailbox(box, "h1", NOW, 30, read.lease)
+    assert not await state_store.commit_unclaimed(box, MailboxCommit(deletes=[read.links["b2"]], consumed=read.pending), read.lease)
+    await state_store.commit_mailbox(box, MailboxCommit(release=lease))
+    read = await state_store.mailbox_state(box)
+    await state_store.add_pending(box, {"b2": {"v": 3}})
+    assert not await state_store.commit_unclaimed(box, MailboxCommit(deletes=[read.links["b2"]], consumed=read.pending), read.lease)
+    unchanged = await state_store.mailbox_state(box)
+    assert set(unchanged.links) == {"b2"} and [p["booking"] for p in unchanged.pending] == [{"v": 3}]
+    assert unchanged.lease == read.lease
+    # as read, it is written: the lease stays free under a new ETag
+    assert await state_store.commit_unclaimed(box, MailboxCommit(deletes=[unchanged.links["b2"]], consumed=unchanged.pending),
+                                              unchanged.lease)
+    done = await state_store.mailbox_state(box)
+    assert done.links == {} and done.pending == [] and not done.lease.holder and done.lease.etag != unchanged.lease.etag
+    assert await state_store.claim_mailbox(box, "h3", NOW, 30, unchanged.lease) is None
+    assert await state_store.claim_mailbox(box, "h3", NOW, 30, done.lease) is not None
+
+
+async def test_an_unclaimed_commit_that_needs_two_transactions_is_not_made(state_store):
+    box = "tech@contoso.example"
+    await state_store.add_pending(box, {f"b{i:03d}": None for i in range(100)})
+    state = await state_store.mailbox_state(box)
+    assert not await state_store.commit_unclaimed(box, MailboxCommit(consumed=state.pending), state.lease)   # 100 rows and the lease
+    assert len((await state_store.mailbox_state(box)).pending) == 100
+    assert await state_store.commit_unclaimed(box, MailboxCommit(consumed=state.pending[:99]), state.lease)
+    assert len((await state_store.mailbox_state(box)).pending) == 1
+
+
 async def test_a_large_commit_goes_in_several_transactions(state_store):
     box = "tech@contoso.example"
     saved = await state_store.put_links([link(f"b{i:03d}") for i in range(120)])

@@ -580,3 +580,84 @@ async def test_r_t2_a_renewal_in_flight_when_the_sync_ends_leaves_the_mailbox_fr
     assert held is not None and held.etag != lease.etag
     await w.store.commit_mailbox(A, MailboxCommit(release=held))
     assert await w.store.claim_mailbox(A, "next", NOW, 30, (await w.store.mailbox_state(A)).lease) is not None
+
+
+def _counting_claims(w: World) -> list[str]:
+    claims: list[str] = []
+    claim = w.store.claim_mailbox
+
+    async def counted(mailbox, holder, *args, **kwargs):
+        claims.append(holder)
+        return await claim(mailbox, holder, *args, **kwargs)
+
+    w.store.claim_mailbox = counted
+    return claims
+
+
+async def test_r_t2_a_sync_that_calls_nothing_commits_without_claiming_and_one_that_calls_claims():
+    """D2's unlink calls no service: its sync commits in one transaction conditioned on the lease as read, without a
+    claim first. A sync with a Graph call (D1's delete) still claims before it."""
+    w = World()
+    await w.enable(A)
+    future, past = booking(A), booking(A, start=NOW - timedelta(days=2))
+    w.put(future, past)
+    await w.cycle()
+    claims = _counting_claims(w)
+    w.source.delete(past.id)
+    result = await w.cycle()
+    assert result[A]["outcome"] == "synced" and result[A]["counts"] == {"unlinked": 1} and claims == []
+    state = await w.store.mailbox_state(A)
+    assert set(state.links) == {future.id} and state.pending == [] and not state.lease.holder
+    assert await w.store.pending_mailboxes() == set()
+    w.source.delete(future.id)
+    result = await w.cycle()
+    assert result[A]["counts"] == {"deleted": 1} and claims == ["world"]
+
+
+@pytest.mark.parametrize("meanwhile", ["another sync claims", "a newer observation arrives"])
+async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mailbox_changed_since_its_read(meanwhile):
+    """Between the read and the unclaimed commit, another sync claims the mailbox (this one is then busy and its work
+    waits), or a newer observation of the booking arrives (this one reads again and settles that instead); either way
+    the unclaimed commit writes nothing."""
+    from sync.engine.collect import collect
+    from sync.engine.mailbox import MailboxSync
+    from sync.ports import MailboxCommit
+    w = World()
+    await w.enable(A)
+    past, ahead = booking(A, start=NOW - timedelta(days=2)), booking(A)
+    w.put(past, ahead)
+    await w.cycle()
+    if meanwhile == "another sync claims":
+        w.source.delete(past.id)                                 # D2: an unlink
+    else:
+        w.put(ahead)                                             # observed again, unchanged (C4): a skip
+    await collect(w.source, w.store, w.settings, w.now)
+    claims = _counting_claims(w)
+    commit_unclaimed = w.store.commit_unclaimed
+    other, tried = [], []
+
+    async def changed_first(mailbox, commit, seen):
+        tried.append(mailbox)
+        if meanwhile == "another sync claims":
+            other.append(await w.store.claim_mailbox(A, "other", NOW, 30, seen))
+        else:
+            w.put(moved(ahead, timedelta(hours=3)))
+            await collect(w.source, w.store, w.settings, w.now)
+        written = await commit_unclaimed(mailbox, commit, seen)
+        assert not written
+        return written
+
+    w.store.commit_unclaimed = changed_first
+    sync = MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now)
+    result = (await sync.run(A)).to_dict()
+    assert tried == [A]
+    if meanwhile == "another sync claims":
+        assert result["outcome"] == "busy" and claims == ["other", "world"]
+        assert (await w.store.links(A)).keys() == {past.id, ahead.id} and len(await w.store.pending(A)) == 1    # the work waits
+        await w.store.commit_mailbox(A, MailboxCommit(release=other[0][0]))
+        w.store.commit_unclaimed = commit_unclaimed
+        assert (await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world").run(A)).counts == {"unlinked": 1}
+    else:
+        assert result["outcome"] == "synced" and result["counts"] == {"updated": 1} and claims == ["world"]
+        assert [e["start"] for e in w.events(A)] == [past.start, ahead.start + timedelta(hours=3)]
+    assert await w.store.pending(A) == []
