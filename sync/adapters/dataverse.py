@@ -432,7 +432,9 @@ class DataverseClient:
                                                                                                                         ReadResult]:
         """A cycle's reads in one $batch request: changes to bookings and to work orders since the delta links,
         and the bookings of the slice of time that entered the window. Further pages, if any, follow one by one."""
-        prefer_track = ["odata.track-changes", f"odata.maxpagesize={self.page_size}"]
+        # Change-feed rows hold ids only (the tracking link's $select): in pages of the most Dataverse gives, as when
+        # tracking starts. A cycle of more changes than a booking page then still reads them in its one request.
+        prefer_track = ["odata.track-changes", f"odata.maxpagesize={MAX_PAGE_SIZE}"]
         parts = [(delta_links[entity], prefer_track) for entity, _ in TRACKED]
         window_filter = None
         if slice_start is not None and slice_end > slice_start:

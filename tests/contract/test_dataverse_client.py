@@ -87,6 +87,21 @@ async def test_r_t4_delta_reports_creates_updates_deletes_and_work_order_changes
         assert not (again.changed_bookings or again.deleted_bookings or again.changed_work_orders)
 
 
+async def test_r_t4_a_cycles_change_feeds_come_in_pages_as_large_as_dataverse_gives(tenant):
+    """Change-feed rows hold ids only, so read_cycle asks for 5,000-row pages, as starting to track does, whatever
+    the page size of booking reads: more changes than one booking page still come in the cycle's one request."""
+    seed = DvSeed(tenant)
+    tech = seed.technician("tech@contoso.example")
+    ids = {seed.booking(tech, NOW + timedelta(days=1, hours=h)) for h in range(5)}
+    async with client(tenant, page_size=2) as dv:
+        start = await dv.read_changes(None)
+        for booking_id in ids:
+            seed.update("bookableresourcebookings", booking_id, {"starttime": (NOW + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        before = dv.requests
+        changes, _ = await dv.read_cycle(start.delta_links, None, NOW)
+        assert changes.changed_bookings == ids and dv.requests - before == 1
+
+
 async def test_r_t4_expired_token_then_full_read_gives_the_same_bookings(tenant):
     seed = DvSeed(tenant)
     tech = seed.technician("tech@contoso.example")
