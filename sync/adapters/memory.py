@@ -253,8 +253,8 @@ class InMemoryStateStore:
                 or any((pending.get((key(mailbox), key(p["booking_id"]))) or {}).get("etag") != p["etag"] for p in commit.consumed)
                 or any((key(mailbox), key(b)) not in self._t("outcomes") for b in errors_gone)):
             return False                                  # all or nothing, as the transaction
-        self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, seen.etag if seen else None,
-                  must_be_new=seen is None)
+        etag = seen.etag if seen is not None else None
+        self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, etag, must_be_new=etag is None)
         await self.commit_mailbox(mailbox, MailboxCommit(puts=commit.puts, deletes=commit.deletes, consumed=commit.consumed,
                                                          outcomes=commit.outcomes, known_errors=commit.known_errors))
         return True
