@@ -335,13 +335,14 @@ class MailboxStateStore(Protocol):
         lease lost meanwhile is left to its new holder."""
         ...
 
-    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None) -> bool:
+    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None, holder: str, now: datetime) -> bool:
         """The commit of a sync that calls nothing outside the store (its plan only skips, unlinks or forgets), made
         without claiming the lease first: one transaction, conditioned on the lease row as the sync read it (`seen`;
         None: no row yet), which it leaves released under a new ETag, so a claim made from an earlier read fails as
         it would after a claim and its release. The links' and the consumed observations' ETags hold too. False, with
-        nothing written, when any of them changed or the commit needs more than one transaction: the sync then
-        claims as usual. `commit.unindex` must be empty (index rows go before their links, in a claimed commit)."""
+        nothing written, when `seen` is held by another holder at `now` (as a claim would be refused), when any of
+        them changed, or when the commit needs more than one transaction: the sync then claims as usual.
+        `commit.unindex` must be empty (index rows go before their links, in a claimed commit)."""
         ...
 
 

@@ -203,8 +203,7 @@ class InMemoryStateStore:
 
     async def claim_mailbox(self, mailbox: str, holder: str, now: datetime, ttl_s: float, seen: MailboxLease | None,
                             intents: Sequence[Link] = ()) -> tuple[MailboxLease, list[Link]] | None:
-        current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
-        if (seen is not None and seen.held_by_other(holder, now)) or (current or {}).get("etag") != (seen.etag if seen else None):
+        if (seen is not None and seen.held_by_other(holder, now)) or not self._lease_as_read(mailbox, seen):
             return None
         if any(self._changed(link) for link in intents):
             return None
@@ -212,6 +211,13 @@ class InMemoryStateStore:
         etag = self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": holder, "expires": expires},
                          seen.etag if seen else None, must_be_new=True)
         return MailboxLease(holder, expires, etag), await self.put_links(list(intents))
+
+    def _lease_as_read(self, mailbox: str, seen: MailboxLease | None) -> bool:
+        """Whether the mailbox's lease row is the one read (None: there was none), as an ETag condition checks."""
+        return (self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox))) or {}).get("etag") == (seen.etag if seen else None)
+
+    def _links_changed(self, commit: MailboxCommit) -> bool:
+        return any(self._changed(link) for link in commit.puts) or any(link.etag and self._changed(link) for link in commit.deletes)
 
     def _changed(self, link: Link) -> bool:
         """Whether a write of this link would fail its ETag condition (no ETag: the row must not exist)."""
@@ -227,7 +233,7 @@ class InMemoryStateStore:
                                                              {"holder": lease.holder, "expires": expires}, lease.etag))
 
     async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
-        if any(self._changed(link) for link in commit.puts) or any(link.etag and self._changed(link) for link in commit.deletes):
+        if self._links_changed(commit):
             raise StoreConflict("links: a row in the transaction changed concurrently")     # all or nothing, as the transaction
         for link in commit.puts:
             await self.put_link(link)
@@ -240,23 +246,21 @@ class InMemoryStateStore:
         if lease is not None and current is not None and current["etag"] == lease.etag:
             self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, lease.etag)
 
-    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None) -> bool:
+    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None, holder: str, now: datetime) -> bool:
         if commit.unindex or commit.release is not None:
             raise ValueError("an unclaimed commit neither removes index rows nor releases a lease it holds")
-        current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
         errors_gone = [b for b, o in commit.outcomes.items() if not o.get("error") and b.lower() in commit.known_errors]
         recorded = sum(1 for o in commit.outcomes.values() if o.get("error")) + len(errors_gone)
         operations = len(commit.puts) + len(commit.deletes) + len(commit.consumed) + recorded + 1
         pending = self._t("pending")
-        if (operations > TRANSACTION_LIMIT or (current or {}).get("etag") != (seen.etag if seen else None)
-                or any(self._changed(link) for link in commit.puts) or any(link.etag and self._changed(link) for link in commit.deletes)
+        if (operations > TRANSACTION_LIMIT or (seen is not None and seen.held_by_other(holder, now))
+                or not self._lease_as_read(mailbox, seen) or self._links_changed(commit)
                 or any((pending.get((key(mailbox), key(p["booking_id"]))) or {}).get("etag") != p["etag"] for p in commit.consumed)
                 or any((key(mailbox), key(b)) not in self._t("outcomes") for b in errors_gone)):
             return False                                  # all or nothing, as the transaction
         etag = seen.etag if seen is not None else None
         self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, etag, must_be_new=etag is None)
-        await self.commit_mailbox(mailbox, MailboxCommit(puts=commit.puts, deletes=commit.deletes, consumed=commit.consumed,
-                                                         outcomes=commit.outcomes, known_errors=commit.known_errors))
+        await self.commit_mailbox(mailbox, commit)
         return True
 
     async def unindex_deleted(self, environment: str, holders: Mapping[str, set[str]]) -> None:

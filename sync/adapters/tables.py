@@ -580,9 +580,7 @@ class TableStateStore:
     async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
         if commit.unindex:
             await self._unindex(commit.unindex)
-        links_ops = [_link_op(link) for link in commit.puts] + [
-            _guarded("delete", {"PartitionKey": key(link.mailbox), "RowKey": key(link.booking_id)}, link.etag) for link in commit.deletes]
-        tolerant = self._pending_deletes(mailbox, commit.consumed) + self._outcome_ops(mailbox, commit.outcomes, commit.known_errors)
+        links_ops, tolerant = self._commit_ops(mailbox, commit)
         release = [self._release_op(mailbox, commit.release)] if commit.release is not None else []
         try:
             if len(links_ops) + len(tolerant) + len(release) > TRANSACTION_LIMIT:
@@ -601,14 +599,21 @@ class TableStateStore:
         if commit.release is not None:
             self._leases.pop((MAILBOX_LEASE + mailbox.lower(), commit.release.holder), None)
 
-    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None) -> bool:
+    def _commit_ops(self, mailbox: str, commit: MailboxCommit) -> tuple[list[tuple], list[tuple]]:
+        """A commit's operations: the links' (strict, by ETag), and the observations' and errors' (which may fail
+        only because something newer replaced them)."""
+        links_ops = [_link_op(link) for link in commit.puts] + [
+            _guarded("delete", {"PartitionKey": key(link.mailbox), "RowKey": key(link.booking_id)}, link.etag) for link in commit.deletes]
+        return links_ops, self._pending_deletes(mailbox, commit.consumed) + self._outcome_ops(mailbox, commit.outcomes, commit.known_errors)
+
+    async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None, holder: str, now: datetime) -> bool:
         if commit.unindex or commit.release is not None:
             raise ValueError("an unclaimed commit neither removes index rows nor releases a lease it holds")
+        if seen is not None and seen.held_by_other(holder, now):
+            return False
         released = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED)}
-        operations = [_link_op(link) for link in commit.puts] + [
-            _guarded("delete", {"PartitionKey": key(link.mailbox), "RowKey": key(link.booking_id)}, link.etag) for link in commit.deletes
-        ] + self._pending_deletes(mailbox, commit.consumed) + self._outcome_ops(mailbox, commit.outcomes, commit.known_errors) + [
-            _guarded("update", released, seen.etag) if seen is not None else ("create", released)]
+        links_ops, tolerant = self._commit_ops(mailbox, commit)
+        operations = [*links_ops, *tolerant, _guarded("update", released, seen.etag) if seen is not None else ("create", released)]
         if len(operations) > TRANSACTION_LIMIT:
             return False
         try:

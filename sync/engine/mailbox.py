@@ -131,14 +131,12 @@ class MailboxSync:
                       the_plan.blocked.links, the_plan.blocked.destructive)
             return MailboxResult(address, "blocked", plan_counts(the_plan), the_plan.blocked.message, pending_left=len(state.pending))
         if not claim_first and calls_nothing(the_plan):
-            if state.lease is not None and state.lease.held_by_other(self.holder, self.clock()):
-                return MailboxResult(address, "busy", pending_left=len(state.pending))
             execution = self._execution(mailbox, bookings, deleted, state, None, status, the_plan, hold_removals)
             unclaimed = await execution.run_unclaimed(the_plan, state.lease)
             if unclaimed is not None:
                 return unclaimed
-            # Something changed since the read (a claim, a newer observation) and nothing was written: read again and
-            # go the claimed way, which settles such races as it always has.
+            # The lease is held, or something changed since the read (a claim, a newer observation), and nothing was
+            # written: read again and go the claimed way, which settles these as it always has (a held lease: busy).
             return await self._read_and_sync(address, mailbox, row, dry_run=dry_run, force=force, hold_removals=hold_removals,
                                              claim_first=True)
         creates = [a for a in the_plan.actions if isinstance(a, Create)]
@@ -211,7 +209,7 @@ class _Execution:
         written, when that condition failed or the commit must remove index rows: the caller claims instead."""
         await self._carry_out(the_plan.actions)
         commit = self._gathered(final=True)
-        if commit.unindex or not await self.store.commit_unclaimed(self.mailbox.address, commit, seen):
+        if commit.unindex or not await self.store.commit_unclaimed(self.mailbox.address, commit, seen, self.sync.holder, self.sync.clock()):
             return None
         if commit.puts or commit.deletes:
             await self.crash("after-links")

@@ -199,7 +199,7 @@ async def test_an_unclaimed_commit_holds_only_against_the_lease_as_read_and_leav
     never_leased = await state_store.mailbox_state(box)
     assert never_leased.lease is None
     assert await state_store.commit_unclaimed(box, MailboxCommit(deletes=[never_leased.links["b1"]], consumed=never_leased.pending),
-                                              never_leased.lease)
+                                              never_leased.lease, "h9", NOW)
     after = await state_store.mailbox_state(box)
     assert set(after.links) == {"b2"} and after.pending == [] and after.lease is not None and not after.lease.holder
     assert await state_store.claim_mailbox(box, "h2", NOW, 30, never_leased.lease) is None     # its read came before the commit
@@ -207,17 +207,17 @@ async def test_an_unclaimed_commit_holds_only_against_the_lease_as_read_and_leav
     await state_store.add_pending(box, {"b2": {"v": 2}})
     read = await state_store.mailbox_state(box)
     lease, _ = await state_store.claim_mailbox(box, "h1", NOW, 30, read.lease)
-    assert not await state_store.commit_unclaimed(box, MailboxCommit(deletes=[read.links["b2"]], consumed=read.pending), read.lease)
+    assert not await state_store.commit_unclaimed(box, MailboxCommit(deletes=[read.links["b2"]], consumed=read.pending), read.lease, "h9", NOW)
     await state_store.commit_mailbox(box, MailboxCommit(release=lease))
     read = await state_store.mailbox_state(box)
     await state_store.add_pending(box, {"b2": {"v": 3}})
-    assert not await state_store.commit_unclaimed(box, MailboxCommit(deletes=[read.links["b2"]], consumed=read.pending), read.lease)
+    assert not await state_store.commit_unclaimed(box, MailboxCommit(deletes=[read.links["b2"]], consumed=read.pending), read.lease, "h9", NOW)
     unchanged = await state_store.mailbox_state(box)
     assert set(unchanged.links) == {"b2"} and [p["booking"] for p in unchanged.pending] == [{"v": 3}]
     assert unchanged.lease == read.lease
     # as read, it is written: the lease stays free under a new ETag
     assert await state_store.commit_unclaimed(box, MailboxCommit(deletes=[unchanged.links["b2"]], consumed=unchanged.pending),
-                                              unchanged.lease)
+                                              unchanged.lease, "h9", NOW)
     done = await state_store.mailbox_state(box)
     assert done.links == {} and done.pending == [] and not done.lease.holder and done.lease.etag != unchanged.lease.etag
     assert await state_store.claim_mailbox(box, "h3", NOW, 30, unchanged.lease) is None
@@ -228,10 +228,26 @@ async def test_an_unclaimed_commit_that_needs_two_transactions_is_not_made(state
     box = "tech@contoso.example"
     await state_store.add_pending(box, {f"b{i:03d}": None for i in range(100)})
     state = await state_store.mailbox_state(box)
-    assert not await state_store.commit_unclaimed(box, MailboxCommit(consumed=state.pending), state.lease)   # 100 rows and the lease
+    assert not await state_store.commit_unclaimed(box, MailboxCommit(consumed=state.pending), state.lease, "h9", NOW)   # 100 rows and the lease
     assert len((await state_store.mailbox_state(box)).pending) == 100
-    assert await state_store.commit_unclaimed(box, MailboxCommit(consumed=state.pending[:99]), state.lease)
+    assert await state_store.commit_unclaimed(box, MailboxCommit(consumed=state.pending[:99]), state.lease, "h9", NOW)
     assert len((await state_store.mailbox_state(box)).pending) == 1
+
+
+async def test_an_unclaimed_commit_never_frees_a_lease_another_holder_still_holds(state_store):
+    """As a claim is refused, so is an unclaimed commit against a lease another holder holds and has not let expire,
+    even when the read is the current row: it writes nothing. Expired, the lease is free to release."""
+    box = "tech@contoso.example"
+    await state_store.add_pending(box, {"b1": None})
+    assert await state_store.claim_mailbox(box, "h1", NOW, 30, (await state_store.mailbox_state(box)).lease) is not None
+    read = await state_store.mailbox_state(box)
+    assert read.lease.holder == "h1"
+    assert not await state_store.commit_unclaimed(box, MailboxCommit(consumed=read.pending), read.lease, "h2", NOW)
+    held = await state_store.mailbox_state(box)
+    assert held.lease == read.lease and len(held.pending) == 1
+    assert await state_store.commit_unclaimed(box, MailboxCommit(consumed=read.pending), read.lease, "h2", NOW + timedelta(seconds=31))
+    after = await state_store.mailbox_state(box)
+    assert after.pending == [] and not after.lease.holder
 
 
 async def test_a_large_commit_goes_in_several_transactions(state_store):

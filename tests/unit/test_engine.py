@@ -636,14 +636,14 @@ async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mail
     commit_unclaimed = w.store.commit_unclaimed
     other, tried = [], []
 
-    async def changed_first(mailbox, commit, seen):
+    async def changed_first(mailbox, commit, seen, *holder_and_now):
         tried.append(mailbox)
         if meanwhile == "another sync claims":
             other.append(await w.store.claim_mailbox(A, "other", NOW, 30, seen))
         else:
             w.put(moved(ahead, timedelta(hours=3)))
             await collect(w.source, w.store, w.settings, w.now)
-        written = await commit_unclaimed(mailbox, commit, seen)
+        written = await commit_unclaimed(mailbox, commit, seen, *holder_and_now)
         assert not written
         return written
 
