@@ -218,3 +218,23 @@ async def test_r_d5_work_waiting_from_before_the_cycle_brings_the_guard_even_wit
     output = await rt.run(CYCLE_ORCHESTRATOR, {"environments": ["https://a.crm.dynamics.com"]}, "cycle")
     assert [a["carried"] for a in asked] == [["m01@x.example"]] and held == ["held", "held"]
     assert output["guard"]["blocked"] and "carried" not in output["environments"][0]
+
+
+async def test_r_t2_two_cycles_started_within_one_second_have_their_own_listing():
+    """The cycle's id names the one listing of the mailbox rows its activities share (made after its collect, with the
+    observations collect left on the rows): a second cycle within the same second must not reuse the first's."""
+    from datetime import datetime
+    seen: list[str] = []
+    acts = Activities({"https://a.crm.dynamics.com": ["m@x.example"]})
+    sync = acts.sync_mailbox
+
+    async def noting(payload):
+        seen.append(payload["cycle"])
+        return await sync(payload)
+
+    acts.sync_mailbox = noting
+    for microsecond in (100, 900):
+        rt = runtime(acts)
+        rt.clock = lambda microsecond=microsecond: datetime(2026, 12, 7, 8, 0, 0, microsecond, tzinfo=UTC)
+        await rt.run(CYCLE_ORCHESTRATOR, {"environments": ["https://a.crm.dynamics.com"]}, "cycle")
+    assert len(seen) == 2 and seen[0] != seen[1] and [r["id"] for r in acts.recorded] == seen
