@@ -6,10 +6,11 @@ function asks for exactly the rows it touches.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from .core.domain import Booking, Link, Mailbox, SkippedRow, SyncFilter
 from .core.operations import CalendarOp, OpKind, OpResult, Outcome
@@ -177,7 +178,9 @@ class PendingRow(TypedDict):
     booking_id: str
     deleted: bool
     booking: dict[str, Any] | None
-    etag: str | None
+    etag: str | None                     # the partition row's (an inline observation's: the row it stands for, if any)
+    observed_at: NotRequired[str | None]  # when it was written (ISO 8601): of two observations of a booking, the later wins
+    inline: NotRequired[bool]            # carried on the mailbox row (PendingStore), not a row of the partition
 
 
 class CursorRow(TypedDict):
@@ -246,22 +249,34 @@ class PendingStore(Protocol):
     Adding observations also marks the mailbox row (`pending_mark`, a fresh value each time); a sync that read the
     row before its observations records the mark it saw as `consumed_mark`. A mailbox has work while the two differ
     or its last sync left observations (`pending_left`), so finding the mailboxes with work reads only the mailbox
-    rows, and no sync ever has to clear a marker."""
+    rows, and no sync ever has to clear a marker.
+
+    Collect may instead carry a mailbox's observations on its row, in the merge that sets the mark (an *inline set*,
+    named by that mark: `inline_mark`, `inline_pending`), which saves a write per mailbox. It does so only when the
+    row, as listed, shows the previous inline set acknowledged (`consumed_inline`) and has not changed since
+    (If-Match). The sync that applies an inline set records its mark on the mailbox's lease row (`inline_done`) in
+    the transaction that commits its links, so the set is applied once; what it keeps goes into the partition in
+    that same transaction. Its status then acknowledges the set (`consumed_inline`)."""
 
     async def add_pending(self, mailbox: str, observations: dict[str, dict[str, Any] | None]) -> None: ...
 
-    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]]) -> None:
-        """Several mailboxes' observations (collect's): each mailbox's rows, then all the marks together."""
+    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]],
+                                listed: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Several mailboxes' observations (collect's): each mailbox's rows, then all the marks together. `listed`:
+        the mailbox rows as the caller read them (with their ETags); a mailbox whose row allows it gets its
+        observations inline, in its mark's merge, instead of rows."""
         ...
 
     async def pending(self, mailbox: str) -> list[PendingRow]: ...
 
     async def pending_mailboxes(self) -> set[str]: ...
 
-    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str]) -> dict[str, set[str]]:
+    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str],
+                              listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, set[str]]:
         """booking id -> those of `mailboxes` (the ones with work) whose waiting observations name it. A booking
         observed for a mailbox that has not synced it has no link there, so this, not the booking index, finds who
-        must hear of its deletion (D1)."""
+        must hear of its deletion (D1). `listed`: the mailbox rows as the caller read them (their inline sets);
+        without them, the rows are read."""
         ...
 
 
@@ -271,6 +286,71 @@ class PendingStore(Protocol):
 def has_pending_work(row: Mapping[str, Any]) -> bool:
     """A mailbox row whose mailbox has observations waiting (PendingStore: marks and what the last sync left)."""
     return (row.get("pending_mark") or "") != (row.get("consumed_mark") or "") or int(row.get("pending_left") or 0) > 0
+
+
+INLINE_LIMIT = 30_000     # characters of an inline set: a Table string property holds 32 KiB UTF-16 units (JSON: ASCII)
+
+
+def inline_free(row: Mapping[str, Any]) -> bool:
+    """Whether collect may write a new inline set on this row: it holds none, or a sync acknowledged the last one."""
+    mark = row.get("inline_mark") or ""
+    return not mark or mark == (row.get("consumed_inline") or "")
+
+
+def inline_fields(mark: str, observations: Mapping[str, dict[str, Any] | None], at: str) -> dict[str, Any] | None:
+    """The mailbox row's fields that carry an inline set (and its mark); None when it is too large to."""
+    text = json.dumps({"at": at, "observations": dict(observations)}, separators=(",", ":"))
+    return None if len(text) > INLINE_LIMIT else {"pending_mark": mark, "inline_mark": mark, "inline_pending": text}
+
+
+def inline_set(row: Mapping[str, Any]) -> tuple[str, list[PendingRow]] | None:
+    """The inline set a mailbox row carries: its mark and its observations (None: it carries none)."""
+    mark = row.get("inline_mark") or ""
+    if not mark:
+        return None
+    carried = json.loads(row.get("inline_pending") or "{}")
+    at = carried.get("at")
+    return mark, [{"booking_id": booking_id.lower(), "deleted": booking is None, "booking": booking, "etag": None, "observed_at": at,
+                   "inline": True} for booking_id, booking in sorted((carried.get("observations") or {}).items())]
+
+
+def inline_holders(mailboxes: Iterable[str], wanted: set[str], listed: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
+    """booking id -> those of `mailboxes` whose row carries an inline set not yet acknowledged that names it (one
+    applied but not acknowledged counts too: a deletion routed to a mailbox that has no link for it changes nothing)."""
+    found: dict[str, set[str]] = {}
+    for mailbox in mailboxes:
+        row = listed.get(mailbox)
+        carried = inline_set(row) if row is not None and not inline_free(row) else None
+        for observation in carried[1] if carried else []:
+            if observation["booking_id"] in wanted:
+                found.setdefault(observation["booking_id"], set()).add(mailbox)
+    return found
+
+
+def _later(a: str | None, b: str | None) -> bool:
+    """Whether time `a` is after `b` (ISO 8601; a missing time is the earliest)."""
+    if not a:
+        return False
+    return not b or datetime.fromisoformat(a) > datetime.fromisoformat(b)
+
+
+def with_inline(state: MailboxState, row: Mapping[str, Any] | None) -> MailboxState:
+    """A sync's observations: the partition's and the row's inline set, unless the lease row records that set as
+    applied already. Of two observations of one booking the later stands; an inline one that stands for an older
+    row carries that row's ETag, so consuming it removes the row and keeping it replaces the row, each only if no
+    newer observation replaced the row meanwhile."""
+    found = inline_set(row) if row is not None else None
+    if found is None or found[0] == (state.lease.inline_done if state.lease else ""):
+        return state
+    mark, carried = found
+    by_id: dict[str, PendingRow] = {p["booking_id"].lower(): p for p in state.pending}
+    for observation in carried:
+        current = by_id.get(observation["booking_id"])
+        if current is None:
+            by_id[observation["booking_id"]] = observation
+        elif not _later(current.get("observed_at"), observation.get("observed_at")):
+            by_id[observation["booking_id"]] = {**observation, "etag": current["etag"]}
+    return replace(state, pending=list(by_id.values()), inline_mark=mark)
 
 
 class OutcomeStore(Protocol):
@@ -289,6 +369,7 @@ class MailboxLease:
     holder: str
     expires: datetime
     etag: str | None
+    inline_done: str = ""                # the mark of the last inline set a sync applied (PendingStore); every write keeps it
 
     def held_by_other(self, holder: str, now: datetime) -> bool:
         return bool(self.holder) and self.holder != holder and self.expires > now
@@ -301,6 +382,7 @@ class MailboxState:
     pending: list[PendingRow]
     errors: set[str]                     # bookings with a recorded error (OutcomeStore)
     lease: MailboxLease | None           # None: the mailbox was never leased
+    inline_mark: str | None = None       # the inline set among `pending` (with_inline), if any
 
 
 @dataclass
@@ -313,6 +395,9 @@ class MailboxCommit:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     known_errors: set[str] = field(default_factory=set)      # the error rows the sync read (a success removes its row)
     release: MailboxLease | None = None
+    # The inline set applied (recorded on the lease row with the links), and its observations kept: written as rows.
+    inline_done: str | None = None
+    kept_inline: list[PendingRow] = field(default_factory=list)
 
 
 class MailboxStateStore(Protocol):

@@ -29,6 +29,10 @@ from ..ports import (
     StoreConflict,
     UserResource,
     has_pending_work,
+    inline_fields,
+    inline_free,
+    inline_holders,
+    with_inline,
 )
 from .tables import MAILBOX_LEASE, RELEASED, TRANSACTION_LIMIT, key, mailbox_to_entity, normalized
 
@@ -94,6 +98,7 @@ class InMemoryStateStore:
         current = self._t("mailboxes").get(("mailbox", key(address)))
         if current is not None:
             current["fields"] = {**current.get("fields", {}), **fields}
+            current["etag"] = f"W/\"{next(self._etags)}\""          # a merge changes the row's ETag, as in Table Storage
             self.writes += 1
 
     async def update_mailboxes_fields(self, addresses: Iterable[str], **fields: Any) -> None:
@@ -162,33 +167,67 @@ class InMemoryStateStore:
     async def add_pending(self, mailbox: str, observations: dict[str, dict[str, Any] | None]) -> None:
         await self.add_pending_batch({mailbox: observations})
 
-    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]]) -> None:
+    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]],
+                                listed: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        now = datetime.now(UTC).isoformat()
+        rows = {a.lower(): r for a, r in (listed or {}).items()}
+        for address, row in rows.items():                 # acknowledged sets of mailboxes left alone are cleared
+            if not per_mailbox.get(address) and row.get("inline_pending") and inline_free(row):
+                self._merge_if_unchanged(address, row, {"inline_mark": "", "inline_pending": ""})
         for mailbox, observations in per_mailbox.items():
+            if not observations:
+                continue
+            listed_row = rows.get(mailbox.lower())
+            fields = inline_fields(uuid.uuid4().hex, observations, now) if listed_row is not None and inline_free(listed_row) else None
+            if fields is not None and self._merge_if_unchanged(mailbox, listed_row or {}, fields):
+                continue
             for booking_id, booking in observations.items():
-                copied = json.loads(json.dumps(booking)) if booking else None
-                row = {"booking_id": booking_id, "deleted": booking is None, "booking": copied}
-                self._put("pending", key(mailbox), key(booking_id), row, None)
-            if observations:
-                await self.update_mailbox_fields(mailbox, pending_mark=uuid.uuid4().hex)
+                self._keep(mailbox, booking_id, booking, now, None)
+            await self.update_mailbox_fields(mailbox, pending_mark=uuid.uuid4().hex)
+
+    def _merge_if_unchanged(self, address: str, listed: Mapping[str, Any], fields: dict[str, Any]) -> bool:
+        current = self._t("mailboxes").get(("mailbox", key(address)))
+        if current is None or current["etag"] != listed.get("etag"):
+            return False
+        current["fields"] = {**current.get("fields", {}), **fields}
+        current["etag"] = f"W/\"{next(self._etags)}\""
+        self.writes += 1
+        return True
+
+    def _keep(self, mailbox: str, booking_id: str, booking: dict[str, Any] | None, at: str | None, etag: str | None,
+              must_be_new: bool = False) -> None:
+        copied = json.loads(json.dumps(booking)) if booking else None
+        row = {"booking_id": booking_id, "deleted": booking is None, "booking": copied, "observed_at": at}
+        self._put("pending", key(mailbox), key(booking_id), row, etag, must_be_new=must_be_new)
 
     async def pending(self, mailbox: str) -> list[PendingRow]:
-        return [{"booking_id": r["booking_id"], "deleted": r["deleted"], "booking": r["booking"], "etag": r["etag"]}
-                for r in self._rows("pending", key(mailbox))]
+        entry = await self.mailbox_entry(mailbox)
+        return with_inline(self._state(mailbox), entry[1] if entry else None).pending
+
+    def _pending_rows(self, mailbox: str) -> list[PendingRow]:
+        return [{"booking_id": r["booking_id"], "deleted": r["deleted"], "booking": r["booking"], "etag": r["etag"],
+                 "observed_at": r.get("observed_at")} for r in self._rows("pending", key(mailbox))]
 
     async def pending_mailboxes(self) -> set[str]:
         return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
-    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str]) -> dict[str, set[str]]:
+    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str],
+                              listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, set[str]]:
         wanted = {b.lower() for b in booking_ids}
-        found: dict[str, set[str]] = {}
-        for mailbox in sorted(set(mailboxes)) if wanted else []:
-            for p in await self.pending(mailbox):
+        mailboxes = sorted({m.lower() for m in mailboxes})
+        if listed is None:
+            listed = {r["address"]: r for r in await self.list_mailboxes()}
+        found = inline_holders(mailboxes, wanted, listed) if wanted else {}
+        for mailbox in mailboxes if wanted else []:
+            for p in self._pending_rows(mailbox):
                 if p["booking_id"] in wanted:
                     found.setdefault(p["booking_id"], set()).add(mailbox)
         return found
 
     async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
         for p in consumed:
+            if not p["etag"]:                              # an inline observation that stands for no row
+                continue
             current = self._t("pending").get((key(mailbox), key(p["booking_id"])))
             if current is not None and current["etag"] == p["etag"]:
                 del self._t("pending")[(key(mailbox), key(p["booking_id"]))]
@@ -196,10 +235,14 @@ class InMemoryStateStore:
 
     # -- one mailbox's sync (MailboxStateStore) -----------------------------------------------------------------------------
     async def mailbox_state(self, mailbox: str) -> MailboxState:
+        return self._state(mailbox)
+
+    def _state(self, mailbox: str) -> MailboxState:
         lease = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
-        return MailboxState(await self.links(mailbox), await self.pending(mailbox),
+        links = {r["link"].booking_id: replace(r["link"], etag=r["etag"]) for r in self._rows("links", key(mailbox))}
+        return MailboxState(links, self._pending_rows(mailbox),
                             {b for (p, b) in self._t("outcomes") if p == key(mailbox)},
-                            MailboxLease(lease["holder"], lease["expires"], lease["etag"]) if lease else None)
+                            MailboxLease(lease["holder"], lease["expires"], lease["etag"], lease.get("inline_done", "")) if lease else None)
 
     async def claim_mailbox(self, mailbox: str, holder: str, now: datetime, ttl_s: float, seen: MailboxLease | None,
                             intents: Sequence[Link] = ()) -> tuple[MailboxLease, list[Link]] | None:
@@ -208,9 +251,10 @@ class InMemoryStateStore:
         if any(self._changed(link) for link in intents):
             return None
         expires = now + timedelta(seconds=ttl_s)
-        etag = self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": holder, "expires": expires},
-                         seen.etag if seen else None, must_be_new=True)
-        return MailboxLease(holder, expires, etag), await self.put_links(list(intents))
+        inline_done = seen.inline_done if seen else ""
+        etag = self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
+                         {"holder": holder, "expires": expires, "inline_done": inline_done}, seen.etag if seen else None, must_be_new=True)
+        return MailboxLease(holder, expires, etag, inline_done), await self.put_links(list(intents))
 
     def _lease_as_read(self, mailbox: str, seen: MailboxLease | None) -> bool:
         """Whether the mailbox's lease row is the one read (None: there was none), as an ETag condition checks."""
@@ -230,7 +274,8 @@ class InMemoryStateStore:
             return None
         expires = now + timedelta(seconds=ttl_s)
         return MailboxLease(lease.holder, expires, self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
-                                                             {"holder": lease.holder, "expires": expires}, lease.etag))
+                                                             {"holder": lease.holder, "expires": expires, "inline_done": lease.inline_done},
+                                                             lease.etag), lease.inline_done)
 
     async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
         if self._links_changed(commit):
@@ -239,27 +284,37 @@ class InMemoryStateStore:
             await self.put_link(link)
         for link in commit.deletes:
             await self.delete_link(link, unindex=link in commit.unindex)
+        for p in commit.kept_inline:                     # each only if no newer observation came (tolerant, as the rows')
+            try:
+                self._keep(mailbox, p["booking_id"], p["booking"], p.get("observed_at"), p["etag"], must_be_new=p["etag"] is None)
+            except StoreConflict:
+                pass
         await self.clear_pending(mailbox, commit.consumed)
         await self.record_outcomes(mailbox, commit.outcomes)
         lease = commit.release
         current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
         if lease is not None and current is not None and current["etag"] == lease.etag:
-            self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, lease.etag)
+            self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
+                      {"holder": "", "expires": RELEASED, "inline_done": commit.inline_done or lease.inline_done}, lease.etag)
 
     async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None, holder: str, now: datetime) -> bool:
         if commit.unindex or commit.release is not None:
             raise ValueError("an unclaimed commit neither removes index rows nor releases a lease it holds")
         errors_gone = [b for b, o in commit.outcomes.items() if not o.get("error") and b.lower() in commit.known_errors]
         recorded = sum(1 for o in commit.outcomes.values() if o.get("error")) + len(errors_gone)
-        operations = len(commit.puts) + len(commit.deletes) + len(commit.consumed) + recorded + 1
+        rows = [p for p in commit.consumed if p["etag"]]
+        operations = len(commit.puts) + len(commit.deletes) + len(rows) + len(commit.kept_inline) + recorded + 1
         pending = self._t("pending")
         if (operations > TRANSACTION_LIMIT or (seen is not None and seen.held_by_other(holder, now))
                 or not self._lease_as_read(mailbox, seen) or self._links_changed(commit)
-                or any((pending.get((key(mailbox), key(p["booking_id"]))) or {}).get("etag") != p["etag"] for p in commit.consumed)
+                or any((pending.get((key(mailbox), key(p["booking_id"]))) or {}).get("etag") != p["etag"]
+                       for p in [*rows, *commit.kept_inline])
                 or any((key(mailbox), key(b)) not in self._t("outcomes") for b in errors_gone)):
             return False                                  # all or nothing, as the transaction
         etag = seen.etag if seen is not None else None
-        self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), {"holder": "", "expires": RELEASED}, etag, must_be_new=etag is None)
+        self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
+                  {"holder": "", "expires": RELEASED, "inline_done": commit.inline_done or (seen.inline_done if seen else "")},
+                  etag, must_be_new=etag is None)
         await self.commit_mailbox(mailbox, commit)
         return True
 
@@ -299,7 +354,8 @@ class InMemoryStateStore:
         row = self._t("leases").get(("lease", key(name)))
         if row is not None and row["holder"] and row["expires"] > now and row["holder"] != holder:
             return False
-        self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s)}, row["etag"] if row else None)
+        self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s), **_carried(row)},
+                  row["etag"] if row else None)
         return True
 
     async def record_audit(self, entry: dict[str, Any]) -> None:
@@ -329,16 +385,21 @@ class InMemoryStateStore:
         row = self._t("leases").get(("lease", key(name)))
         if row is None or row["holder"] != holder:
             return False
-        self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s)}, row["etag"])
+        self._put("leases", "lease", key(name), {"holder": holder, "expires": now + timedelta(seconds=ttl_s), **_carried(row)}, row["etag"])
         return True
 
     async def release_lease(self, name: str, holder: str) -> None:
         row = self._t("leases").get(("lease", key(name)))
         if row is not None and row["holder"] == holder:
             if name.startswith(MAILBOX_LEASE):             # as in Table Storage: the row stays, its holder cleared
-                self._put("leases", "lease", key(name), {"holder": "", "expires": RELEASED}, row["etag"])
+                self._put("leases", "lease", key(name), {"holder": "", "expires": RELEASED, **_carried(row)}, row["etag"])
             else:
                 del self._t("leases")[("lease", key(name))]
+
+
+def _carried(lease_row: dict | None) -> dict[str, Any]:
+    """What every write of a mailbox's lease row keeps: the last inline set applied (PendingStore)."""
+    return {"inline_done": lease_row["inline_done"]} if lease_row and "inline_done" in lease_row else {}
 
 
 @dataclass

@@ -39,7 +39,20 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from ..core.domain import Link, LinkState, Mailbox, SyncFilter
 from ..core.serialize import filter_from_dict, filter_to_dict, mailbox_from_row
-from ..ports import CursorRow, MailboxCommit, MailboxLease, MailboxState, PendingRow, StoreConflict, has_pending_work
+from ..ports import (
+    CursorRow,
+    MailboxCommit,
+    MailboxLease,
+    MailboxState,
+    PendingRow,
+    StoreConflict,
+    has_pending_work,
+    inline_fields,
+    inline_free,
+    inline_holders,
+    inline_set,
+    with_inline,
+)
 from . import table_wire
 from .group_commit import GroupCommit
 from .transport import endpoint_transport, proxies_for
@@ -442,8 +455,23 @@ class TableStateStore:
         """booking id -> booking dict (observed) or None (deleted); the latest observation wins."""
         await self.add_pending_batch({mailbox: observations})
 
-    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]]) -> None:
-        now = _iso(datetime.now(UTC))
+    async def add_pending_batch(self, per_mailbox: Mapping[str, Mapping[str, dict[str, Any] | None]],
+                                listed: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        now = _iso(datetime.now(UTC)) or ""
+        filled = {m.lower(): obs for m, obs in sorted(per_mailbox.items()) if obs}
+        rows = {a.lower(): r for a, r in (listed or {}).items()}
+        inline: dict[str, dict[str, Any]] = {}
+        for mailbox, observations in filled.items():
+            row = rows.get(mailbox)
+            if row is not None and row.get("etag") and inline_free(row):
+                fields = inline_fields(uuid.uuid4().hex, observations, now)
+                if fields is not None:
+                    inline[mailbox] = fields
+        # A set acknowledged on a mailbox this cycle leaves alone is cleared (its observations are personal data).
+        cleared = {a: {"inline_mark": "", "inline_pending": ""} for a, r in rows.items()
+                   if a not in filled and r.get("inline_pending") and r.get("etag") and inline_free(r)}
+        refused = await self._merge_listed_rows({**inline, **cleared}, rows)
+        apart = {m: obs for m, obs in filled.items() if m not in inline or m in refused}
         slots = asyncio.Semaphore(PENDING_WRITE_CONCURRENCY)
 
         async def add(mailbox: str, observations: Mapping[str, dict[str, Any] | None]) -> None:
@@ -453,10 +481,27 @@ class TableStateStore:
 
         # Each mailbox's rows are independent of the others' (concurrently); the marks only after all the rows, so
         # a sync that saw a mark reads the rows it covers (PendingStore).
-        filled = {m: obs for m, obs in sorted(per_mailbox.items()) if obs}
-        await asyncio.gather(*(add(m, obs) for m, obs in filled.items()))
+        await asyncio.gather(*(add(m, obs) for m, obs in apart.items()))
         await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": key(m), "pending_mark": uuid.uuid4().hex},
-                                         {"mode": UpdateMode.MERGE}) for m in filled])
+                                         {"mode": UpdateMode.MERGE}) for m in apart])
+
+    async def _merge_listed_rows(self, merges: Mapping[str, dict[str, Any]], rows: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """Merges into mailbox rows, each only if the row is still as listed (If-Match its ETag): 100 to a transaction,
+        and row by row when a transaction is refused. Returns the mailboxes whose merge was refused (changed or gone)."""
+        refused: set[str] = set()
+        operations = [("update", {"PartitionKey": "mailbox", "RowKey": key(a), **fields},
+                       {"mode": UpdateMode.MERGE, "etag": rows[a]["etag"], "match_condition": MatchConditions.IfNotModified})
+                      for a, fields in sorted(merges.items())]
+        addresses = {key(a): a for a in merges}
+
+        async def merge_one(operation: tuple) -> None:
+            try:
+                await self._transact("mailboxes", [operation])
+            except (StoreConflict, HttpResponseError):
+                refused.add(addresses[operation[1]["RowKey"]])
+
+        await self._transact_apart("mailboxes", operations, merge_one)
+        return refused
 
     async def _merge_mailbox_rows(self, merges: list[tuple]) -> None:
         """Merges into existing mailbox rows (If-Match *: a row removed meanwhile is not brought back as a fragment)."""
@@ -470,14 +515,19 @@ class TableStateStore:
         await self._transact_apart("mailboxes", merges, merge_one)
 
     async def pending(self, mailbox: str) -> list[PendingRow]:
-        return (await self.mailbox_state(mailbox)).pending
+        state, entry = await asyncio.gather(self.mailbox_state(mailbox), self.mailbox_entry(mailbox))
+        return with_inline(state, entry[1] if entry else None).pending
 
     async def pending_mailboxes(self) -> set[str]:
         return {row["address"] for row in await self.list_mailboxes() if has_pending_work(row)}
 
-    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str]) -> dict[str, set[str]]:
+    async def pending_holders(self, mailboxes: Iterable[str], booking_ids: Iterable[str],
+                              listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, set[str]]:
         wanted = {b.lower() for b in booking_ids}
-        found: dict[str, set[str]] = {}
+        mailboxes = sorted({m.lower() for m in mailboxes})
+        if wanted and mailboxes and listed is None:
+            listed = {r["address"]: r for r in await self.list_mailboxes()}
+        found = inline_holders(mailboxes, wanted, listed or {})
         slots = asyncio.Semaphore(PENDING_WRITE_CONCURRENCY)
 
         async def look(mailbox: str) -> None:
@@ -487,12 +537,20 @@ class TableStateStore:
                     if (booking_id := str(e["booking_id"]).lower()) in wanted:
                         found.setdefault(booking_id, set()).add(mailbox)
 
-        await asyncio.gather(*(look(m) for m in sorted(set(mailboxes)) if wanted))
+        await asyncio.gather(*(look(m) for m in mailboxes if wanted))
         return found
 
     def _pending_deletes(self, mailbox: str, consumed: Iterable[PendingRow]) -> list[tuple]:
+        """Each consumed observation's row, unless a newer observation replaced it (an inline observation that stands
+        for no row has none to remove)."""
         return [("delete", {"PartitionKey": key(mailbox), "RowKey": PENDING_PREFIX + key(p["booking_id"])},
-                 {"etag": p["etag"], "match_condition": MatchConditions.IfNotModified}) for p in consumed]
+                 {"etag": p["etag"], "match_condition": MatchConditions.IfNotModified}) for p in consumed if p["etag"]]
+
+    def _pending_keeps(self, mailbox: str, kept: Iterable[PendingRow]) -> list[tuple]:
+        """Inline observations a sync keeps, as rows: each replaces the row it stands for only if that row is still as
+        read, or is created only if none came meanwhile (a newer observation wins either way)."""
+        return [_guarded("update", _pending_entity(mailbox, p["booking_id"], p["booking"], p.get("observed_at")), p["etag"])
+                for p in kept]
 
     async def clear_pending(self, mailbox: str, consumed: list[PendingRow]) -> None:
         """Remove observations the sync handled, unless a newer one replaced them meanwhile (ETag)."""
@@ -500,10 +558,19 @@ class TableStateStore:
             await self._transact("links", self._pending_deletes(mailbox, consumed))
         except StoreConflict:
             for p in consumed:  # one was replaced: delete the others one by one
+                if not p["etag"]:
+                    continue
                 try:
                     await self._delete("links", key(mailbox), PENDING_PREFIX + key(p["booking_id"]), p["etag"])
                 except StoreConflict:
                     pass
+
+    async def _keep_pending(self, mailbox: str, kept: list[PendingRow]) -> None:
+        for operation in self._pending_keeps(mailbox, kept):
+            try:
+                await self._transact("links", [operation])
+            except (StoreConflict, HttpResponseError):
+                pass                                      # a newer observation of the booking is there: it stands
 
     # -- outcomes (RK ^e|booking: the last error per booking, for diagnose) ----------------------------------------------
     async def record_outcomes(self, mailbox: str, outcomes: dict[str, dict[str, Any]]) -> None:
@@ -536,7 +603,8 @@ class TableStateStore:
                 state.links[link.booking_id] = link
             elif row_key.startswith(PENDING_PREFIX):
                 state.pending.append({"booking_id": e["booking_id"], "deleted": bool(e["deleted"]),
-                                      "booking": json.loads(e["booking"]) if e.get("booking") else None, "etag": _etag(e)})
+                                      "booking": json.loads(e["booking"]) if e.get("booking") else None, "etag": _etag(e),
+                                      "observed_at": e.get("observed_at")})
             elif row_key.startswith(ERROR_PREFIX):
                 state.errors.add(str(e["booking_id"]).lower())
             elif row_key == LEASE_ROW:
@@ -548,7 +616,8 @@ class TableStateStore:
         if seen is not None and seen.held_by_other(holder, now):
             return None
         expires = datetime.fromtimestamp(now.timestamp() + ttl_s, UTC)
-        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": holder, "expires": _iso(expires)}
+        inline_done = seen.inline_done if seen is not None else ""
+        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": holder, "expires": _iso(expires), "inline_done": inline_done}
         lease_op = _guarded("update" if seen is not None else "create", row, seen.etag if seen is not None else None)
         together = len(intents) < TRANSACTION_LIMIT          # the lease and the intents in one transaction when they fit
         if intents:
@@ -561,7 +630,7 @@ class TableStateStore:
             if exc.status_code in (404, 409):              # the lease row went, or came, since the read
                 return None
             raise
-        lease = MailboxLease(holder, expires, etags[0])
+        lease = MailboxLease(holder, expires, etags[0], inline_done)
         self._leases[(MAILBOX_LEASE + mailbox.lower(), holder)] = lease.etag
         if together:
             return lease, [_with_etag(link, etag) for link, etag in zip(intents, etags[1:], strict=True)]
@@ -569,19 +638,20 @@ class TableStateStore:
 
     async def renew_mailbox(self, mailbox: str, lease: MailboxLease, now: datetime, ttl_s: float) -> MailboxLease | None:
         expires = datetime.fromtimestamp(now.timestamp() + ttl_s, UTC)
-        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": lease.holder, "expires": _iso(expires)}
+        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": lease.holder, "expires": _iso(expires),
+               "inline_done": lease.inline_done}
         try:
             etag = await self._write("links", row, lease.etag)
         except StoreConflict:
             return None
         self._leases[(MAILBOX_LEASE + mailbox.lower(), lease.holder)] = etag
-        return MailboxLease(lease.holder, expires, etag)
+        return MailboxLease(lease.holder, expires, etag, lease.inline_done)
 
     async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
         if commit.unindex:
             await self._unindex(commit.unindex)
         links_ops, tolerant = self._commit_ops(mailbox, commit)
-        release = [self._release_op(mailbox, commit.release)] if commit.release is not None else []
+        release = [self._release_op(mailbox, commit.release, commit.inline_done)] if commit.release is not None else []
         try:
             if len(links_ops) + len(tolerant) + len(release) > TRANSACTION_LIMIT:
                 raise _Split                               # more than one transaction: no longer all or nothing
@@ -592,10 +662,11 @@ class TableStateStore:
             if not isinstance(exc, _Split) and not tolerant and not release:
                 raise _conflict(exc) from exc
             await self._transact("links", links_ops)
+            await self._keep_pending(mailbox, commit.kept_inline)      # before the lease row records their set as applied
             await self.clear_pending(mailbox, commit.consumed)
             await self._transact("links", self._outcome_ops(mailbox, commit.outcomes, await self._known_errors(mailbox, commit.outcomes)))
             if commit.release is not None:
-                await self._release_mailbox(mailbox, commit.release)
+                await self._release_mailbox(mailbox, commit.release, commit.inline_done)
         if commit.release is not None:
             self._leases.pop((MAILBOX_LEASE + mailbox.lower(), commit.release.holder), None)
 
@@ -604,14 +675,16 @@ class TableStateStore:
         only because something newer replaced them)."""
         links_ops = [_link_op(link) for link in commit.puts] + [
             _guarded("delete", {"PartitionKey": key(link.mailbox), "RowKey": key(link.booking_id)}, link.etag) for link in commit.deletes]
-        return links_ops, self._pending_deletes(mailbox, commit.consumed) + self._outcome_ops(mailbox, commit.outcomes, commit.known_errors)
+        return links_ops, (self._pending_keeps(mailbox, commit.kept_inline) + self._pending_deletes(mailbox, commit.consumed)
+                           + self._outcome_ops(mailbox, commit.outcomes, commit.known_errors))
 
     async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None, holder: str, now: datetime) -> bool:
         if commit.unindex or commit.release is not None:
             raise ValueError("an unclaimed commit neither removes index rows nor releases a lease it holds")
         if seen is not None and seen.held_by_other(holder, now):
             return False
-        released = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED)}
+        released = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED),
+                    "inline_done": commit.inline_done or (seen.inline_done if seen is not None else "")}
         links_ops, tolerant = self._commit_ops(mailbox, commit)
         operations = [*links_ops, *tolerant, _guarded("update", released, seen.etag) if seen is not None else ("create", released)]
         if len(operations) > TRANSACTION_LIMIT:
@@ -631,15 +704,15 @@ class TableStateStore:
         return (await self.mailbox_state(mailbox)).errors if any(not o.get("error") for o in outcomes.values()) else set()
 
     @staticmethod
-    def _release_op(mailbox: str, lease: MailboxLease) -> tuple:
+    def _release_op(mailbox: str, lease: MailboxLease, inline_done: str | None = None) -> tuple:
         # Released, the row stays with its holder cleared: a claim made against a read from before this commit
         # then fails on the ETag, where a deleted and re-created row would let it through.
-        return _guarded("update", {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED)},
-                        lease.etag)
+        return _guarded("update", {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED),
+                                   "inline_done": inline_done or lease.inline_done}, lease.etag)
 
-    async def _release_mailbox(self, mailbox: str, lease: MailboxLease) -> None:
+    async def _release_mailbox(self, mailbox: str, lease: MailboxLease, inline_done: str | None = None) -> None:
         try:
-            await self._transact("links", [self._release_op(mailbox, lease)])
+            await self._transact("links", [self._release_op(mailbox, lease, inline_done)])
         except (StoreConflict, HttpResponseError):
             pass                                            # expired and taken over by someone else: theirs now
 
@@ -649,6 +722,7 @@ class TableStateStore:
         observations and errors go back to tables `pending` and `outcomes`, and the mailbox lease rows go. Run it with
         the app stopped; this version, started again, moves them forward (migrate_legacy_rows)."""
         moved = {"pending": 0, "errors": 0, "leases": 0}
+        await self._inline_sets_to_rows()
         for table in LEGACY_TABLES:
             try:
                 await self.service.create_table(self.prefix + table)
@@ -668,6 +742,18 @@ class TableStateStore:
                 moved["leases"] += 1
             await self._delete("links", partition, row_key)
         return moved
+
+    async def _inline_sets_to_rows(self) -> None:
+        """An older version knows no inline sets: a set not yet applied becomes rows of its partition (where no newer
+        observation of the booking is), and every row drops its set."""
+        for row in await self.list_mailboxes():
+            if inline_set(row) is None:
+                continue
+            address = row["address"]
+            merged = with_inline(await self.mailbox_state(address), row)
+            await self._keep_pending(address, [p for p in merged.pending if p.get("inline")])
+            await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": key(address), "inline_mark": "",
+                                                        "inline_pending": ""}, {"mode": UpdateMode.MERGE})])
 
     async def migrate_legacy_rows(self) -> int:
         """Observations and errors an older version kept in tables `pending` and `outcomes` move into the links
@@ -751,7 +837,8 @@ class TableStateStore:
         if entity is not None and entity["holder"] and _required_dt(entity["expires"]) > now and entity["holder"] != holder:
             return False
         try:
-            self._leases[(name, holder)] = await self._write(table, row, _etag(entity) if entity is not None else None)
+            carried = {**row, **_carried(entity)}
+            self._leases[(name, holder)] = await self._write(table, carried, _etag(entity) if entity is not None else None)
             return True
         except StoreConflict:
             return False
@@ -762,7 +849,7 @@ class TableStateStore:
         if entity is None or entity["holder"] != holder:
             return False
         row = {"PartitionKey": pk, "RowKey": rk, "holder": holder,
-               "expires": datetime.fromtimestamp(now.timestamp() + ttl_s, UTC).isoformat()}
+               "expires": datetime.fromtimestamp(now.timestamp() + ttl_s, UTC).isoformat(), **_carried(entity)}
         try:
             self._leases[(name, holder)] = await self._write(table, row, _etag(entity))
         except StoreConflict:
@@ -772,6 +859,8 @@ class TableStateStore:
     async def release_lease(self, name: str, holder: str) -> None:
         table, pk, rk = self._lease_place(name)
         etag = self._leases.pop((name, holder), None)
+        if table == "links":
+            etag = None                                     # a mailbox's lease row: read it, to keep what it carries
         for _ in range(2):
             if etag is None:
                 entity = await self._get(table, pk, rk)
@@ -780,7 +869,7 @@ class TableStateStore:
                 etag = _etag(entity)
             try:
                 if table == "links":
-                    await self._transact("links", [self._release_op(name[len(MAILBOX_LEASE):], MailboxLease(holder, RELEASED, etag))])
+                    await self._transact("links", [self._release_op(name[len(MAILBOX_LEASE):], _lease_from(entity))])
                 else:
                     await self._delete(table, pk, rk, etag)
                 return
@@ -870,8 +959,14 @@ def _link_op(link: Link) -> tuple:
     return _guarded("update", link_to_entity(link), link.etag)
 
 
+def _carried(lease_row: Any) -> dict[str, Any]:
+    """What every write of a mailbox's lease row keeps: the last inline set applied (PendingStore)."""
+    return {"inline_done": lease_row["inline_done"]} if lease_row is not None and lease_row.get("inline_done") else {}
+
+
 def _lease_from(entity: Any) -> MailboxLease:
-    return MailboxLease(str(entity.get("holder") or ""), _dt(entity.get("expires")) or RELEASED, _etag(entity))
+    return MailboxLease(str(entity.get("holder") or ""), _dt(entity.get("expires")) or RELEASED, _etag(entity),
+                        str(entity.get("inline_done") or ""))
 
 
 def _conflict(exc: Exception) -> Exception:

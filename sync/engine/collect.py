@@ -113,9 +113,9 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     initial = {a for a, r in registered.rows.items() if r.get("needs_initial_read") and registered.serves(a, environment)}
     observations = await read(source, store, cursor, low, high, initial)
     holders = observations.holders
-    routing = route(observations, await with_waiting(store, registered.waiting, observations.observed, holders), environment,
-                    registered, settings=settings, now=now)
-    result = await persist(store, environment, observations, routing, initial, cursor, high, holders)
+    waiting = await with_waiting(store, registered.waiting, observations.observed, holders, registered.rows)
+    routing = route(observations, waiting, environment, registered, settings=settings, now=now)
+    result = await persist(store, environment, observations, routing, initial, cursor, high, holders, registered.rows)
     result.removals_held = sum(1 for a, r in registered.rows.items() if r.get("removals_held") and registered.serves(a, environment))
     # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
     result.carried = sorted(m for m in registered.waiting if registered.serves(m, environment))
@@ -123,13 +123,13 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
 
 
 async def with_waiting(store: PendingStore, with_work: Collection[str], observed: Mapping[str, Booking | None],
-                       holders: Mapping[str, set[str]]) -> dict[str, set[str]]:
+                       holders: Mapping[str, set[str]], listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, set[str]]:
     """The holders a deletion is routed to: the mailboxes holding a link (the booking index), and those whose waiting
     observations name the booking. A mailbox that has not synced a booking yet (disabled, failing, held) has no link
     to it, and its next sync would otherwise create the event of a booking that is gone (D1). Only the index's
     holders lose their index rows with the deletion (persist): the others never had one."""
     gone = [booking_id for booking_id, booking in observed.items() if booking is None]
-    waiting = await store.pending_holders(with_work, gone) if gone and with_work else {}
+    waiting = await store.pending_holders(with_work, gone, listed) if gone and with_work else {}
     return {b: set(holders.get(b, set())) | waiting.get(b, set()) for b in {*holders, *waiting}}
 
 
@@ -252,7 +252,8 @@ def needs_no_sync(booking: Booking, mailbox: Mailbox, waiting: bool, settings: S
 
 
 async def persist(store: CollectStore, environment: str, observations: Observations, routing: Routing, initial: set[str],
-                  cursor: CursorRow | None, horizon: datetime, holders: Mapping[str, set[str]]) -> CollectResult:
+                  cursor: CursorRow | None, horizon: datetime, holders: Mapping[str, set[str]],
+                  listed: Mapping[str, Mapping[str, Any]] | None = None) -> CollectResult:
     observed = observations.observed
     outcome = CollectResult(environment, observations.mode, bookings_read=sum(1 for b in observed.values() if b is not None),
                             deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered,
@@ -260,7 +261,7 @@ async def persist(store: CollectStore, environment: str, observations: Observati
     for s in observations.skipped:
         outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
         log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)
-    await store.add_pending_batch(routing.per_mailbox)      # the cursor moves only after all of them
+    await store.add_pending_batch(routing.per_mailbox, listed)      # the cursor moves only after all of them
     outcome.routed.update({mailbox: len(pending) for mailbox, pending in routing.per_mailbox.items()})
     deleted = {b: holders[b] for b, booking in observed.items() if booking is None and holders.get(b)}
     if deleted:                               # their deletions wait with every holder now: nothing routes by them again

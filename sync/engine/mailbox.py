@@ -33,6 +33,7 @@ from ..ports import (
     MailboxStore,
     MailboxUnavailable,
     PendingRow,
+    with_inline,
 )
 from .claim import Clock, HeldClaim
 
@@ -115,7 +116,7 @@ class MailboxSync:
 
     async def _read_and_sync(self, address: str, mailbox: Mailbox, row: dict[str, Any], *, dry_run: bool, force: bool,
                              hold_removals: str | None, claim_first: bool = False) -> MailboxResult:
-        state = await self.store.mailbox_state(address)
+        state = with_inline(await self.store.mailbox_state(address), row)
         bookings, deleted = observations(state.pending)
         the_plan = plan(bookings, deleted, state.links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force,
                         hold_removals=hold_removals is not None)
@@ -123,7 +124,7 @@ class MailboxSync:
             return MailboxResult(address, "dry-run", plan_counts(the_plan), error=the_plan.blocked.message if the_plan.blocked else None,
                                  plan=[{"booking": a.booking_id, "action": a.kind.value,
                                         "reason": a.reason.value} for a in the_plan.actions])
-        status = _Status(row.get("pending_mark") or "")
+        status = _Status(row.get("pending_mark") or "", state.lease.inline_done if state.lease else "")
         if the_plan.blocked:
             await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="blocked",
                                                    last_error=the_plan.blocked.message, **status.fields(len(state.pending)))
@@ -177,11 +178,13 @@ class MailboxSync:
 
 @dataclass
 class _Status:
-    """What the mailbox row learns of this sync besides its outcome: which pending mark it covered, what it left."""
+    """What the mailbox row learns of this sync besides its outcome: which pending mark it covered, what it left, and
+    the last inline set the lease row records as applied (which lets collect write the next one)."""
     mark: str
+    inline_done: str
 
     def fields(self, left: int) -> dict[str, Any]:
-        return {"consumed_mark": self.mark, "pending_left": left}
+        return {"consumed_mark": self.mark, "pending_left": left, "consumed_inline": self.inline_done}
 
 
 class _Execution:
@@ -193,6 +196,7 @@ class _Execution:
         self.sync, self.mailbox, self.bookings, self.deleted, self.pending = sync, mailbox, bookings, deleted, state.pending
         self.store, self.calendar, self.crash, self.now = sync.store, sync.calendar, sync.crash, sync.now
         self.claim, self.status, self.known_errors = claim, status, state.errors
+        self.inline_mark = state.inline_mark
         self.counts: dict[str, int] = {}
         self.keep_pending: set[str] = set()
         self.outcomes: dict[str, dict[str, Any]] = {}
@@ -211,6 +215,7 @@ class _Execution:
         commit = self._gathered(final=True)
         if commit.unindex or not await self.store.commit_unclaimed(self.mailbox.address, commit, seen, self.sync.holder, self.sync.clock()):
             return None
+        self._applied(commit)
         if commit.puts or commit.deletes:
             await self.crash("after-links")
         return await self._record_mailbox()
@@ -332,6 +337,9 @@ class _Execution:
         if final:
             commit.consumed = [p for p in self.pending if p["booking_id"] not in self.keep_pending]
             commit.outcomes, commit.known_errors = self.outcomes, self.known_errors
+            if self.inline_mark:
+                commit.inline_done = self.inline_mark
+                commit.kept_inline = [p for p in self.pending if p.get("inline") and p["booking_id"] in self.keep_pending]
         self.puts, self.deletes = {}, {}
         return commit
 
@@ -344,8 +352,13 @@ class _Execution:
         if commit.puts or commit.deletes or commit.consumed or commit.outcomes or commit.release is not None:
             await self.store.commit_mailbox(self.mailbox.address, commit)
             self.claim.released = commit.release is not None
+            self._applied(commit)
             if commit.puts or commit.deletes:
                 await self.crash("after-links")
+
+    def _applied(self, commit: MailboxCommit) -> None:
+        if commit.inline_done:
+            self.status.inline_done = commit.inline_done
 
     async def _record_mailbox(self) -> MailboxResult:
         address = self.mailbox.address

@@ -13,7 +13,7 @@ from ..core import guard
 from ..core.domain import LinkState, Mailbox, SyncFilter
 from ..core.plan import plan
 from ..core.settings import SyncSettings
-from ..ports import LinkStore, MailboxStateStore, MailboxStore
+from ..ports import LinkStore, MailboxStateStore, MailboxStore, with_inline
 from .mailbox import observations
 
 READ_CONCURRENCY = 16
@@ -49,10 +49,12 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
 
     async def would_remove(address: str) -> int:
         async with slots:
-            mailbox = listed[address][0] if listed is not None and address in listed else await store.get_mailbox(address)
-            if mailbox is None or not mailbox.eligible:
+            entry = listed[address] if listed is not None and address in listed else await store.mailbox_entry(address)
+            if entry is None or not entry[0].eligible:
                 return 0
-            state = await store.mailbox_state(address)          # one read: observations and links together
+            mailbox = entry[0]
+            # one read: observations and links together (and the inline set its row carries)
+            state = with_inline(await store.mailbox_state(address), entry[1])
         bookings, deleted = observations(state.pending)
         return plan(bookings, deleted, state.links, mailbox, settings, now, global_filters=global_filters, force=True).removals
 

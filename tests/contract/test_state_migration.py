@@ -74,6 +74,8 @@ def test_a_rollback_puts_the_state_back_in_the_older_layout_and_an_upgrade_bring
             now = datetime(2026, 12, 1, tzinfo=UTC)
             await store.put_link(Link("b1", BOX, ENV, "e1", 0, "t", "c", now, now + timedelta(hours=1), LinkState.LINKED))
             await store.add_pending(BOX, {"b2": {"v": 1}})
+            await store.add_pending_batch({BOX: {"b4": {"v": 4}}}, {BOX: await store.get_mailbox_row(BOX)})   # inline
+            assert (await store.get_mailbox_row(BOX))["inline_mark"]
             await store.record_outcomes(BOX, {"b3": {"action": "update", "reason": "changed", "error": "rejected by Graph: 400"}})
             assert await store.acquire_lease(f"mailbox:{BOX}", "h1", now, 30)
         finally:
@@ -94,16 +96,17 @@ def test_a_rollback_puts_the_state_back_in_the_older_layout_and_an_upgrade_bring
     ran = subprocess.run([sys.executable, "-m", "sync", "--json", "state", "downgrade"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr[-2000:]
-    assert json.loads(ran.stdout) == {"pending": 1, "errors": 1, "leases": 1}
+    assert json.loads(ran.stdout) == {"pending": 2, "errors": 1, "leases": 1}
     links, pending, outcomes = asyncio.run(layout())
-    assert links == [key("b1")] and pending == 1 and outcomes == 1            # what an older version reads
+    assert links == [key("b1")] and pending == 2 and outcomes == 1            # what an older version reads (no inline sets)
 
     async def upgrade() -> None:
         store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
         try:
             await store.ensure_tables()                                     # this version starting again
             state = await store.mailbox_state(BOX)
-            assert set(state.links) == {"b1"} and [p["booking_id"] for p in state.pending] == ["b2"] and state.errors == {"b3"}
+            assert set(state.links) == {"b1"} and sorted(p["booking_id"] for p in state.pending) == ["b2", "b4"] and state.errors == {"b3"}
+            assert not (await store.get_mailbox_row(BOX)).get("inline_mark")
         finally:
             await store.close()
 

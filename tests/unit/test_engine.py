@@ -487,7 +487,7 @@ async def test_r_t2_a_sync_that_stops_before_its_commit_gives_its_lease_back():
     with pytest.raises(RuntimeError):
         await w.cycle(crash=crash)
     state = await w.store.mailbox_state(A)
-    assert state.lease is not None and not state.lease.holder and len(state.pending) == 1
+    assert state.lease is not None and not state.lease.holder and len(await w.store.pending(A)) == 1
     other = MailboxSync(w.store, w.calendar, w.settings, w.now, holder="another-host", clock=lambda: w.now)
     result = await other.run(A)
     assert result.outcome == "synced" and result.counts.get("recovered") == 1 and len(w.tagged(A)) == 1
@@ -617,8 +617,10 @@ async def test_r_t2_a_sync_that_calls_nothing_commits_without_claiming_and_one_t
 @pytest.mark.parametrize("meanwhile", ["another sync claims", "a newer observation arrives"])
 async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mailbox_changed_since_its_read(meanwhile):
     """Between the read and the unclaimed commit, another sync claims the mailbox (this one is then busy and its work
-    waits), or a newer observation of the booking arrives (this one reads again and settles that instead); either way
-    the unclaimed commit writes nothing."""
+    waits), or a newer observation of the booking replaces the row read (this one reads again and settles that
+    instead); either way the unclaimed commit writes nothing. The observations here are a webhook's (rows of the
+    partition): an inline set is the subject of test_r_t3_a_newer_observation_than_an_inline_one_is_applied_after_it."""
+    from sync.core.serialize import booking_to_dict
     from sync.engine.collect import collect
     from sync.engine.mailbox import MailboxSync
     from sync.ports import MailboxCommit
@@ -629,9 +631,9 @@ async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mail
     await w.cycle()
     if meanwhile == "another sync claims":
         w.source.delete(past.id)                                 # D2: an unlink
+        await collect(w.source, w.store, w.settings, w.now)
     else:
-        w.put(ahead)                                             # observed again, unchanged (C4): a skip
-    await collect(w.source, w.store, w.settings, w.now)
+        await w.store.add_pending(A, {ahead.id: booking_to_dict(ahead)})    # observed again, unchanged (C4): a skip
     claims = _counting_claims(w)
     commit_unclaimed = w.store.commit_unclaimed
     other, tried = [], []
@@ -642,7 +644,7 @@ async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mail
             other.append(await w.store.claim_mailbox(A, "other", NOW, 30, seen))
         else:
             w.put(moved(ahead, timedelta(hours=3)))
-            await collect(w.source, w.store, w.settings, w.now)
+            await w.store.add_pending(A, {ahead.id: booking_to_dict(w.source.bookings[ahead.id])})
         written = await commit_unclaimed(mailbox, commit, seen, *holder_and_now)
         assert not written
         return written
@@ -661,3 +663,70 @@ async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mail
         assert result["outcome"] == "synced" and result["counts"] == {"updated": 1} and claims == ["world"]
         assert [e["start"] for e in w.events(A)] == [past.start, ahead.start + timedelta(hours=3)]
     assert await w.store.pending(A) == []
+
+
+async def test_r_t3_an_inline_set_is_applied_once_even_when_its_acknowledgement_is_lost():
+    """Collect carries a cycle's observations on the mailbox row. The sync that applies them records that on the lease
+    row with its links; if its status merge (the acknowledgement) is lost, the row still carries the set, and a later
+    sync must not apply it again over a newer observation (which would move the event back)."""
+    from sync.core.serialize import booking_to_dict
+    from sync.engine.collect import collect
+    from sync.engine.mailbox import MailboxSync
+    from sync.ports import inline_free, inline_set
+    w = World()
+    await w.enable(A)
+    first = booking(A)
+    w.put(first)
+    await w.cycle()
+    w.put(moved(first, timedelta(hours=1)))
+    await collect(w.source, w.store, w.settings, w.now)
+    assert inline_set(await w.store.get_mailbox_row(A)) is not None and (await w.store.mailbox_state(A)).pending == []
+    merge = w.store.update_mailbox_fields
+
+    async def lost(address, **fields):
+        return None
+
+    w.store.update_mailbox_fields = lost
+    result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now).run(A)
+    w.store.update_mailbox_fields = merge
+    assert result.counts == {"updated": 1} and w.events(A)[0]["start"] == first.start + timedelta(hours=1)
+    assert not inline_free(await w.store.get_mailbox_row(A))             # the set is still on the row, unacknowledged
+    latest = moved(first, timedelta(hours=2))
+    w.put(latest)
+    await w.store.add_pending(A, {first.id: booking_to_dict(latest)})    # a webhook's observation, newer
+    for _ in range(2):
+        result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now).run(A)
+        assert w.events(A)[0]["start"] == latest.start
+    assert result.counts == {}                                           # the old set was not applied again
+    assert inline_free(await w.store.get_mailbox_row(A))                  # the next status acknowledged it
+    assert await w.store.pending_mailboxes() == set()
+
+
+async def test_r_t3_a_newer_observation_than_an_inline_one_is_applied_after_it():
+    """A webhook observation written while a sync applies the inline set is newer: the sync's commit leaves it, and
+    the next sync applies it; nothing is lost and nothing older wins."""
+    from sync.core.serialize import booking_to_dict
+    from sync.engine.collect import collect
+    from sync.engine.mailbox import MailboxSync
+    w = World()
+    await w.enable(A)
+    first = booking(A)
+    w.put(first)
+    await w.cycle()
+    w.put(moved(first, timedelta(hours=1)))
+    await collect(w.source, w.store, w.settings, w.now)
+    latest = moved(first, timedelta(hours=3))
+    commit = w.store.commit_mailbox
+
+    async def webhook_meanwhile(mailbox, the_commit):
+        w.put(latest)
+        await w.store.add_pending(A, {first.id: booking_to_dict(latest)})
+        return await commit(mailbox, the_commit)
+
+    w.store.commit_mailbox = webhook_meanwhile
+    result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now).run(A)
+    w.store.commit_mailbox = commit
+    assert result.counts == {"updated": 1} and w.events(A)[0]["start"] == first.start + timedelta(hours=1)
+    assert await w.store.pending_mailboxes() == {A}
+    assert (await w.cycle())[A]["counts"] == {"updated": 1}
+    assert w.events(A)[0]["start"] == latest.start and await w.store.pending_mailboxes() == set()

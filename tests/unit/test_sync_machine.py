@@ -1,7 +1,8 @@
 """A Hypothesis state machine over the whole engine on in-memory fakes (model: vdirsyncer's SyncMachine).
 
 Random booking creates, edits, reassignments, cancels, deletes, clock moves, mailbox toggles, events
-deleted by their owner, transient Graph failures, and crashes injected between any two side effects.
+deleted by their owner, transient Graph failures, webhook observations beside collect's inline sets, lost
+acknowledgements of applied inline sets, and crashes injected between any two side effects.
 After every sync (and a clean follow-up sync that recovers from the crash):
 - no booking has two events in one mailbox;
 - no untagged (personal) event was touched;
@@ -21,6 +22,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from sync.app.activities import MAILBOX_LEASE_S
 from sync.core.render import TAG_BOOKING
+from sync.core.serialize import booking_to_dict
 from sync.core.settings import SyncSettings
 from sync.ports import Outcome
 from tests.factories import CANCELED, NOW, SCHEDULED, booking, work_order
@@ -47,6 +49,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.w = World(self.profile)
         self.w.calendar.repeated_transaction = self.repeated_transaction
         self.dead_leases = False
+        self.lose_acknowledgements = False
         self.disabled: set[str] = set()
         self.owner_deleted: set[tuple[str, str]] = set()       # (booking, mailbox) whose event the owner removed
         self.personal: dict[str, str] = {}
@@ -142,11 +145,33 @@ class SyncMachine(RuleBasedStateMachine):
         transactionId, and Graph answers it as a repeat (C1, #14: 400, 409 or the existing event)."""
         self.w.calendar.lagging_lookups = n
 
+    @rule(booking_id=bookings)
+    def webhook_observes(self, booking_id):
+        """A webhook's observation of the booking as it is now, written as a row of its mailbox's partition, beside
+        (older or newer than) what collect carries on the mailbox row (PendingStore's inline sets)."""
+        b = self._current(booking_id)
+        if b is not None:
+            run(self.w.store.add_pending(b.mailbox, {b.id: booking_to_dict(b)}))
+
+    @rule()
+    def acknowledgements_lost(self):
+        """The next cycle's status merges that would acknowledge an applied inline set are lost (a host dies after
+        the commit): the rows keep carrying those sets."""
+        self.lose_acknowledgements = True
+
     # -- syncing and the invariants ------------------------------------------------------------------------------------------
     @rule(point=st.sampled_from(CRASH_POINTS))
     def sync(self, point):
         before = self._tagged()
         fired = []
+        merge = self.w.store.update_mailbox_fields
+
+        async def maybe_lost(address, **fields):
+            if "consumed_inline" not in fields:
+                await merge(address, **fields)
+
+        if self.lose_acknowledgements:
+            self.w.store.update_mailbox_fields = maybe_lost
 
         async def crash(where: str) -> None:
             if where == point and not fired:
@@ -157,6 +182,8 @@ class SyncMachine(RuleBasedStateMachine):
             run(self.w.cycle(crash=crash, force=True))
         except Crash:
             pass
+        self.w.store.update_mailbox_fields = merge
+        self.lose_acknowledgements = False
         self._check_no_past_event_deleted(before)
         self.w.calendar.faults.clear()
         self.w.calendar.lose_answers.clear()
