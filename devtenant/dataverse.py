@@ -79,13 +79,16 @@ class Query:
     def __init__(self, org: DataverseOrg, table: Table, base_url: str, annotations: str | None):
         self.org, self.table, self.base_url = org, table, base_url
         self.annotations = annotations or ""
+        self._wanted: dict[str, bool] = {}               # per annotation: asked once per request, not once per value
 
     def wants(self, annotation: str) -> bool:
-        wanted = [a.strip() for a in self.annotations.split(",") if a.strip()]
-        for pattern in wanted:
-            if pattern == "*" or pattern == annotation or (pattern.endswith(".*") and annotation.startswith(pattern[:-1])):
-                return True
-        return False
+        known = self._wanted.get(annotation)
+        if known is None:
+            wanted = [a.strip() for a in self.annotations.split(",") if a.strip()]
+            known = self._wanted[annotation] = any(
+                pattern == "*" or pattern == annotation or (pattern.endswith(".*") and annotation.startswith(pattern[:-1]))
+                for pattern in wanted)
+        return known
 
     # --- projection ---------------------------------------------------------------------------
     def project(self, table: Table, row: dict, select: list[str] | None, expand: list[odata.ExpandItem]) -> dict:
@@ -124,7 +127,7 @@ class Query:
                     formatted = trow.get(DATAVERSE.tables[target].primary_name)
             if target and self.wants(LOOKUP_LOGICAL):
                 out[f"{name}@{LOOKUP_LOGICAL}"] = target
-            nav = next((n.name for n in table.navigations.values() if n.lookup_property == name), None)
+            nav = table.navigation_by_lookup.get(name)
             if nav and self.wants(NAV_ANNOTATION):
                 out[f"{name}@{NAV_ANNOTATION}"] = nav
         elif ctype in ("Picklist", "State", "Status"):

@@ -27,10 +27,23 @@ class Table:
     web_api_properties: frozenset[str]
 
     def column_for_property(self, prop: str) -> dict | None:
+        return self._columns_by_property.get(prop)
+
+    @cached_property
+    def _columns_by_property(self) -> dict[str, dict]:
+        # first column of each Web API name, as the scan this replaces found it (the projection asks per value)
+        found: dict[str, dict] = {}
         for col in self.columns.values():
-            if col["web_api"] == prop:
-                return col
-        return None
+            found.setdefault(col["web_api"], col)
+        return found
+
+    @cached_property
+    def navigation_by_lookup(self) -> dict[str, str]:
+        """lookup property (_x_value) -> the first navigation property that follows it."""
+        found: dict[str, str] = {}
+        for nav in self.navigations.values():
+            found.setdefault(nav.lookup_property, nav.name)
+        return found
 
 
 class DataverseSchema:
