@@ -186,6 +186,14 @@ class Query:
         except odata.ODataSyntaxError as exc:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
 
+    def matching(self, expr: Any, rows: list[dict]) -> list[dict]:
+        """The rows `expr` matches, as `matches` tells each, with the filter worked out once for all of them."""
+        test = odata.compiled(expr, self.functions(self.table))
+        try:
+            return [row for row in rows if test(self.resolver(self.table, row))]
+        except odata.ODataSyntaxError as exc:
+            raise DataverseError(400, "0x80060888", str(exc)) from exc
+
 
 def _validate_shape(table: Table, select: list[str] | None, expand: list[odata.ExpandItem]) -> None:
     for name in select or []:
@@ -468,7 +476,7 @@ class DataverseService:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
         lookup = _values_of_one_property(expr)
         if lookup is None:
-            return [r for r in rows if query.matches(expr, r)]
+            return query.matching(expr, rows)
         # `id eq a or id eq b ...`: only rows holding one of the values can match, and only through the comparisons
         # that name their own value, so each is matched against the filter with the `or` narrowed to those: the same
         # answers, at a cost that no longer grows with the table's rows or the ids per request.

@@ -279,9 +279,17 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     if left is None or right is None:
         return False
     try:
-        return {"gt": left > right, "ge": left >= right, "lt": left < right, "le": left <= right}[op]
+        if op == "gt":
+            return left > right
+        if op == "ge":
+            return left >= right
+        if op == "lt":
+            return left < right
+        if op == "le":
+            return left <= right
     except TypeError as exc:
         raise ODataSyntaxError(f"Cannot compare {type(left).__name__} with {type(right).__name__}.") from exc
+    raise ODataSyntaxError(f"Unknown comparison operator '{op}'.")
 
 
 def evaluate(node: Any, resolve: Resolver, functions: dict[str, Callable[..., Any]] | None = None) -> Any:
@@ -322,6 +330,27 @@ def evaluate(node: Any, resolve: Resolver, functions: dict[str, Callable[..., An
         named = {k: (v if isinstance(v, Path) else evaluate(v, resolve, functions)) for k, v in node.named.items()}
         return fn(resolve, *args, **named)
     raise ODataSyntaxError(f"Cannot evaluate {node!r}.")
+
+
+def compiled(node: Any, functions: dict[str, Callable[..., Any]] | None = None) -> Callable[[Resolver], Any]:
+    """`evaluate` for one filter, worked out once: the function a query applies to each row (same answers, same
+    errors), without walking the tree by type for every row. Comparisons and boolean operators, which a window's
+    filter over every booking is made of, are compiled; any other node is evaluated as `evaluate` does."""
+    if isinstance(node, Literal):
+        value = node.value
+        return lambda resolve: value
+    if isinstance(node, Path):
+        parts = node.parts
+        return lambda resolve: resolve(parts)
+    if isinstance(node, Compare):
+        left, right, op = compiled(node.left, functions), compiled(node.right, functions), node.op
+        return lambda resolve: _compare(op, left(resolve), right(resolve))
+    if isinstance(node, BoolOp):
+        items = [compiled(i, functions) for i in node.items]
+        if node.op == "and":
+            return lambda resolve: all(bool(item(resolve)) for item in items)
+        return lambda resolve: any(bool(item(resolve)) for item in items)
+    return lambda resolve: evaluate(node, resolve, functions)
 
 
 def referenced_paths(node: Any) -> list[list[str]]:
