@@ -107,6 +107,8 @@ class Activities:
         environment, now = payload["environment"], datetime.fromisoformat(payload["now"])
         started = time.monotonic()
         rt = await self.clients()
+        if payload.get("cycle") is not None and payload["cycle"] == self._listed_for:
+            self._listed_for = None                        # this collect writes rows: an earlier listing no longer serves
         source = rt.source(environment)
         requests_before = source.requests
         try:
@@ -118,6 +120,8 @@ class Activities:
             log.error("collect failed: environment=%s code=%s", environment, exc.code)
             return {"environment": environment, "error": str(exc), "mailboxes": []}
         out = result.to_dict()
+        if payload.get("cycle") is not None:
+            await self._remember_listing(rt, result.listed, result.global_filters, payload["cycle"])
         out["mailboxes"] = await self.mailbox_refs(out["mailboxes"])     # orchestrations carry pseudonyms only
         out["carried"] = await self.mailbox_refs(out["carried"])
         out["seconds"] = round(time.monotonic() - started, 3)
@@ -207,14 +211,19 @@ class Activities:
             return self._addresses[ref]
         async with self._lock():
             if ref not in self._addresses or (cycle is not None and cycle != self._listed_for):
-                key = await self._telemetry_key_of(rt)
                 rows = await rt.store.list_mailboxes()
-                if cycle is not None:                  # the cycle's filters with the cycle's listing
-                    self._filters = (time.monotonic(), await rt.store.global_filters())
-                self._entries = {mailbox_ref(key, row["address"]): entry for row in rows if (entry := _entry(row)) is not None}
-                self._addresses = {ref: entry[0].address for ref, entry in self._entries.items()}
-                self._listed_for = cycle
+                await self._remember_listing(rt, rows, await rt.store.global_filters() if cycle is not None else None, cycle)
         return self._addresses.get(ref)
+
+    async def _remember_listing(self, rt: Clients, rows: list[dict[str, Any]], global_filters: tuple | None, cycle: str | None) -> None:
+        """The listing the cycle's activities share: its collect's last (each collect of the cycle, one after another,
+        lists after its writes), or the first activity's that finds none. With it, the cycle's filters."""
+        key = await self._telemetry_key_of(rt)
+        if global_filters is not None:
+            self._filters = (time.monotonic(), global_filters)
+        self._entries = {mailbox_ref(key, row["address"]): entry for row in rows if (entry := _entry(row)) is not None}
+        self._addresses = {ref: entry[0].address for ref, entry in self._entries.items()}
+        self._listed_for = cycle
 
     def _listed_entry(self, ref: str, cycle: str | None) -> tuple[Mailbox, dict[str, Any]] | None:
         """The mailbox and its row from this cycle's listing (made after its collect), or None: the sync reads it."""

@@ -49,10 +49,14 @@ def sync_cycle(context: df.DurableOrchestrationContext):
     context.set_custom_status({"phase": "collect", "environments": len(environments)})
     mailboxes: set[str] = set()
     carried: set[str] = set()                       # mailboxes whose work was waiting before this cycle (D5's guard)
-    for environment in environments:
+    for index, environment in enumerate(environments):
+        # The last collect's listing of the mailbox rows, made after every collect of the cycle wrote, can be the one
+        # its activities share (`cycle`); an earlier one's cannot.
+        last = index == len(environments) - 1
         try:
             collected = yield context.call_activity_with_retry(COLLECT_ACTIVITY, collect_retry(),
-                                                                {"environment": environment, "now": now.isoformat()})
+                                                                {"environment": environment, "now": now.isoformat(),
+                                                                 "cycle": run["id"] if last else None})
         except Exception as exc:
             collected = {"environment": environment, "error": str(exc)[:500], "mailboxes": []}
         run["environments"].append({k: v for k, v in collected.items() if k not in ("mailboxes", "carried")})

@@ -68,6 +68,9 @@ class CollectResult:
     removals_held: int = 0                                  # mailboxes whose removals an earlier cycle's guard held
     mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
     carried: list[str] = field(default_factory=list)        # of them, those whose work was waiting before this collect
+    # The mailbox rows as listed at the end (every mark and inline set written): the listing the cycle's syncs can share.
+    listed: list[dict[str, Any]] = field(default_factory=list)
+    global_filters: tuple[SyncFilter, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"environment": self.environment, "mode": self.mode, "bookings_read": self.bookings_read, "deleted": self.deleted,
@@ -119,6 +122,7 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     result.removals_held = sum(1 for a, r in registered.rows.items() if r.get("removals_held") and registered.serves(a, environment))
     # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
     result.carried = sorted(m for m in registered.waiting if registered.serves(m, environment))
+    result.global_filters = registered.global_filters
     return result
 
 
@@ -270,5 +274,6 @@ async def persist(store: CollectStore, environment: str, observations: Observati
         await store.update_mailboxes_fields(initial, needs_initial_read=False)
     # ETag-guarded: if another collect advanced the cursor meanwhile, this one fails instead of going backwards.
     await store.put_cursor(environment, observations.delta_links, horizon, cursor["etag"] if cursor else None)
-    outcome.mailboxes = sorted(await store.pending_mailboxes())
+    outcome.listed = await store.list_mailboxes()
+    outcome.mailboxes = sorted(row["address"] for row in outcome.listed if has_pending_work(row))      # PendingStore.pending_mailboxes
     return outcome

@@ -238,3 +238,20 @@ async def test_r_t2_two_cycles_started_within_one_second_have_their_own_listing(
         rt.clock = lambda microsecond=microsecond: datetime(2026, 12, 7, 8, 0, 0, microsecond, tzinfo=UTC)
         await rt.run(CYCLE_ORCHESTRATOR, {"environments": ["https://a.crm.dynamics.com"]}, "cycle")
     assert len(seen) == 2 and seen[0] != seen[1] and [r["id"] for r in acts.recorded] == seen
+
+
+async def test_r_t2_only_the_last_collect_of_a_cycle_offers_its_listing_to_the_cycle():
+    """Each collect lists the mailbox rows after its writes; only the last environment's listing has every collect's
+    marks and inline sets, so only that collect is told the cycle (and may serve its activities)."""
+    acts = Activities({"https://a.crm.dynamics.com": ["a@x.example"], "https://b.crm.dynamics.com": ["b@x.example"]})
+    payloads: list[dict] = []
+    collect = acts.collect_environment
+
+    async def noting(payload):
+        payloads.append(payload)
+        return await collect(payload)
+
+    acts.collect_environment = noting
+    output, _ = await run(acts, environments=("https://a.crm.dynamics.com", "https://b.crm.dynamics.com"))
+    assert [p["environment"] for p in payloads] == ["https://a.crm.dynamics.com", "https://b.crm.dynamics.com"]
+    assert payloads[0]["cycle"] is None and payloads[1]["cycle"] == output["id"]
