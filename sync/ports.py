@@ -415,9 +415,10 @@ class MailboxStateStore(Protocol):
 
     async def renew_mailbox(self, mailbox: str, lease: MailboxLease, now: datetime, ttl_s: float) -> MailboxLease | None: ...
 
-    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
+    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> bool:
         """Raises StoreConflict when a link changed since it was read; observations replaced meanwhile stay, and a
-        lease lost meanwhile is left to its new holder."""
+        lease lost meanwhile is left to its new holder. Returns whether the lease row was released by this commit,
+        and so records `inline_done` (a commit with no release, or whose lease was lost, records nothing there)."""
         ...
 
     async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None, holder: str, now: datetime) -> bool:

@@ -277,7 +277,7 @@ class InMemoryStateStore:
                                                              {"holder": lease.holder, "expires": expires, "inline_done": lease.inline_done},
                                                              lease.etag), lease.inline_done)
 
-    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
+    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> bool:
         if self._links_changed(commit):
             raise StoreConflict("links: a row in the transaction changed concurrently")     # all or nothing, as the transaction
         for link in commit.puts:
@@ -296,6 +296,8 @@ class InMemoryStateStore:
         if lease is not None and current is not None and current["etag"] == lease.etag:
             self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
                       {"holder": "", "expires": RELEASED, "inline_done": commit.inline_done or lease.inline_done}, lease.etag)
+            return True
+        return False
 
     async def commit_unclaimed(self, mailbox: str, commit: MailboxCommit, seen: MailboxLease | None, holder: str, now: datetime) -> bool:
         if commit.unindex or commit.release is not None:

@@ -647,7 +647,7 @@ class TableStateStore:
         self._leases[(MAILBOX_LEASE + mailbox.lower(), lease.holder)] = etag
         return MailboxLease(lease.holder, expires, etag, lease.inline_done)
 
-    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> None:
+    async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> bool:
         if commit.unindex:
             await self._unindex(commit.unindex)
         links_ops, tolerant = self._commit_ops(mailbox, commit)
@@ -656,6 +656,7 @@ class TableStateStore:
             if len(links_ops) + len(tolerant) + len(release) > TRANSACTION_LIMIT:
                 raise _Split                               # more than one transaction: no longer all or nothing
             await self._transact("links", links_ops + tolerant + release)
+            released = bool(release)
         except (_Split, StoreConflict, HttpResponseError) as exc:
             # Too large, or something besides the links changed (a newer observation, the lease lost): the links
             # still commit, strictly; the rest goes one part at a time.
@@ -665,10 +666,10 @@ class TableStateStore:
             await self._keep_pending(mailbox, commit.kept_inline)      # before the lease row records their set as applied
             await self.clear_pending(mailbox, commit.consumed)
             await self._transact("links", self._outcome_ops(mailbox, commit.outcomes, await self._known_errors(mailbox, commit.outcomes)))
-            if commit.release is not None:
-                await self._release_mailbox(mailbox, commit.release, commit.inline_done)
+            released = commit.release is not None and await self._release_mailbox(mailbox, commit.release, commit.inline_done)
         if commit.release is not None:
             self._leases.pop((MAILBOX_LEASE + mailbox.lower(), commit.release.holder), None)
+        return released
 
     def _commit_ops(self, mailbox: str, commit: MailboxCommit) -> tuple[list[tuple], list[tuple]]:
         """A commit's operations: the links' (strict, by ETag), and the observations' and errors' (which may fail
@@ -710,11 +711,12 @@ class TableStateStore:
         return _guarded("update", {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED),
                                    "inline_done": inline_done or lease.inline_done}, lease.etag)
 
-    async def _release_mailbox(self, mailbox: str, lease: MailboxLease, inline_done: str | None = None) -> None:
+    async def _release_mailbox(self, mailbox: str, lease: MailboxLease, inline_done: str | None = None) -> bool:
         try:
             await self._transact("links", [self._release_op(mailbox, lease, inline_done)])
         except (StoreConflict, HttpResponseError):
-            pass                                            # expired and taken over by someone else: theirs now
+            return False                                    # expired and taken over by someone else: theirs now
+        return True
 
     # -- legacy layout --------------------------------------------------------------------------------------------------
     async def move_to_legacy_layout(self) -> dict[str, int]:

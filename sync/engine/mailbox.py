@@ -350,9 +350,10 @@ class _Execution:
         if release:
             commit.release = await self.claim.hand_back()
         if commit.puts or commit.deletes or commit.consumed or commit.outcomes or commit.release is not None:
-            await self.store.commit_mailbox(self.mailbox.address, commit)
+            released = await self.store.commit_mailbox(self.mailbox.address, commit)
             self.claim.released = commit.release is not None
-            self._applied(commit)
+            if released:                         # only a released lease row records the inline set as applied
+                self._applied(commit)
             if commit.puts or commit.deletes:
                 await self.crash("after-links")
 

@@ -139,3 +139,19 @@ async def test_the_generic_lease_calls_on_a_mailbox_lease_keep_the_applied_set(s
     await state_store.release_lease(f"mailbox:{A}", "other-host")
     lease = (await state_store.mailbox_state(A)).lease
     assert lease.inline_done == mark and not lease.holder
+
+
+async def test_a_commit_tells_whether_its_release_recorded_the_applied_set(state_store):
+    """Only a commit whose release lands records `inline_done`: one whose lease was taken meanwhile says so."""
+    await _enabled(state_store, A)
+    await state_store.add_pending_batch({A: {"b1": {"v": 1}}}, await _listed(state_store))
+    row = await state_store.get_mailbox_row(A)
+    state = with_inline(await state_store.mailbox_state(A), row)
+    lease, _ = await state_store.claim_mailbox(A, "sync-1", NOW, 30, state.lease)
+    taken, _ = await state_store.claim_mailbox(A, "sync-2", NOW.replace(hour=13), 30, (await state_store.mailbox_state(A)).lease)
+    commit = MailboxCommit(consumed=list(state.pending), inline_done=state.inline_mark, release=lease)
+    assert await state_store.commit_mailbox(A, commit) is False
+    assert (await state_store.mailbox_state(A)).lease.inline_done == ""
+    assert await state_store.commit_mailbox(A, MailboxCommit(consumed=list(state.pending), inline_done=state.inline_mark,
+                                                             release=taken)) is True
+    assert (await state_store.mailbox_state(A)).lease.inline_done == state.inline_mark

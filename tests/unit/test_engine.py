@@ -730,3 +730,33 @@ async def test_r_t3_a_newer_observation_than_an_inline_one_is_applied_after_it()
     assert await w.store.pending_mailboxes() == {A}
     assert (await w.cycle())[A]["counts"] == {"updated": 1}
     assert w.events(A)[0]["start"] == latest.start and await w.store.pending_mailboxes() == set()
+
+
+async def test_r_t3_a_sync_that_lost_its_lease_does_not_acknowledge_the_inline_set():
+    """The lease row records an applied inline set only through the commit that releases it. A sync whose lease ran
+    out and was taken during its Graph calls still commits its links, but must not acknowledge the set on the
+    mailbox row (collect would then overwrite a set no lease row records); the next sync applies it again, which
+    changes nothing, and acknowledges it."""
+    from sync.engine.collect import collect
+    from sync.engine.mailbox import MailboxSync
+    from sync.ports import inline_free
+    w = World()
+    await w.enable(A)
+    first = booking(A)
+    w.put(first)
+    await w.cycle()
+    w.put(moved(first, timedelta(hours=1)))
+    await collect(w.source, w.store, w.settings, w.now)
+
+    async def taken_meanwhile(where: str) -> None:
+        if where == "after-graph":
+            seen = (await w.store.mailbox_state(A)).lease
+            assert await w.store.claim_mailbox(A, "other", w.now + timedelta(minutes=5), 30, seen) is not None
+
+    result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now, crash=taken_meanwhile).run(A)
+    assert result.counts == {"updated": 1} and w.events(A)[0]["start"] == first.start + timedelta(hours=1)
+    assert not inline_free(await w.store.get_mailbox_row(A))
+    writes = w.calendar.writes
+    later = w.now + timedelta(minutes=10)                                  # the other holder's lease has run out
+    result = await MailboxSync(w.store, w.calendar, w.settings, later, holder="world", clock=lambda: later).run(A)
+    assert w.calendar.writes == writes and inline_free(await w.store.get_mailbox_row(A))
