@@ -334,9 +334,20 @@ def _later(a: str | None, b: str | None) -> bool:
     return not b or datetime.fromisoformat(a) > datetime.fromisoformat(b)
 
 
+def _newer(a: PendingRow, b: PendingRow) -> bool:
+    """Whether observation `a` saw a later state of the booking than `b`: by Dataverse's own modifiedon when both
+    saw the row and it differs (no clock of ours involved), else by when each was written (a deletion has no
+    modifiedon; two changes within one second of modifiedon tie)."""
+    seen_a = (a["booking"] or {}).get("modified_on") if not a["deleted"] else None
+    seen_b = (b["booking"] or {}).get("modified_on") if not b["deleted"] else None
+    if seen_a and seen_b and seen_a != seen_b:
+        return _later(seen_a, seen_b)
+    return _later(a.get("observed_at"), b.get("observed_at"))
+
+
 def with_inline(state: MailboxState, row: Mapping[str, Any] | None) -> MailboxState:
     """A sync's observations: the partition's and the row's inline set, unless the lease row records that set as
-    applied already. Of two observations of one booking the later stands; an inline one that stands for an older
+    applied already. Of two observations of one booking the later stands (_newer); an inline one that stands for an older
     row carries that row's ETag, so consuming it removes the row and keeping it replaces the row, each only if no
     newer observation replaced the row meanwhile."""
     found = inline_set(row) if row is not None else None
@@ -348,7 +359,7 @@ def with_inline(state: MailboxState, row: Mapping[str, Any] | None) -> MailboxSt
         current = by_id.get(observation["booking_id"])
         if current is None:
             by_id[observation["booking_id"]] = observation
-        elif not _later(current.get("observed_at"), observation.get("observed_at")):
+        elif not _newer(current, observation):
             by_id[observation["booking_id"]] = {**observation, "etag": current["etag"]}
     return replace(state, pending=list(by_id.values()), inline_mark=mark)
 
