@@ -288,7 +288,10 @@ def has_pending_work(row: Mapping[str, Any]) -> bool:
     return (row.get("pending_mark") or "") != (row.get("consumed_mark") or "") or int(row.get("pending_left") or 0) > 0
 
 
-INLINE_LIMIT = 30_000     # characters of an inline set: a Table string property holds 32 KiB UTF-16 units (JSON: ASCII)
+# Characters of an inline set. Every listing of the mailbox rows (each cycle makes two) carries the sets until the
+# next collect clears them, so only a few observations ride on a row (one is about 1.3 KB): the small-change cycles'
+# sets fit, a newly enabled mailbox's whole window goes to its partition. (A Table string property holds 32 KiB.)
+INLINE_LIMIT = 8_000
 
 
 def inline_free(row: Mapping[str, Any]) -> bool:

@@ -155,3 +155,14 @@ async def test_a_commit_tells_whether_its_release_recorded_the_applied_set(state
     assert await state_store.commit_mailbox(A, MailboxCommit(consumed=list(state.pending), inline_done=state.inline_mark,
                                                              release=taken)) is True
     assert (await state_store.mailbox_state(A)).lease.inline_done == state.inline_mark
+
+
+async def test_a_set_too_large_to_ride_on_the_row_gets_rows(state_store):
+    """Every listing of the mailbox rows carries their sets, so a large one (a newly enabled mailbox's window) goes to
+    the mailbox's partition, and the row stays small."""
+    from sync.ports import INLINE_LIMIT
+    await _enabled(state_store, A, B)
+    large = {f"b{i}": {"summary": "x" * 1000} for i in range(INLINE_LIMIT // 1000 + 1)}
+    await state_store.add_pending_batch({A: large, B: {"b1": {"v": 1}}}, await _listed(state_store))
+    assert await _rows_of(state_store, A) == sorted(large) and inline_set(await state_store.get_mailbox_row(A)) is None
+    assert await _rows_of(state_store, B) == [] and await state_store.pending_mailboxes() == {A, B}
