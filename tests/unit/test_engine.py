@@ -670,16 +670,9 @@ async def test_r_t3_an_inline_set_is_applied_once_even_when_its_acknowledgement_
     row with its links; if its status merge (the acknowledgement) is lost, the row still carries the set, and a later
     sync must not apply it again over a newer observation (which would move the event back)."""
     from sync.core.serialize import booking_to_dict
-    from sync.engine.collect import collect
     from sync.engine.mailbox import MailboxSync
     from sync.ports import inline_free, inline_set
-    w = World()
-    await w.enable(A)
-    first = booking(A)
-    w.put(first)
-    await w.cycle()
-    w.put(moved(first, timedelta(hours=1)))
-    await collect(w.source, w.store, w.settings, w.now)
+    w, first = await _synced_then_moved_by_an_hour()
     assert inline_set(await w.store.get_mailbox_row(A)) is not None and (await w.store.mailbox_state(A)).pending == []
     merge = w.store.update_mailbox_fields
 
@@ -706,15 +699,8 @@ async def test_r_t3_a_newer_observation_than_an_inline_one_is_applied_after_it()
     """A webhook observation written while a sync applies the inline set is newer: the sync's commit leaves it, and
     the next sync applies it; nothing is lost and nothing older wins."""
     from sync.core.serialize import booking_to_dict
-    from sync.engine.collect import collect
     from sync.engine.mailbox import MailboxSync
-    w = World()
-    await w.enable(A)
-    first = booking(A)
-    w.put(first)
-    await w.cycle()
-    w.put(moved(first, timedelta(hours=1)))
-    await collect(w.source, w.store, w.settings, w.now)
+    w, first = await _synced_then_moved_by_an_hour()
     latest = moved(first, timedelta(hours=3))
     commit = w.store.commit_mailbox
 
@@ -737,16 +723,9 @@ async def test_r_t3_a_sync_that_lost_its_lease_does_not_acknowledge_the_inline_s
     out and was taken during its Graph calls still commits its links, but must not acknowledge the set on the
     mailbox row (collect would then overwrite a set no lease row records); the next sync applies it again, which
     changes nothing, and acknowledges it."""
-    from sync.engine.collect import collect
     from sync.engine.mailbox import MailboxSync
     from sync.ports import inline_free
-    w = World()
-    await w.enable(A)
-    first = booking(A)
-    w.put(first)
-    await w.cycle()
-    w.put(moved(first, timedelta(hours=1)))
-    await collect(w.source, w.store, w.settings, w.now)
+    w, first = await _synced_then_moved_by_an_hour()
 
     async def taken_meanwhile(where: str) -> None:
         if where == "after-graph":
@@ -760,3 +739,17 @@ async def test_r_t3_a_sync_that_lost_its_lease_does_not_acknowledge_the_inline_s
     later = w.now + timedelta(minutes=10)                                  # the other holder's lease has run out
     result = await MailboxSync(w.store, w.calendar, w.settings, later, holder="world", clock=lambda: later).run(A)
     assert w.calendar.writes == writes and inline_free(await w.store.get_mailbox_row(A))
+
+
+async def _synced_then_moved_by_an_hour():
+    """A mailbox whose one booking is synced, then moved by an hour and collected: the move rides on the mailbox row
+    as an inline set (PendingStore), waiting for the sync."""
+    from sync.engine.collect import collect
+    w = World()
+    await w.enable(A)
+    first = booking(A)
+    w.put(first)
+    await w.cycle()
+    w.put(moved(first, timedelta(hours=1)))
+    await collect(w.source, w.store, w.settings, w.now)
+    return w, first
