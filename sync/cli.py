@@ -343,7 +343,8 @@ async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
 
 
 async def cmd_state(args: argparse.Namespace, settings: AppSettings) -> int:
-    """`state downgrade`: before deploying a version older than the partition layout of observations and errors."""
+    """`state downgrade`: before deploying a version older than the partition layout of observations and errors.
+    `state inline-to-rows`: before deploying a version older than the observations collect carries on mailbox rows."""
     from .adapters.tables import TableStateStore
     from .admin.audit import audited
     from .app.clients import Clients
@@ -351,6 +352,11 @@ async def cmd_state(args: argparse.Namespace, settings: AppSettings) -> int:
         await rt.store.ensure_tables()
         if not isinstance(rt.store, TableStateStore):
             raise RefusedError("the state store is not Table Storage; there is no older layout to go back to")
+        if args.action == "inline-to-rows":
+            written = await audited(rt.store, _operator(), "state inline-to-rows", [], _audit_time(), rt.store.inline_sets_to_rows())
+            _print(args, {"observations": written}, f"wrote {written} observations carried on mailbox rows into their mailboxes' "
+                                                    "partitions.\nDeploy the older version now.")
+            return EXIT_OK
         moved = await audited(rt.store, _operator(), "state downgrade", [], _audit_time(), rt.store.move_to_legacy_layout())
     _print(args, moved, f"moved {moved['pending']} pending observations and {moved['errors']} recorded errors back to the tables "
                         f"'pending' and 'outcomes', and removed {moved['leases']} mailbox lease rows.\nDeploy the older version now; "
@@ -413,8 +419,9 @@ def parser() -> argparse.ArgumentParser:
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
     flt.add_argument("--dry-run", action="store_true", help="show what the change would remove, per mailbox; change nothing")
-    state = sub.add_parser("state", help="downgrade: put the state in the layout of versions before 2026-12 (before a rollback)")
-    state.add_argument("action", choices=["downgrade"])
+    state = sub.add_parser("state", help="before a rollback: downgrade (to the layout of versions before 2026-12), or inline-to-rows "
+                                         "(to versions before 2026-12-07: observations off the mailbox rows)")
+    state.add_argument("action", choices=["downgrade", "inline-to-rows"])
     for child in (run, mb, runs, diag, flt, plan, hook, audit, state):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

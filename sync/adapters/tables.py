@@ -724,7 +724,7 @@ class TableStateStore:
         observations and errors go back to tables `pending` and `outcomes`, and the mailbox lease rows go. Run it with
         the app stopped; this version, started again, moves them forward (migrate_legacy_rows)."""
         moved = {"pending": 0, "errors": 0, "leases": 0}
-        await self._inline_sets_to_rows()
+        await self.inline_sets_to_rows()
         for table in LEGACY_TABLES:
             try:
                 await self.service.create_table(self.prefix + table)
@@ -745,17 +745,21 @@ class TableStateStore:
             await self._delete("links", partition, row_key)
         return moved
 
-    async def _inline_sets_to_rows(self) -> None:
-        """An older version knows no inline sets: a set not yet applied becomes rows of its partition (where no newer
-        observation of the booking is), and every row drops its set."""
+    async def inline_sets_to_rows(self) -> int:
+        """Before a rollback to a version that knows no inline sets (older than 2026-12-07), with the app stopped: a
+        set not yet applied becomes rows of its partition (where no newer observation of the booking is), and every
+        mailbox row drops its set. Returns the observations written as rows."""
+        written = 0
         for row in await self.list_mailboxes():
             if inline_set(row) is None:
                 continue
             address = row["address"]
-            merged = with_inline(await self.mailbox_state(address), row)
-            await self._keep_pending(address, [p for p in merged.pending if p.get("inline")])
+            kept = [p for p in with_inline(await self.mailbox_state(address), row).pending if p.get("inline")]
+            await self._keep_pending(address, kept)
+            written += len(kept)
             await self._merge_mailbox_rows([("update", {"PartitionKey": "mailbox", "RowKey": key(address), "inline_mark": "",
                                                         "inline_pending": ""}, {"mode": UpdateMode.MERGE})])
+        return written
 
     async def migrate_legacy_rows(self) -> int:
         """Observations and errors an older version kept in tables `pending` and `outcomes` move into the links

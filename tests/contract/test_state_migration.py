@@ -111,3 +111,41 @@ def test_a_rollback_puts_the_state_back_in_the_older_layout_and_an_upgrade_bring
             await store.close()
 
     asyncio.run(upgrade())
+
+
+def test_before_a_rollback_past_inline_sets_the_observations_on_mailbox_rows_become_partition_rows(stack, table_prefix):
+    """`python -m sync state inline-to-rows` (before deploying a version older than 2026-12-07, which reads only the
+    partition): an inline set no sync applied yet becomes rows of its mailbox's partition, and the row drops it."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    async def arrange() -> None:
+        store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
+        try:
+            await store.ensure_tables()
+            await store.put_mailbox(Mailbox(BOX, ENV, approved=True, test_status=MailboxTestStatus.SUCCESS))
+            await store.add_pending_batch({BOX: {"b5": {"v": 5}, "b6": None}}, {BOX: await store.get_mailbox_row(BOX)})
+            assert (await store.mailbox_state(BOX)).pending == []
+        finally:
+            await store.close()
+
+    async def after() -> tuple[list, dict]:
+        store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
+        try:
+            rows = sorted((p["booking_id"], p["booking"]) for p in (await store.mailbox_state(BOX)).pending)
+            return rows, await store.get_mailbox_row(BOX)
+        finally:
+            await store.close()
+
+    asyncio.run(arrange())
+    env = {**os.environ, **stack.environment(), "STATE_TABLE_PREFIX": table_prefix}
+    ran = subprocess.run([sys.executable, "-m", "sync", "--json", "state", "inline-to-rows"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert json.loads(ran.stdout) == {"observations": 2}
+    rows, row = asyncio.run(after())
+    assert rows == [("b5", {"v": 5}), ("b6", None)] and not row.get("inline_mark") and row["pending_mark"] != row.get("consumed_mark")
