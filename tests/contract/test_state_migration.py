@@ -58,13 +58,9 @@ def test_a_rollback_puts_the_state_back_in_the_older_layout_and_an_upgrade_bring
     """`python -m sync state downgrade` (before deploying an older version): the links partitions hold links only,
     observations and errors are where the older version reads them; starting this version again moves them back."""
     import asyncio
-    import os
-    import subprocess
-    import sys
     from datetime import UTC, datetime, timedelta
 
     from sync.core.domain import Link, LinkState
-    from tests.conftest import REPO
 
     async def arrange() -> None:
         store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
@@ -92,11 +88,7 @@ def test_a_rollback_puts_the_state_back_in_the_older_layout_and_an_upgrade_bring
             await store.close()
 
     asyncio.run(arrange())
-    env = {**os.environ, **stack.environment(), "STATE_TABLE_PREFIX": table_prefix}
-    ran = subprocess.run([sys.executable, "-m", "sync", "--json", "state", "downgrade"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert ran.returncode == 0, ran.stderr[-2000:]
-    assert json.loads(ran.stdout) == {"pending": 2, "errors": 1, "leases": 1}
+    assert _state_command(stack, table_prefix, "downgrade") == {"pending": 2, "errors": 1, "leases": 1}
     links, pending, outcomes = asyncio.run(layout())
     assert links == [key("b1")] and pending == 2 and outcomes == 1            # what an older version reads (no inline sets)
 
@@ -117,11 +109,6 @@ def test_before_a_rollback_past_inline_sets_the_observations_on_mailbox_rows_bec
     """`python -m sync state inline-to-rows` (before deploying a version older than 2026-12-07, which reads only the
     partition): an inline set no sync applied yet becomes rows of its mailbox's partition, and the row drops it."""
     import asyncio
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
 
     async def arrange() -> None:
         store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
@@ -142,10 +129,20 @@ def test_before_a_rollback_past_inline_sets_the_observations_on_mailbox_rows_bec
             await store.close()
 
     asyncio.run(arrange())
-    env = {**os.environ, **stack.environment(), "STATE_TABLE_PREFIX": table_prefix}
-    ran = subprocess.run([sys.executable, "-m", "sync", "--json", "state", "inline-to-rows"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert ran.returncode == 0, ran.stderr[-2000:]
-    assert json.loads(ran.stdout) == {"observations": 2}
+    assert _state_command(stack, table_prefix, "inline-to-rows") == {"observations": 2}
     rows, row = asyncio.run(after())
     assert rows == [("b5", {"v": 5}), ("b6", None)] and not row.get("inline_mark") and row["pending_mark"] != row.get("consumed_mark")
+
+
+def _state_command(stack, table_prefix: str, action: str) -> dict:
+    """`python -m sync --json state ACTION` with the stack's settings, as an operator runs it; its JSON answer."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    env = {**os.environ, **stack.environment(), "STATE_TABLE_PREFIX": table_prefix}
+    ran = subprocess.run([sys.executable, "-m", "sync", "--json", "state", action], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    return json.loads(ran.stdout)
