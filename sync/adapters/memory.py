@@ -54,7 +54,7 @@ class InMemoryStateStore:
             raise StoreConflict(f"{table} row changed concurrently")
         if etag is None and must_be_new and current is not None:
             raise StoreConflict(f"{table} row changed concurrently")
-        new = f"W/\"{next(self._etags)}\""
+        new = self._new_etag()
         self._t(table)[(pk, rk)] = {**row, "etag": new}
         self.writes += 1
         if table == "links":
@@ -97,9 +97,7 @@ class InMemoryStateStore:
     async def update_mailbox_fields(self, address: str, **fields: Any) -> None:
         current = self._t("mailboxes").get(("mailbox", key(address)))
         if current is not None:
-            current["fields"] = {**current.get("fields", {}), **fields}
-            current["etag"] = f"W/\"{next(self._etags)}\""          # a merge changes the row's ETag, as in Table Storage
-            self.writes += 1
+            self._merge(current, fields)
 
     async def update_mailboxes_fields(self, addresses: Iterable[str], **fields: Any) -> None:
         for address in set(addresses):
@@ -189,10 +187,16 @@ class InMemoryStateStore:
         current = self._t("mailboxes").get(("mailbox", key(address)))
         if current is None or current["etag"] != listed.get("etag"):
             return False
-        current["fields"] = {**current.get("fields", {}), **fields}
-        current["etag"] = f"W/\"{next(self._etags)}\""
-        self.writes += 1
+        self._merge(current, fields)
         return True
+
+    def _merge(self, mailbox_row: dict, fields: Mapping[str, Any]) -> None:
+        mailbox_row["fields"] = {**mailbox_row.get("fields", {}), **fields}
+        mailbox_row["etag"] = self._new_etag()            # a merge changes the row's ETag, as in Table Storage
+        self.writes += 1
+
+    def _new_etag(self) -> str:
+        return f"W/\"{next(self._etags)}\""
 
     def _keep(self, mailbox: str, booking_id: str, booking: dict[str, Any] | None, at: str | None, etag: str | None,
               must_be_new: bool = False) -> None:
@@ -252,9 +256,14 @@ class InMemoryStateStore:
             return None
         expires = now + timedelta(seconds=ttl_s)
         inline_done = seen.inline_done if seen else ""
-        etag = self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
-                         {"holder": holder, "expires": expires, "inline_done": inline_done}, seen.etag if seen else None, must_be_new=True)
+        etag = self._put_lease(mailbox, holder, expires, inline_done, seen.etag if seen else None)
         return MailboxLease(holder, expires, etag, inline_done), await self.put_links(list(intents))
+
+    def _put_lease(self, mailbox: str, holder: str, expires: datetime, inline_done: str, etag: str | None) -> str:
+        """A mailbox's lease row as every write makes it (holder, expiry, the last inline set applied), matched by
+        `etag` or created when there is none, as the Table adapter's conditioned writes are."""
+        row = {"holder": holder, "expires": expires, "inline_done": inline_done}
+        return self._put("leases", "lease", key(MAILBOX_LEASE + mailbox), row, etag, must_be_new=etag is None)
 
     def _lease_as_read(self, mailbox: str, seen: MailboxLease | None) -> bool:
         """Whether the mailbox's lease row is the one read (None: there was none), as an ETag condition checks."""
@@ -273,9 +282,8 @@ class InMemoryStateStore:
         if current is None or current["etag"] != lease.etag:
             return None
         expires = now + timedelta(seconds=ttl_s)
-        return MailboxLease(lease.holder, expires, self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
-                                                             {"holder": lease.holder, "expires": expires, "inline_done": lease.inline_done},
-                                                             lease.etag), lease.inline_done)
+        return MailboxLease(lease.holder, expires, self._put_lease(mailbox, lease.holder, expires, lease.inline_done, lease.etag),
+                            lease.inline_done)
 
     async def commit_mailbox(self, mailbox: str, commit: MailboxCommit) -> bool:
         if self._links_changed(commit):
@@ -294,8 +302,7 @@ class InMemoryStateStore:
         lease = commit.release
         current = self._t("leases").get(("lease", key(MAILBOX_LEASE + mailbox)))
         if lease is not None and current is not None and current["etag"] == lease.etag:
-            self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
-                      {"holder": "", "expires": RELEASED, "inline_done": commit.inline_done or lease.inline_done}, lease.etag)
+            self._put_lease(mailbox, "", RELEASED, commit.inline_done or lease.inline_done, lease.etag)
             return True
         return False
 
@@ -314,9 +321,7 @@ class InMemoryStateStore:
                 or any((key(mailbox), key(b)) not in self._t("outcomes") for b in errors_gone)):
             return False                                  # all or nothing, as the transaction
         etag = seen.etag if seen is not None else None
-        self._put("leases", "lease", key(MAILBOX_LEASE + mailbox),
-                  {"holder": "", "expires": RELEASED, "inline_done": commit.inline_done or (seen.inline_done if seen else "")},
-                  etag, must_be_new=etag is None)
+        self._put_lease(mailbox, "", RELEASED, commit.inline_done or (seen.inline_done if seen else ""), etag)
         await self.commit_mailbox(mailbox, commit)
         return True
 

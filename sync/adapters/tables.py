@@ -617,8 +617,8 @@ class TableStateStore:
             return None
         expires = datetime.fromtimestamp(now.timestamp() + ttl_s, UTC)
         inline_done = seen.inline_done if seen is not None else ""
-        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": holder, "expires": _iso(expires), "inline_done": inline_done}
-        lease_op = _guarded("update" if seen is not None else "create", row, seen.etag if seen is not None else None)
+        lease_op = _guarded("update" if seen is not None else "create", _lease_row(mailbox, holder, expires, inline_done),
+                            seen.etag if seen is not None else None)
         together = len(intents) < TRANSACTION_LIMIT          # the lease and the intents in one transaction when they fit
         if intents:
             await self._index(intents)
@@ -638,10 +638,8 @@ class TableStateStore:
 
     async def renew_mailbox(self, mailbox: str, lease: MailboxLease, now: datetime, ttl_s: float) -> MailboxLease | None:
         expires = datetime.fromtimestamp(now.timestamp() + ttl_s, UTC)
-        row = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": lease.holder, "expires": _iso(expires),
-               "inline_done": lease.inline_done}
         try:
-            etag = await self._write("links", row, lease.etag)
+            etag = await self._write("links", _lease_row(mailbox, lease.holder, expires, lease.inline_done), lease.etag)
         except StoreConflict:
             return None
         self._leases[(MAILBOX_LEASE + mailbox.lower(), lease.holder)] = etag
@@ -684,8 +682,7 @@ class TableStateStore:
             raise ValueError("an unclaimed commit neither removes index rows nor releases a lease it holds")
         if seen is not None and seen.held_by_other(holder, now):
             return False
-        released = {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED),
-                    "inline_done": commit.inline_done or (seen.inline_done if seen is not None else "")}
+        released = _lease_row(mailbox, "", RELEASED, commit.inline_done or (seen.inline_done if seen is not None else ""))
         links_ops, tolerant = self._commit_ops(mailbox, commit)
         operations = [*links_ops, *tolerant, _guarded("update", released, seen.etag) if seen is not None else ("create", released)]
         if len(operations) > TRANSACTION_LIMIT:
@@ -708,8 +705,7 @@ class TableStateStore:
     def _release_op(mailbox: str, lease: MailboxLease, inline_done: str | None = None) -> tuple:
         # Released, the row stays with its holder cleared: a claim made against a read from before this commit
         # then fails on the ETag, where a deleted and re-created row would let it through.
-        return _guarded("update", {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": "", "expires": _iso(RELEASED),
-                                   "inline_done": inline_done or lease.inline_done}, lease.etag)
+        return _guarded("update", _lease_row(mailbox, "", RELEASED, inline_done or lease.inline_done), lease.etag)
 
     async def _release_mailbox(self, mailbox: str, lease: MailboxLease, inline_done: str | None = None) -> bool:
         try:
@@ -963,6 +959,11 @@ def _guarded(kind: str, entity: dict, etag: str | None) -> tuple:
 
 def _link_op(link: Link) -> tuple:
     return _guarded("update", link_to_entity(link), link.etag)
+
+
+def _lease_row(mailbox: str, holder: str, expires: datetime, inline_done: str) -> dict[str, Any]:
+    """A mailbox's lease row as every write makes it: holder, expiry, and the last inline set applied (kept)."""
+    return {"PartitionKey": key(mailbox), "RowKey": LEASE_ROW, "holder": holder, "expires": _iso(expires), "inline_done": inline_done}
 
 
 def _carried(lease_row: Any) -> dict[str, Any]:
