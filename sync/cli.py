@@ -21,7 +21,6 @@ from typing import Any
 
 from .admin.audit import audited
 from .app.settings import AppSettings, SettingError, load
-from .core.access import EITHER, Principal
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_CODES = """exit codes:
@@ -84,7 +83,9 @@ def _summary(result: dict[str, Any]) -> str:
         for environment, counts in result["discovered"].items():
             lines.append(f"{environment}: {counts['registered']} registered as pending, {counts['already']} already registered, "
                          f"{counts['bound_elsewhere']} bound to another environment, {counts['no_mailbox']} without a mailbox"
-                         + (f", {counts['no_tenant']} whose domain is in no tenant of MAILBOX_TENANTS" if counts.get("no_tenant") else ""))
+                         + (f", {counts['no_tenant']} whose domain is in no tenant of MAILBOX_TENANTS" if counts.get("no_tenant") else "")
+                         + (f", {counts['invalid_address']} whose address is not a valid mailbox address (fix it on the user "
+                            "record in Dynamics 365)" if counts.get("invalid_address") else ""))
         return "\n".join(lines) or "no environment"
     return "\n".join(f"{k}: {v}" for k, v in result.items())
 
@@ -115,7 +116,7 @@ async def _run_cycle(settings: AppSettings, force: bool, trigger: str, progress:
             work = run_cycle_once(rt.store, settings, force=force, trigger=trigger, progress=progress)
             if trigger == "demo":
                 return await work
-            return await audited(rt.store, _operator(), "run", [], _audit_time(), work, detail="force" if force else "")
+            return await audited(rt.store, await rt.operator(), "run", [], _audit_time(), work, detail="force" if force else "")
         except CycleRunning as exc:
             raise RefusedError(str(exc)) from exc
 
@@ -124,11 +125,6 @@ class RefusedError(Exception):
     pass
 
 
-def _operator() -> Principal:
-    """The command line is run by someone holding the deployment's settings: recorded by their account name."""
-    import getpass
-    user = getpass.getuser()
-    return Principal(f"cli:{user}", user, EITHER)
 
 
 async def cmd_audit(args: argparse.Namespace, settings: AppSettings) -> int:
@@ -233,7 +229,7 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         try:
             work = mailbox_action(rt, settings.environments, args.action, addresses, args.all, args.environment, _now(),
                                   Progress(args.action, not args.json), method=args.method)
-            result = await (work if args.action == "list" else audited(rt.store, _operator(), f"mailboxes {args.action}", addresses,
+            result = await (work if args.action == "list" else audited(rt.store, await rt.operator(), f"mailboxes {args.action}", addresses,
                                                                          _audit_time(), work, detail="all" if args.all else ""))
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
@@ -243,7 +239,7 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         return EXIT_OK if result["succeeded"] == result["tested"] else EXIT_PARTIAL
     if args.action == "list":
         columns = ("mailbox", "ref", "environment", "tenant", "sync_method", "approved", "test", "reason", "enabled", "last_cycle",
-                   "outcome", "written", "last_error")
+                   "outcome", "written", "set_aside", "last_error")
         _print(args, result, table(result["mailboxes"], columns))
         return EXIT_OK
     _print(args, result, _summary(result))
@@ -253,11 +249,14 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
 async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
     from .admin.diagnose import diagnose
     from .app.clients import Clients
-    from .core.ids import GUID
-    if not GUID.match(args.booking_id):
+    from .core.ids import environment_named, is_guid
+    if not is_guid(args.booking_id):
         print(f"not a booking id (a GUID): {args.booking_id}", file=sys.stderr)
         return EXIT_USAGE
-    environment = args.environment or settings.environments[0]
+    environment = environment_named(settings.environments, args.environment or settings.environments[0])
+    if environment is None:
+        print(f"not a configured environment (DATAVERSE_ENVIRONMENTS): {args.environment}", file=sys.stderr)
+        return EXIT_USAGE
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
         result = await diagnose(args.booking_id, rt.source(environment), rt.store, settings.sync, _now())
@@ -295,8 +294,8 @@ async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
                                      args.dry_run)
             work = filters_action(rt, settings.environments, request, settings.sync, _now())
             result = await (work if request.action == "list" else audited(
-                rt.store, _operator(), f"filters {request.action}", [request.mailbox] if request.mailbox else [], _audit_time(), work,
-                detail=request.name + (" (dry run)" if request.dry_run else "")))
+                rt.store, await rt.operator(), f"filters {request.action}", [request.mailbox] if request.mailbox else [], _audit_time(),
+                work, detail=request.name + (" (dry run)" if request.dry_run else "")))
         except InvalidRequest as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
@@ -353,11 +352,12 @@ async def cmd_state(args: argparse.Namespace, settings: AppSettings) -> int:
         if not isinstance(rt.store, TableStateStore):
             raise RefusedError("the state store is not Table Storage; there is no older layout to go back to")
         if args.action == "inline-to-rows":
-            written = await audited(rt.store, _operator(), "state inline-to-rows", [], _audit_time(), rt.store.inline_sets_to_rows())
+            written = await audited(rt.store, await rt.operator(), "state inline-to-rows", [], _audit_time(),
+                                    rt.store.inline_sets_to_rows())
             _print(args, {"observations": written}, f"wrote {written} observations carried on mailbox rows into their mailboxes' "
                                                     "partitions.\nDeploy the older version now.")
             return EXIT_OK
-        moved = await audited(rt.store, _operator(), "state downgrade", [], _audit_time(), rt.store.move_to_legacy_layout())
+        moved = await audited(rt.store, await rt.operator(), "state downgrade", [], _audit_time(), rt.store.move_to_legacy_layout())
     _print(args, moved, f"moved {moved['pending']} pending observations and {moved['errors']} recorded errors back to the tables "
                         f"'pending' and 'outcomes', and removed {moved['leases']} mailbox lease rows.\nDeploy the older version now; "
                         "this one, started again, moves them forward.")

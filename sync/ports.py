@@ -114,6 +114,7 @@ class UserResource:
     user_id: str | None
     mailbox: str | None
     disabled: bool
+    invalid_address: bool = False      # the user has an address, but not one a mailbox can have (E3): counted apart
 
 
 FILTER_FIELDS = ("booking_statuses", "work_order_types", "territories")

@@ -116,6 +116,24 @@ class FederatedTenantCredential:
         await self.close()
 
 
+def token_identity(token: str) -> tuple[str, str] | None:
+    """(object id, display name) from an Entra access token's claims; None for a token that carries none (the local
+    emulator's). Read, not verified: the token is the caller's own credential's, fresh from Entra ID."""
+    import base64
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(claims, dict) or not isinstance(claims.get("oid"), str):
+        return None
+    name = next((claims[k] for k in ("upn", "preferred_username", "unique_name", "app_displayname", "appid")
+                 if isinstance(claims.get(k), str)), claims["oid"])
+    return claims["oid"], name
+
+
 def tenant_credential(kind: str, home: Any, tenant_id: str, app_client_id: str):
     """The credential for mailboxes of another tenant: federated through the cross-tenant app, never a secret."""
     if kind == "loopback-dev":

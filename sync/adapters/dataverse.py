@@ -23,7 +23,7 @@ from azure.core.pipeline import policies
 from azure.core.rest import HttpRequest
 
 from ..core.domain import Address, Booking, BookingLocation, BookingStatus, SkippedRow, WorkOrder
-from ..core.ids import EMAIL, GUID, checked_guid
+from ..core.ids import checked_guid, is_address, is_guid
 from ..ports import ChangeSet, ChangeTokenExpired, PermanentError, ReadResult, TransientError, UserResource
 from .credentials import is_loopback_url
 from .transport import endpoint_transport, proxies_for
@@ -83,9 +83,9 @@ TRACKED = (("bookableresourcebookings", "bookableresourcebookingid"), ("msdyn_wo
 def _collect_changes(changes: ChangeSet, entity: str, key: str, rows: list[dict]) -> None:
     for row in rows:
         if str(row.get("@odata.context", "")).endswith("$deletedEntity"):
-            if entity == "bookableresourcebookings" and GUID.match(str(row.get("id", ""))):
+            if entity == "bookableresourcebookings" and is_guid(str(row.get("id", ""))):
                 changes.deleted_bookings.add(row["id"].lower())
-        elif GUID.match(str(row.get(key, ""))):
+        elif is_guid(str(row.get(key, ""))):
             target = changes.changed_bookings if entity == "bookableresourcebookings" else changes.changed_work_orders
             target.add(row[key].lower())
 
@@ -157,7 +157,7 @@ def _oversized(value: Any) -> bool:
 def booking_from_row(row: dict, environment: str) -> Booking | SkippedRow:
     """A Web API row (with the expansions of BOOKING_EXPAND) -> Booking, or the reason it is malformed."""
     raw_id = row.get("bookableresourcebookingid")
-    if not isinstance(raw_id, str) or not GUID.match(raw_id):
+    if not isinstance(raw_id, str) or not is_guid(raw_id):
         return SkippedRow(str(raw_id)[:64], "malformed_id")
     booking_id = raw_id.lower()
     start, end = _dt(row.get("starttime")), _dt(row.get("endtime"))
@@ -180,7 +180,7 @@ def booking_from_row(row: dict, environment: str) -> Booking | SkippedRow:
     resource = row.get("Resource") or {}
     user = resource.get("UserId") or {}
     address = (user.get("internalemailaddress") or "").strip().lower() or None
-    if address is not None and not EMAIL.match(address):
+    if address is not None and not is_address(address):
         return SkippedRow(booking_id, "invalid_mailbox_address")
     wo_row = row.get("msdyn_workorder")
     work_order = None
@@ -475,6 +475,7 @@ class DataverseClient:
         for row in rows:
             user = row.get("UserId") or {}
             address = (user.get("internalemailaddress") or "").strip().lower() or None
-            out.append(UserResource(row["bookableresourceid"], row.get("_userid_value"),
-                                    address if address and EMAIL.match(address) else None, bool(user.get("isdisabled"))))
+            valid = address is not None and is_address(address)
+            out.append(UserResource(row["bookableresourceid"], row.get("_userid_value"), address if valid else None,
+                                    bool(user.get("isdisabled")), invalid_address=address is not None and not valid))
         return out

@@ -133,6 +133,31 @@ def _probe_reason(status: int, code: str | None) -> str:
     return "mailbox_not_found"
 
 
+class MailboxSlots:
+    """E2: at most `limit` requests in flight per mailbox. A mailbox's semaphore lives only while it has requests in
+    flight or waiting, so a long-lived worker holds the mailboxes it is writing now, never every mailbox it has seen."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, mailbox: str) -> AsyncIterator[None]:
+        key = mailbox.lower()
+        slot, users = self._slots.setdefault(key, (asyncio.Semaphore(self.limit), [0]))
+        users[0] += 1
+        try:
+            async with slot:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._slots[key]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
 class GraphCalendar:
     """One Graph endpoint. Async; create it inside the event loop that uses it (msgraph-sdk is async-only)."""
 
@@ -158,7 +183,7 @@ class GraphCalendar:
         self.adapter.observability_options = ObservabilityOptions(include_euii_attributes=False)
         self.client = GraphServiceClient(request_adapter=self.adapter)
         self.max_wait_s = max_wait_s
-        self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(MAILBOX_CONCURRENCY))
+        self._slots = MailboxSlots(MAILBOX_CONCURRENCY)
         self.http_requests = 0
 
     async def close(self) -> None:
@@ -174,7 +199,7 @@ class GraphCalendar:
     # -- mailbox test (M2) ---------------------------------------------------------------------------
     async def test_mailbox(self, mailbox: str) -> MailboxProbe:
         user = self.client.users.by_user_id(mailbox)
-        async with self._slots[mailbox.lower()]:
+        async with self._slots.hold(mailbox):
             try:
                 self.http_requests += 1
                 calendar = await user.calendar.get()
@@ -264,7 +289,7 @@ class GraphCalendar:
         expand = (f"singleValueExtendedProperties($filter=id eq '{TAG_ENVIRONMENT}' or id eq '{TAG_BOOKING}')")
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(filter=flt, expand=[expand], select=["id"], top=50)
         config = RequestConfiguration(query_parameters=params)
-        async with self._slots[mailbox.lower()], _classified(self.tenant):
+        async with self._slots.hold(mailbox), _classified(self.tenant):
             self.http_requests += 1
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
         found: list[str] = []
@@ -279,7 +304,7 @@ class GraphCalendar:
         """A mailbox's events, soonest first (for people looking at a calendar: the demo and diagnose)."""
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(select=["subject", "start", "end", "showAs"], top=top,
                                                                               orderby=["start/dateTime"])
-        async with self._slots[mailbox.lower()], _classified(self.tenant):
+        async with self._slots.hold(mailbox), _classified(self.tenant):
             self.http_requests += 1
             config = RequestConfiguration(query_parameters=params)
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
@@ -352,7 +377,7 @@ class GraphCalendar:
         items = [self._batch_item(mailbox, op, str(index + 1), str(index) if index else None) for index, op in enumerate(chain)]
         answers: dict[str, tuple] = {}
         retry_after: dict[str, float] = {}
-        async with self._slots[mailbox.lower()]:
+        async with self._slots.hold(mailbox):
             self.http_requests += 1
             try:
                 # The SDK's adapter sends the batch (auth, retry middleware); its BatchResponseItem drops JSON item

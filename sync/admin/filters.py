@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.domain import Link, LinkState, Mailbox, SyncFilter
+from ..core.ids import is_address, is_plain_text
 from ..core.plan import plan
 from ..core.serialize import filter_to_dict
 from ..core.settings import SyncSettings
@@ -34,17 +35,17 @@ def filter_request(action: Any, mailbox: Any, name: Any = None, booking_statuses
         raise InvalidRequest(f"unknown action {action!r}; expected one of {', '.join(FILTER_ACTIONS)}")
     values = {"booking_statuses": booking_statuses, "work_order_types": work_order_types, "territories": territories}
     for label, given in values.items():
-        if not isinstance(given, (list, tuple)) or not all(isinstance(v, str) and 0 < len(v) <= 200 for v in given):
+        if not isinstance(given, (list, tuple)) or not all(is_plain_text(v, 200) for v in given):
             raise InvalidRequest(f"'{label}' must be a list of names")
-    if action in ("add", "remove") and (not isinstance(name, str) or not 0 < len(name) <= 100):
-        raise InvalidRequest(f"{action} needs a filter name (1-100 characters)")
+    if action in ("add", "remove") and not is_plain_text(name, 100):
+        raise InvalidRequest(f"{action} needs a filter name (1-100 characters, no control or invisible characters)")
     if action == "add" and not any(values.values()):
         raise InvalidRequest("a filter needs at least one booking status, work order type or territory")
-    if mailbox is not None and not isinstance(mailbox, str):
-        raise InvalidRequest("'mailbox' must be an address")
+    if mailbox is not None and not is_address(mailbox):
+        raise InvalidRequest("'mailbox' must be a mailbox address")
     if not isinstance(dry_run, bool):
         raise InvalidRequest("'dry_run' must be true or false")
-    return FilterRequest(action, mailbox.lower() if mailbox else None, name or "",
+    return FilterRequest(action, mailbox.lower() if isinstance(mailbox, str) else None, name or "",
                          {k: frozenset(v) for k, v in values.items()}, dry_run)
 
 

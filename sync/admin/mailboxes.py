@@ -65,10 +65,13 @@ class MailboxAdmin:
 
     async def discover(self, source: BookingSource, progress: Progress = _none) -> dict[str, int]:
         """Register the mailboxes of the environment's user resources as pending (M3)."""
-        counts = {"registered": 0, "already": 0, "bound_elsewhere": 0, "no_mailbox": 0, "no_tenant": 0}
+        counts = {"registered": 0, "already": 0, "bound_elsewhere": 0, "no_mailbox": 0, "invalid_address": 0, "no_tenant": 0}
         resources = await source.list_user_resources()
         for done, resource in enumerate(resources, 1):
             progress(done, len(resources))
+            if resource.invalid_address and not resource.disabled:
+                counts["invalid_address"] += 1                      # E3: named apart, so nobody is silently left out
+                continue
             if not resource.mailbox or resource.disabled:
                 counts["no_mailbox"] += 1
                 continue

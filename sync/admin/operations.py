@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..core.ids import EMAIL
+from ..core.ids import environment_named, is_address
 from ..ports import Services
 from .mailboxes import AdminError, MailboxAdmin, Progress, _none
 from .requests import InvalidRequest
@@ -28,11 +28,10 @@ def validate(action: str, addresses: Any, all_: Any, environment: Any, environme
         raise InvalidRequest("'addresses' must be a list of email addresses")
     if len(addresses) > MAX_ADDRESSES:
         raise InvalidRequest(f"at most {MAX_ADDRESSES} addresses per call")
-    bad = [a for a in addresses if not EMAIL.match(a)]
+    bad = [a for a in addresses if not is_address(a)]
     if bad:
         raise InvalidRequest(f"{len(bad)} value(s) are not email addresses")
-    known = {e.lower() for e in environments}
-    if environment is not None and (not isinstance(environment, str) or environment.rstrip("/").lower() not in known):
+    if environment is not None and environment_named(environments, environment) is None:
         raise InvalidRequest("'environment' must be one of the configured DATAVERSE_ENVIRONMENTS")
     if action == "move" and not environment:
         raise InvalidRequest("move needs 'environment'")
@@ -48,7 +47,7 @@ async def mailbox_action(services: Services, environments: tuple[str, ...], acti
                          method: str | None = None) -> dict[str, Any]:
     """One mailbox operation (M1-M5, G2), for the CLI and HTTP alike; raises AdminError when refused."""
     admin = MailboxAdmin(services.store, services.calendar, tenants=services.tenants)
-    environment = environment.rstrip("/") if environment else None
+    environment = environment_named(environments, environment) if environment else None
     rows = await services.store.list_mailboxes()
     targets = [r["address"] for r in rows] if all_ else addresses
     if action == "discover":

@@ -9,14 +9,21 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
-from ..adapters.credentials import build_credential, tenant_credential
+from azure.core.exceptions import ClientAuthenticationError
+
+from ..adapters.credentials import build_credential, tenant_credential, token_identity
 from ..adapters.dataverse import DataverseClient
 from ..adapters.graph import GraphCalendar
 from ..adapters.tables import TableStateStore
 from ..adapters.tenant_calendars import TenantRoutedCalendar
+from ..core.access import EITHER, Principal
+from ..core.ids import environment_named
 from ..core.tenants import HOME, TenantMap
 from ..ports import Calendar
 from .settings import AppSettings
+
+# Any scope the credential may ask for names its identity; Table Storage's is one every deployment's credential holds.
+IDENTITY_SCOPE = "https://storage.azure.com/.default"
 
 
 class Clients:
@@ -70,8 +77,28 @@ class Clients:
         self._stack.push_async_callback(credential.close)
         return GraphCalendar(s.graph_base_url, credential, tenant=tenant)
 
+    async def operator(self) -> Principal:
+        """Who runs an administrative command in process (the CLI), for the audit trail: the identity of the credential
+        the command works with, as Entra ID issued its token; "local", marked unauthenticated, on the loopback emulator.
+        Never an environment variable: USER and LOGNAME say what anyone sets them to."""
+        if self.settings.credential == "loopback-dev":
+            return Principal("local", "local (unauthenticated)", EITHER)
+        try:
+            token = await self._credential.get_token(IDENTITY_SCOPE)
+        except ClientAuthenticationError:
+            return Principal("unidentified", "unidentified (the credential issued no token)", EITHER)
+        found = token_identity(token.token)
+        if found is None:
+            return Principal("unidentified", "unidentified (the token names no object id)", EITHER)
+        return Principal(f"cli:{found[0]}", found[1], EITHER)
+
     def source(self, environment: str) -> DataverseClient:
-        if environment not in self._sources:
-            self._sources[environment] = DataverseClient(environment, self._credential)
-            self._stack.push_async_callback(self._sources[environment].close)
-        return self._sources[environment]
+        """The configured environment's one client, whatever the spelling it is asked by; so the cache holds at most one
+        client (one connection pool, one token scope) per DATAVERSE_ENVIRONMENTS entry, never one per spelling."""
+        configured = environment_named(self.settings.environments, environment)
+        if configured is None:
+            raise ValueError("the environment is not one of DATAVERSE_ENVIRONMENTS")
+        if configured not in self._sources:
+            self._sources[configured] = DataverseClient(configured, self._credential)
+            self._stack.push_async_callback(self._sources[configured].close)
+        return self._sources[configured]

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -20,7 +21,7 @@ from ..core.access import NEEDS, Forbidden, Principal, authorize
 from . import orchestrators as orchestration
 from .gc_tuning import freeze_loaded
 from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
-from .principal import principal_from
+from .principal import MalformedPrincipal, principal_from
 from .settings import SettingError
 
 if TYPE_CHECKING:
@@ -93,11 +94,29 @@ def _json(status: int, body: dict) -> func.HttpResponse:
 
 
 def signed_in(req: func.HttpRequest, operation: str) -> Principal | func.HttpResponse:
-    """The principal Easy Auth signed in, if it holds a role the operation needs; else the 403 naming that role."""
+    """The principal Easy Auth signed in, if it holds a role the operation needs; else the 403 naming that role, or
+    401 when the principal header cannot be read."""
     try:
         return authorize(principal_from(dict(req.headers)), operation)
+    except MalformedPrincipal as exc:
+        return _json(401, {"error": str(exc)})
     except Forbidden as exc:
         return _json(403, {"error": str(exc)})
+
+
+class BadBody(ValueError):
+    """A request body that is not the JSON the route takes."""
+
+
+def json_body(req: func.HttpRequest) -> Any:
+    """The request's JSON body (None when empty); BadBody for anything else, nesting past the parser's bound included."""
+    raw = req.get_body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:       # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadBody(str(exc)[:80]) from None
 
 
 @bp.route(route="sync/run", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -108,11 +127,11 @@ async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationCli
     if isinstance(who, func.HttpResponse):
         return who
     force = False
-    if req.get_body():
-        try:
-            body = req.get_json()
-        except ValueError:
-            return _json(400, {"error": "the body must be JSON, for example {\"force\": true}"})
+    try:
+        body = json_body(req)
+    except BadBody:
+        return _json(400, {"error": "the body must be JSON, for example {\"force\": true}"})
+    if body is not None:
         if not isinstance(body, dict) or set(body) - {"force"} or not isinstance(body.get("force", False), bool):
             return _json(400, {"error": "the body accepts one optional field: force (true or false)"})
         force = body.get("force", False)
@@ -124,7 +143,10 @@ async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationCli
         return _json(500, {"error": str(exc)})
     if started is None:
         return _json(409, {"error": "a sync cycle is already running", "instanceId": orchestration.CYCLE_INSTANCE_ID})
-    return client.create_check_status_response(req, started)
+    # The product's own status route, never Durable's management URLs: those carry the task hub's system key, which
+    # starts, terminates and purges any instance.
+    return func.HttpResponse(json.dumps({"instanceId": started, "statusUri": "/api/sync/status"}), status_code=202,
+                             mimetype="application/json", headers={"Location": "/api/sync/status"})
 
 
 @bp.route(route="sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -170,14 +192,13 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
     who = signed_in(req, action if action in NEEDS else "list")
     if isinstance(who, func.HttpResponse):
         return who
-    body: dict = {}
-    if req.get_body():
-        try:
-            body = req.get_json()
-        except ValueError:
-            return _json(400, {"error": "the body must be JSON"})
-        if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment", "method"}:
-            return _json(400, {"error": "the body accepts addresses, all, environment and method"})
+    try:
+        body = json_body(req)
+    except BadBody:
+        return _json(400, {"error": "the body must be JSON"})
+    body = {} if body is None else body
+    if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment", "method"}:
+        return _json(400, {"error": "the body accepts addresses, all, environment and method"})
     settings = activities().settings
     try:
         addresses = validate(action, body.get("addresses"), body.get("all", False), body.get("environment"), settings.environments,
@@ -201,12 +222,15 @@ async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
     "work_order_types", "territories", "mailbox"} changes them (global unless a mailbox is named)."""
     from ..admin.filters import filter_request, filters_action
     from ..admin.operations import AdminError, InvalidRequest
+    reader = signed_in(req, "filters-list")              # nobody without a role learns even what the body should be
+    if isinstance(reader, func.HttpResponse):
+        return reader
     if req.method == "GET":
         body = {"action": "list", "mailbox": req.params.get("mailbox")}
     else:
         try:
-            body = req.get_json()
-        except ValueError:
+            body = json_body(req)
+        except BadBody:
             return _json(400, {"error": "the body must be JSON"})
         allowed = {"action", "name", "mailbox", "booking_statuses", "work_order_types", "territories", "dry_run"}
         if not isinstance(body, dict) or set(body) - allowed:
@@ -234,19 +258,19 @@ async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
 async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
     """G1: GET /api/bookings/{id}/diagnosis[?environment=URL]."""
     from ..admin.diagnose import diagnose
-    from ..core.ids import GUID
+    from ..core.ids import environment_named, is_guid
     who = signed_in(req, "diagnose")
     if isinstance(who, func.HttpResponse):
         return who
     booking_id = req.route_params.get("booking_id", "")
-    if not GUID.match(booking_id):
+    if not is_guid(booking_id):
         return _json(400, {"error": "booking id must be a GUID"})
     settings = activities().settings
-    environment = req.params.get("environment") or settings.environments[0]
-    if environment.rstrip("/").lower() not in {e.lower() for e in settings.environments}:
+    environment = environment_named(settings.environments, req.params.get("environment") or settings.environments[0])
+    if environment is None:
         return _json(400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"})
     rt = await activities().clients()
-    result = await diagnose(booking_id, rt.source(environment.rstrip("/")), rt.store, settings.sync, datetime.now(UTC))
+    result = await diagnose(booking_id, rt.source(environment), rt.store, settings.sync, datetime.now(UTC))
     return _json(200, result.to_dict())
 
 
@@ -257,7 +281,7 @@ async def audit_trail(req: func.HttpRequest) -> func.HttpResponse:
     if isinstance(who, func.HttpResponse):
         return who
     limit = req.params.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    if not re.fullmatch(r"[0-9]{1,4}", limit) or not 1 <= int(limit) <= 1000:     # str.isdigit() takes "¹", int() does not
         return _json(400, {"error": "limit must be a whole number from 1 to 1000"})
     return _json(200, {"audit": await (await activities().clients()).store.recent_audit(int(limit))})
 

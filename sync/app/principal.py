@@ -15,6 +15,10 @@ from ..core.access import Principal
 OBJECT_ID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 
 
+class MalformedPrincipal(Exception):
+    """The principal header is there but does not read as one: answered 401, never 500 and never a sign-in."""
+
+
 def principal_from(headers: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> Principal | None:
     if str(environ.get("WEBSITE_AUTH_ENABLED", "")).lower() != "true":
         return None
@@ -23,14 +27,17 @@ def principal_from(headers: Mapping[str, str], environ: Mapping[str, str] = os.e
     if not raw:
         return None
     try:
-        body = json.loads(base64.b64decode(raw))
-    except (binascii.Error, ValueError):
-        return None
-    role_type = body.get("role_typ") or "roles"
-    claims = [c for c in body.get("claims") or [] if isinstance(c, dict)]
-    roles = frozenset(str(c.get("val")) for c in claims if c.get("typ") in (role_type, "roles"))
-    object_id = next((str(c.get("val")) for c in claims if c.get("typ") in (OBJECT_ID, "oid")), lowered.get("x-ms-client-principal-id", ""))
-    name = lowered.get("x-ms-client-principal-name") or next((str(c.get("val")) for c in claims if c.get("typ") == "name"), "")
+        body = json.loads(base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError, RecursionError):
+        raise MalformedPrincipal("the sign-in header (X-MS-CLIENT-PRINCIPAL) is not base64-encoded JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("claims", []), list):
+        raise MalformedPrincipal("the sign-in header (X-MS-CLIENT-PRINCIPAL) is not a client principal")
+    role_type = body.get("role_typ") if isinstance(body.get("role_typ"), str) else "roles"
+    claims = [c for c in body.get("claims") or [] if isinstance(c, dict) and isinstance(c.get("typ"), str)
+              and isinstance(c.get("val"), str)]
+    roles = frozenset(c["val"] for c in claims if c["typ"] in (role_type, "roles"))
+    object_id = next((c["val"] for c in claims if c["typ"] in (OBJECT_ID, "oid")), lowered.get("x-ms-client-principal-id", ""))
+    name = lowered.get("x-ms-client-principal-name") or next((c["val"] for c in claims if c["typ"] == "name"), "")
     return Principal(object_id or "unknown", name, roles)
 
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from ..adapters.credentials import is_loopback_url
-from ..core.ids import GUID
+from ..core.ids import is_guid
 from ..core.settings import SyncSettings
 from ..core.tenants import HOME, TenantMap
 from .schedule import ScheduleError
@@ -45,7 +45,8 @@ class AppSettings:
     table_prefix: str = "fssync"
     credential: str = "managed-identity"       # managed-identity | default | loopback-dev
     managed_identity_client_id: str | None = None
-    webhook_secret: str | None = None          # optional header secret for the Dataverse webhook (a Key Vault reference in Azure)
+    webhook_secret: str | None = None          # header secret for the Dataverse webhook (a Key Vault reference in Azure)
+    webhook_secret_unresolved: bool = False    # the reference is there, the secret not yet: the webhook refuses everything
     tenants: TenantMap = field(default_factory=TenantMap)   # mailbox domain -> tenant (MAILBOX_TENANTS)
     cross_tenant_app_client_id: str | None = None            # the multi-tenant app that trusts the managed identity
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -91,13 +92,18 @@ def _url(name: str, raw: str, allow_path: bool = True) -> str:
     return raw.rstrip("/")
 
 
-def _webhook_secret(raw: str | None) -> str | None:
-    """App Service leaves a Key Vault reference it could not resolve in place: fail at start rather than demand that text."""
+UNRESOLVED_SECRET = ("the webhook's header secret is not set: WEBHOOK_HEADER_SECRET is a Key Vault reference that did not resolve. "
+                     "Create the secret webhook-header-secret in the app's Key Vault (docs/webhooks.md); until then the webhook "
+                     "refuses every request and the timer cycle syncs every change")
+
+
+def _webhook_secret(raw: str | None) -> tuple[str | None, bool]:
+    """(the secret, whether it is still to be set). App Service leaves a Key Vault reference it could not resolve in place:
+    that text is never taken for the secret. The webhook then stays closed (fails safe) while the rest of the app runs,
+    so a fresh deployment syncs on its timer before an administrator has created the secret."""
     if raw is not None and raw.startswith("@Microsoft.KeyVault("):
-        raise SettingError("WEBHOOK_HEADER_SECRET", "the secret itself: its Key Vault reference did not resolve; create the secret "
-                           "webhook-header-secret in the app's Key Vault (docs/webhooks.md) or set WEBHOOK_SECRET_IN_KEY_VAULT=false",
-                           "an unresolved Key Vault reference")
-    return raw
+        return None, True
+    return raw, False
 
 
 def _tenants(env: Mapping[str, str]) -> tuple[TenantMap, str | None]:
@@ -107,14 +113,14 @@ def _tenants(env: Mapping[str, str]) -> tuple[TenantMap, str | None]:
     domains: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in raw.split(","))):
         domain, _, tenant = (part.strip().lower() for part in pair.partition("="))
-        if not HOST.match(domain) or "." not in domain or not (tenant == HOME or GUID.match(tenant)):
+        if not HOST.match(domain) or "." not in domain or not (tenant == HOME or is_guid(tenant)):
             raise SettingError("MAILBOX_TENANTS", expected, pair)
         if domains.get(domain, tenant) != tenant:
             raise SettingError("MAILBOX_TENANTS", expected + " (each domain once)", pair)
         domains[domain] = tenant
     tenants = TenantMap(domains)
     app = (env.get("CROSS_TENANT_APP_CLIENT_ID") or "").strip().lower() or None
-    if app is not None and not GUID.match(app):
+    if app is not None and not is_guid(app):
         raise SettingError("CROSS_TENANT_APP_CLIENT_ID", "the application (client) id of the cross-tenant app registration, a GUID", app)
     if tenants.other_tenants and app is None:
         raise SettingError("CROSS_TENANT_APP_CLIENT_ID", "the client id of the multi-tenant app registration that trusts the managed "
@@ -178,10 +184,11 @@ def load(env: Mapping[str, str] | None = None) -> AppSettings:
                                                   "and serves the local emulator only)",
                                f"loopback-dev with {urlsplit(remote[0]).hostname}")
     tenants, cross_tenant_app = _tenants(env)
+    webhook_secret, unresolved = _webhook_secret(env.get("WEBHOOK_HEADER_SECRET") or None)
     return AppSettings(
         sync=sync_settings_from(env), environments=environments, tenants=tenants, cross_tenant_app_client_id=cross_tenant_app,
         graph_base_url=graph_url,
         schedule=schedule, storage_connection_string=conn, storage_table_endpoint=endpoint, table_prefix=prefix,
         credential=credential, managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,
-        webhook_secret=_webhook_secret(env.get("WEBHOOK_HEADER_SECRET") or None),
+        webhook_secret=webhook_secret, webhook_secret_unresolved=unresolved,
     )

@@ -27,11 +27,11 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 
 from ..core import scope
 from ..core.domain import Booking, Mailbox, SkippedRow
-from ..core.ids import GUID
+from ..core.ids import environment_named, is_guid
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
-from ..engine.collect import needs_no_sync, with_waiting
+from ..engine.collect import Registered, needs_no_sync, with_waiting
 from ..ports import (
     BookingSource,
     DurableClient,
@@ -44,7 +44,7 @@ from ..ports import (
     has_pending_work,
 )
 from .orchestrators import MAILBOX_ORCHESTRATOR
-from .settings import AppSettings
+from .settings import UNRESOLVED_SECRET, AppSettings
 
 log = logging.getLogger("sync.webhook")
 MAX_BODY = 512 * 1024
@@ -89,19 +89,37 @@ def parse(body: bytes, headers: dict[str, str]) -> Notification:
         context = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WebhookRejected(400, "the body is not JSON") from exc
+    except RecursionError as exc:            # the parser's own depth bound: far beyond any RemoteExecutionContext
+        raise WebhookRejected(400, "the body is nested too deeply") from exc
     if not isinstance(context, dict):
         raise WebhookRejected(400, "the body is not a RemoteExecutionContext object")
     entity, message, booking_id = context.get("PrimaryEntityName"), context.get("MessageName"), context.get("PrimaryEntityId")
-    if entity != ENTITY:
+    if not isinstance(entity, str) or entity != ENTITY:
         raise WebhookRejected(400, f"PrimaryEntityName must be {ENTITY}")
-    if message not in MESSAGES:
+    if not isinstance(message, str) or message not in MESSAGES:
         raise WebhookRejected(400, f"MessageName must be one of {', '.join(sorted(MESSAGES))}")
-    if not isinstance(booking_id, str) or not GUID.match(booking_id):
+    if not is_guid(booking_id):
         raise WebhookRejected(400, "PrimaryEntityId must be a GUID")
     correlation = context.get("CorrelationId") if isinstance(context.get("CorrelationId"), str) else None
     if {k.lower() for k in headers} & {SIZE_EXCEEDED_HEADER}:
         log.info("webhook body trimmed by Dataverse (message size exceeded): booking=%s", booking_id)
-    return Notification(message, booking_id.lower(), correlation)
+    return Notification(message, str(booking_id).lower(), correlation)
+
+
+def sending_environment(params: dict[str, str], environments: tuple[str, ...]) -> str:
+    """The configured environment the message came from, as configured. Never guessed: with several served, a
+    message that names none is refused (Dataverse shows the 400 on the step's System Job), since a read from the
+    wrong environment would answer 404 for a booking that exists."""
+    given = params.get("environment")
+    if given is None:
+        if len(environments) > 1:
+            raise WebhookRejected(400, "several environments are served: register each environment's webhook with "
+                                       "?environment=<its URL from DATAVERSE_ENVIRONMENTS> (docs/webhooks.md)")
+        return environments[0]
+    named = environment_named(environments, given)
+    if named is None:
+        raise WebhookRejected(400, "environment must be one of the configured DATAVERSE_ENVIRONMENTS")
+    return named
 
 
 async def route(notification: Notification, source: BookingSource, store: WebhookStore, settings: SyncSettings,
@@ -110,13 +128,19 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
     one whose sync would leave the event alone: X1, as in collect)."""
     # A message is a hint, never the truth: whatever it says, the booking is read from Dataverse, and only
     # its absence there (a 404) is a delete. A forged or stale Delete for a booking that exists is a change.
+    # And a 404 is a delete in the environment that answered it only (M4): it reaches the mailboxes holding a link
+    # of that environment, and those bound to it whose waiting work names the booking, never another's mailbox.
+    environment = source.environment.lower()
     booking = await source.read_booking(notification.booking_id)
     if isinstance(booking, SkippedRow):
         log.warning("webhook booking skipped: booking=%s reason=%s", booking.booking_id, booking.reason)
         return {}
-    indexed = await store.mailboxes_for_bookings(source.environment, [notification.booking_id])
-    with_work = await store.pending_mailboxes() if booking is None else set()
-    holders = (await with_waiting(store, with_work, {notification.booking_id: booking}, indexed)).get(notification.booking_id, set())
+    indexed = await store.mailboxes_for_bookings(environment, [notification.booking_id])
+    holders = set(indexed.get(notification.booking_id, set()))
+    if booking is None:
+        registered = Registered.of(await store.list_mailboxes())
+        holders = (await with_waiting(store, registered.waiting_for(environment), {notification.booking_id: None}, indexed,
+                                      registered.rows)).get(notification.booking_id, set())
     observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
     targets = set(holders)
     if isinstance(booking, Booking) and booking.mailbox:
@@ -126,6 +150,8 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
         entry = await store.mailbox_entry(mailbox)
         if entry is None:                                                # not registered: nothing to keep for it
             continue
+        if mailbox not in holders and not scope.serves(entry[0].environment, environment):
+            continue                                                     # M4: bound to another environment
         if isinstance(booking, Booking) and await _left_alone(store, booking, entry, settings, now):
             log.info("webhook change left alone (X1): booking=%s", notification.booking_id)
             continue
@@ -168,14 +194,18 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
                  now_iso: str, services: Services) -> tuple[int, dict[str, Any]]:
     """The webhook function's body, shared by the Functions app and the local receiver. Returns (status, json).
     `services` are the caller's per-loop clients (connections and tokens reused across calls)."""
+    if settings.webhook_secret_unresolved:                # fail closed: no secret to check against yet
+        log.error("webhook refused: WEBHOOK_HEADER_SECRET did not resolve from Key Vault")
+        return 503, {"error": UNRESOLVED_SECRET}
     try:
         check_secret(settings.webhook_secret, headers.get("x-fssync-webhook-key") or headers.get("X-Fssync-Webhook-Key"))
         notification = parse(body, headers)
     except WebhookRejected as exc:
         return exc.status, {"error": str(exc)}
-    environment = (params.get("environment") or settings.environments[0]).rstrip("/")
-    if environment.lower() not in {e.lower() for e in settings.environments}:
-        return 400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"}
+    try:
+        environment = sending_environment(params, settings.environments)
+    except WebhookRejected as exc:
+        return exc.status, {"error": str(exc)}
     try:
         routed = await route(notification, services.source(environment), services.store, settings.sync,
                              datetime.fromisoformat(now_iso))

@@ -43,6 +43,18 @@ def mailbox_reason(mailbox: Mailbox | None) -> Reason | None:
     return None
 
 
+def serves(bound: str | None, environment: str) -> bool:
+    """M4: whether a mailbox bound to `bound` (None: to none yet) takes bookings of `environment`."""
+    return not bound or bound.lower() == environment.lower()
+
+
+def hears_deletions_from(bound: str | None, environment: str) -> bool:
+    """M4, for a deletion that reaches a mailbox through its waiting work rather than a link of `environment`: only
+    a mailbox bound to that very environment. A 404 from one environment says nothing of another's booking, so a
+    message read from the wrong environment (forged or misrouted) can remove nothing there (T3)."""
+    return bool(bound and bound.lower() == environment.lower())
+
+
 def target_reason(booking: Booking) -> Reason | None:
     """S1, S2: whether the booking can be written to any mailbox at all."""
     if booking.work_order is None:
@@ -63,7 +75,7 @@ def booking_reason(booking: Booking, mailbox: Mailbox, global_filters: tuple[Syn
         return reason
     if (booking.mailbox or "").lower() != mailbox.address.lower():
         return Reason.OTHER_MAILBOX                                     # S5 default filter, C6
-    if mailbox.environment and mailbox.environment.lower() != booking.environment.lower():
+    if not serves(mailbox.environment, booking.environment):
         return Reason.BOUND_TO_ANOTHER_ENVIRONMENT                      # M4
     if not booking.active:
         return Reason.INACTIVE                                          # S4

@@ -96,8 +96,11 @@ class Registered:
                    frozenset(a for a, r in by_address.items() if has_pending_work(r)), global_filters)
 
     def serves(self, address: str, environment: str) -> bool:
-        """M4: an unbound mailbox serves every environment, a bound one its own."""
-        return self.bindings[address] in ("", environment)
+        return scope.serves(self.bindings[address], environment)
+
+    def waiting_for(self, environment: str) -> frozenset[str]:
+        """The mailboxes with work whose waiting observations may hear of `environment`'s deletions (M4)."""
+        return frozenset(a for a in self.waiting if scope.hears_deletions_from(self.bindings[a], environment))
 
 
 @dataclass
@@ -116,7 +119,7 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
     initial = {a for a, r in registered.rows.items() if r.get("needs_initial_read") and registered.serves(a, environment)}
     observations = await read(source, store, cursor, low, high, initial)
     holders = observations.holders
-    waiting = await with_waiting(store, registered.waiting, observations.observed, holders, registered.rows)
+    waiting = await with_waiting(store, registered.waiting_for(environment), observations.observed, holders, registered.rows)
     routing = route(observations, waiting, environment, registered, settings=settings, now=now)
     result = await persist(store, environment, observations, routing, initial, cursor, high, holders, registered.rows)
     result.removals_held = sum(1 for a, r in registered.rows.items() if r.get("removals_held") and registered.serves(a, environment))
@@ -128,8 +131,9 @@ async def collect(source: BookingSource, store: CollectStore, settings: SyncSett
 
 async def with_waiting(store: PendingStore, with_work: Collection[str], observed: Mapping[str, Booking | None],
                        holders: Mapping[str, set[str]], listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, set[str]]:
-    """The holders a deletion is routed to: the mailboxes holding a link (the booking index), and those whose waiting
-    observations name the booking. A mailbox that has not synced a booking yet (disabled, failing, held) has no link
+    """The holders a deletion is routed to: the mailboxes holding a link (the booking index, of the environment read),
+    and those of `with_work` (bound to that environment: `Registered.waiting_for`) whose waiting observations name
+    the booking. A mailbox that has not synced a booking yet (disabled, failing, held) has no link
     to it, and its next sync would otherwise create the event of a booking that is gone (D1). Only the index's
     holders lose their index rows with the deletion (persist): the others never had one."""
     gone = [booking_id for booking_id, booking in observed.items() if booking is None]

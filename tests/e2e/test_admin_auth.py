@@ -71,7 +71,8 @@ async def test_routes_allow_their_role_refuse_the_rest_and_audit_every_operation
     events = [r for r in caplog.records if r.getMessage() == "admin operation"]
     assert len(events) == 3 and all("@" not in str(vars(r)) and "Ana" not in str(vars(r)) for r in events)
 
-    env = {**os.environ, **{k: os.environ[k] for k in os.environ if k.startswith(("STATE_", "DATAVERSE_", "GRAPH_", "SYNC_"))}}
+    # The CLI records the identity of the credential it works with, never what USER or LOGNAME claim.
+    env = {**os.environ, "USER": "ceo@contoso.example", "LOGNAME": "ceo@contoso.example"}
     ran = subprocess.run([sys.executable, "-m", "sync", "mailboxes", "disable", TECH], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
@@ -80,4 +81,4 @@ async def test_routes_allow_their_role_refuse_the_rest_and_audit_every_operation
     assert shown.returncode == 0 and shown.stdout.strip(), (shown.stdout, shown.stderr[-3000:])
     (latest,) = json.loads(shown.stdout)
     assert (latest["operation"], latest["result"], latest["mailboxes"]) == ("mailboxes disable", "ok", [TECH])
-    assert latest["who_id"].startswith("cli:")
+    assert (latest["who_id"], latest["who"]) == ("local", "local (unauthenticated)")     # the loopback emulator's credential

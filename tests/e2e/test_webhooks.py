@@ -139,6 +139,25 @@ async def test_r_t3_header_secret_is_checked_in_constant_time(tenant, world, mon
         assert ok.status_code == 202
 
 
+async def test_r_t3_a_header_secret_still_to_be_created_closes_the_webhook(tenant, world):
+    """Bicep turns the header secret on by default; until the secret exists in Key Vault the reference stays unresolved,
+    and the webhook refuses every request (the timer cycle syncs meanwhile). Nothing sent opens it, not even the
+    reference's own text."""
+    settings, seed, techs, host, url = world
+    from dataclasses import replace
+    host.settings = replace(settings, webhook_secret=None, webhook_secret_unresolved=True)
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    payload = webhook_payload(tenant, booking)
+    reference = "@Microsoft.KeyVault(VaultName=kv1;SecretName=webhook-header-secret)"
+    async with httpx.AsyncClient() as client:
+        for headers in ({}, {"x-fssync-webhook-key": reference}, {"x-fssync-webhook-key": ""}):
+            answer = await client.post(url + f"?code={KEY}", content=payload, headers=headers)
+            assert answer.status_code == 503 and "webhook-header-secret" in answer.json()["error"]
+    assert host.client.starts == 0
+    await run_cycle(settings)
+    assert len(events(tenant, A)) == 1
+
+
 @pytest.mark.parametrize("body,expected", [(b"not json", 400), (b"[]", 400),
                                            (json.dumps({"PrimaryEntityName": "account", "MessageName": "Update", "PrimaryEntityId": "00000000-0000-0000-0000-000000000001"}).encode(), 400),
                                            (json.dumps({"PrimaryEntityName": "bookableresourcebooking", "MessageName": "Assign", "PrimaryEntityId": "00000000-0000-0000-0000-000000000001"}).encode(), 400),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sync.app.principal import easy_auth_header, principal_from
+from sync.app.principal import MalformedPrincipal, easy_auth_header, principal_from
 from sync.core.access import APPROVER, OPERATOR, Forbidden, Principal, authorize
 
 OPS = {"run", "move", "filters-change"}
@@ -35,4 +35,6 @@ def test_the_principal_header_is_trusted_only_when_app_service_authentication_is
     assert principal_from(headers, {}) is None                           # a client could forge it without Easy Auth
     who = principal_from(headers, {"WEBSITE_AUTH_ENABLED": "True"})
     assert who == Principal("0000-oid", "Ana Lee", frozenset({OPERATOR}))
-    assert principal_from({"X-MS-CLIENT-PRINCIPAL": "not base64!"}, {"WEBSITE_AUTH_ENABLED": "True"}) is None
+    for malformed in ("not base64!", "W10=", "eyJjbGFpbXMiOiA1fQ=="):          # not base64; "[]"; {"claims": 5}
+        with pytest.raises(MalformedPrincipal):                               # answered 401 by the routes, never 500
+            principal_from({"X-MS-CLIENT-PRINCIPAL": malformed}, {"WEBSITE_AUTH_ENABLED": "True"})
