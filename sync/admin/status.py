@@ -23,6 +23,8 @@ def mailbox_status_rows(rows: list[dict[str, Any]], telemetry_key: str | None = 
                     "reason": (r.get("test_reason") or r.get("test_warning") or "")[:60], "enabled": "yes" if _syncs(r) else "no",
                     "tested_at": (r.get("tested_at") or "")[:19], "last_cycle": (r.get("last_cycle_at") or "")[:19],
                     "outcome": r.get("last_outcome") or "", "written": written, "last_error": (r.get("last_error") or "")[:80],
+                    # E3: rows the last sync could not plan, and why; the mailbox synced the rest
+                    "set_aside": int(r.get("set_aside_count") or 0), "set_aside_reason": r.get("set_aside_reason") or "",
                     **({"ref": mailbox_ref(telemetry_key, r["address"])} if telemetry_key else {})})
     return out
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from ..core import settle as settling
 from ..core.actions import Action, Cancel, Create, Delete, GraphAction, Kind, Recover, Update
 from ..core.domain import Booking, Link, LinkState, Mailbox, MailboxTestStatus, SyncFilter
+from ..core.ids import is_guid
 from ..core.operations import CalendarOp, OpKind
 from ..core.plan import Plan, plan
 from ..core.serialize import booking_from_dict
@@ -67,10 +68,44 @@ class MailboxResult:
                 "pending_left": self.pending_left, **({"plan": self.plan} if self.plan is not None else {})}
 
 
-def observations(pending: list[PendingRow]) -> tuple[dict[str, Booking], set[str]]:
-    """A mailbox's pending observations: the bookings observed, the ids observed deleted."""
-    bookings = {p["booking_id"]: booking_from_dict(p["booking"]) for p in pending if not p["deleted"] and p["booking"]}
-    return bookings, {p["booking_id"] for p in pending if p["deleted"]}
+NOT_A_BOOKING_ID, UNREADABLE = "not_a_booking_id", "unreadable_observation"
+SET_ASIDE_SENTENCES = {
+    NOT_A_BOOKING_ID: "a waiting observation is stored under a key that is not a booking id; it was removed (nothing can apply it)",
+    UNREADABLE: "a waiting observation could not be read (written by another version?); it is kept, and the booking syncs "
+                "with its next change",
+}
+
+
+@dataclass
+class Observed:
+    bookings: dict[str, Booking]
+    deleted: set[str]
+    set_aside: dict[str, str] = field(default_factory=dict)     # a pending row's booking id -> why it cannot be planned
+
+
+def observations(pending: list[PendingRow]) -> Observed:
+    """A mailbox's pending observations: the bookings observed, the ids observed deleted, and the rows set aside.
+
+    No single row may stop a mailbox (E3): a row under a key that is not a booking id (a planner would plan a create
+    no claim can record) or one that does not read as a booking is set aside with its reason, and the rest syncs."""
+    observed = Observed({}, set())
+    for p in pending:
+        booking_id = p["booking_id"]
+        if not is_guid(booking_id) or booking_id != booking_id.lower():
+            observed.set_aside[booking_id] = NOT_A_BOOKING_ID
+        elif p["deleted"]:
+            observed.deleted.add(booking_id)
+        elif p["booking"]:
+            try:
+                booking = booking_from_dict(p["booking"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                observed.set_aside[booking_id] = UNREADABLE
+                continue
+            if booking.id != booking_id:
+                observed.set_aside[booking_id] = UNREADABLE
+                continue
+            observed.bookings[booking_id] = booking
+    return observed
 
 
 def plan_counts(p: Plan) -> dict[str, int]:
@@ -117,14 +152,17 @@ class MailboxSync:
     async def _read_and_sync(self, address: str, mailbox: Mailbox, row: dict[str, Any], *, dry_run: bool, force: bool,
                              hold_removals: str | None, claim_first: bool = False) -> MailboxResult:
         state = with_inline(await self.store.mailbox_state(address), row)
-        bookings, deleted = observations(state.pending)
+        observed = observations(state.pending)
+        bookings, deleted = observed.bookings, observed.deleted
+        if observed.set_aside:
+            log.warning("observations set aside: count=%d reasons=%s", len(observed.set_aside), sorted(set(observed.set_aside.values())))
         the_plan = plan(bookings, deleted, state.links, mailbox, self.settings, self.now, global_filters=self.global_filters, force=force,
                         hold_removals=hold_removals is not None)
         if dry_run:
             return MailboxResult(address, "dry-run", plan_counts(the_plan), error=the_plan.blocked.message if the_plan.blocked else None,
                                  plan=[{"booking": a.booking_id, "action": a.kind.value,
                                         "reason": a.reason.value} for a in the_plan.actions])
-        status = _Status(row.get("pending_mark") or "", state.lease.inline_done if state.lease else "")
+        status = _Status(row.get("pending_mark") or "", state.lease.inline_done if state.lease else "", observed.set_aside)
         if the_plan.blocked:
             await self.store.update_mailbox_fields(address, last_cycle_at=self.now.isoformat(), last_outcome="blocked",
                                                    last_error=the_plan.blocked.message, **status.fields(len(state.pending)))
@@ -161,6 +199,10 @@ class MailboxSync:
                    status: _Status, the_plan: Plan, hold_removals: str | None) -> _Execution:
         execution = _Execution(self, mailbox, bookings, deleted, state, claim, status)
         execution.keep_pending.update(the_plan.held)
+        for booking_id, reason in status.set_aside.items():
+            if reason == UNREADABLE:             # another version may read it; a newer observation replaces it
+                execution.keep_pending.add(booking_id)
+                execution.outcomes[booking_id] = {"action": "set_aside", "reason": reason, "error": SET_ASIDE_SENTENCES[reason]}
         execution.held_message = hold_removals if the_plan.held else None
         return execution
 
@@ -182,9 +224,12 @@ class _Status:
     the last inline set the lease row records as applied (which lets collect write the next one)."""
     mark: str
     inline_done: str
+    set_aside: dict[str, str] = field(default_factory=dict)
 
     def fields(self, left: int) -> dict[str, Any]:
-        return {"consumed_mark": self.mark, "pending_left": left, "consumed_inline": self.inline_done}
+        reasons = sorted(set(self.set_aside.values()))
+        return {"consumed_mark": self.mark, "pending_left": left, "consumed_inline": self.inline_done,
+                "set_aside_count": len(self.set_aside), "set_aside_reason": "; ".join(SET_ASIDE_SENTENCES[r] for r in reasons)}
 
 
 class _Execution:

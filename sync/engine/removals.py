@@ -55,8 +55,9 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
             mailbox = entry[0]
             # one read: observations and links together (and the inline set its row carries)
             state = with_inline(await store.mailbox_state(address), entry[1])
-        bookings, deleted = observations(state.pending)
-        return plan(bookings, deleted, state.links, mailbox, settings, now, global_filters=global_filters, force=True).removals
+        observed = observations(state.pending)
+        return plan(observed.bookings, observed.deleted, state.links, mailbox, settings, now, global_filters=global_filters,
+                    force=True).removals
 
     listed_links = _listed_links(listed)
     if not held and listed_links is not None:
