@@ -11,12 +11,16 @@ param webhookSecretInKeyVault string
 param adminAppClientId string
 param mailboxTenants string
 param crossTenantAppClientId string
+param privateNetworking string
 
 var storageName = 'st${resourceToken}'
+var packageStorageName = 'stpkg${take(resourceToken, 19)}'
+var private = privateNetworking == 'true'
 var deploymentContainer = 'app-package'
 var taskHub = 'fssync${take(resourceToken, 8)}'
 // Built-in role definition ids
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var storageTableDataReader = '76199698-9eea-4c19-bc75-cec21354c6b6'
@@ -30,12 +34,20 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
   tags: tags
 }
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  #checkov:skip=CKV_AZURE_59:Flex Consumption without a virtual network reaches its storage over the public endpoint; access is identity-only (shared keys off) over TLS 1.2
-  #checkov:skip=CKV_AZURE_35:Same reason: without a virtual network the default network rule must allow the Functions host; no key or SAS can be used against it
-  #checkov:skip=CKV_AZURE_206:Locally redundant storage is enough for sync state; the next cycle rebuilds what it needs from Dataverse
-  #checkov:skip=CKV_AZURE_43:The name is 'st' + uniqueString(), always 15 lowercase letters and digits; the check cannot evaluate the expression
-  name: storageName
+// The package the platform runs is written by the deployment's own identity into an account of its own: the runtime
+// identity, Storage Blob Data Owner on the state account (the Functions host's blobs), holds no role here.
+resource deployIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-deploy-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+resource packageStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  #checkov:skip=CKV_AZURE_59:The platform's deployment service writes the package from outside any virtual network (OneDeploy), so this account keeps its public endpoint; access is identity-only (shared keys off) over TLS 1.2
+  #checkov:skip=CKV_AZURE_35:Same reason: the deployment service must reach the account; no key or SAS can be used against it
+  #checkov:skip=CKV_AZURE_206:Locally redundant storage is enough for a package the next deployment writes again
+  #checkov:skip=CKV_AZURE_43:The name is 'stpkg' + uniqueString(), always lowercase letters and digits; the check cannot evaluate the expression
+  name: packageStorageName
   location: location
   tags: tags
   kind: 'StorageV2'
@@ -60,6 +72,64 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
         blob: {
           enabled: true
         }
+      }
+    }
+  }
+}
+
+resource packageBlobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: packageStorage
+  name: 'default'
+}
+
+resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: packageBlobs
+  name: deploymentContainer
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource packageWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(packageContainer.id, deployIdentity.id, storageBlobDataContributor)
+  scope: packageContainer
+  properties: {
+    principalId: deployIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+  }
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  #checkov:skip=CKV_AZURE_59:Public network access is closed in the private-network mode (privateNetworking=true); by default Flex Consumption without a virtual network reaches its storage over the public endpoint, identity-only (shared keys off) over TLS 1.2
+  #checkov:skip=CKV_AZURE_35:Same reason: the default network rule is Deny in the private-network mode, and must allow the Functions host without a virtual network; no key or SAS can be used against it
+  #checkov:skip=CKV_AZURE_206:Locally redundant storage is enough for sync state; the next cycle rebuilds what it needs from Dataverse
+  #checkov:skip=CKV_AZURE_43:The name is 'st' + uniqueString(), always 15 lowercase letters and digits; the check cannot evaluate the expression
+  name: storageName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    defaultToOAuthAuthentication: true
+    publicNetworkAccess: private ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: private ? 'Deny' : 'Allow'
+      bypass: 'AzureServices'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+        }
         table: {
           enabled: true
           keyType: 'Account'
@@ -73,18 +143,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
-  parent: storage
-  name: 'default'
-}
-
-resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
-  name: deploymentContainer
-  properties: {
-    publicAccess: 'None'
-  }
-}
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: 'log-${resourceToken}'
@@ -113,9 +171,9 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
 // Secrets an administrator sets (the webhook's header secret): Bicep creates the vault and the app's read access,
 // never the secret, so `azd provision` never wipes one an administrator set.
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  #checkov:skip=CKV_AZURE_109:Flex Consumption without a virtual network reaches the vault over its public endpoint; access is RBAC-only, for the app's identity
-  #checkov:skip=CKV_AZURE_189:Same reason: public network access must stay on without a virtual network; no access policy or key grants anything
-  #checkov:skip=CKV2_AZURE_32:No private endpoint without a virtual network (same reason)
+  #checkov:skip=CKV_AZURE_109:The vault is private in the private-network mode (privateNetworking=true); by default Flex Consumption without a virtual network reaches it over its public endpoint, RBAC-only, for the app's identity
+  #checkov:skip=CKV_AZURE_189:Same reason: public network access is off in the private-network mode and must stay on without a virtual network; no access policy or key grants anything
+  #checkov:skip=CKV2_AZURE_32:The private endpoint comes with the private-network mode (infra/private-network.bicep), off by default
   name: 'kv-${take(resourceToken, 20)}'
   location: location
   tags: tags
@@ -129,11 +187,22 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: private ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: private ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
     }
+  }
+}
+
+module network 'private-network.bicep' = if (private) {
+  name: 'private-network'
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    storageId: storage.id
+    vaultId: vault.id
   }
 }
 
@@ -167,10 +236,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identity.id}': {}
+      '${deployIdentity.id}': {}
     }
   }
   properties: {
     serverFarmId: plan.id
+    virtualNetworkSubnetId: private ? network.outputs.integrationSubnetId : null
     keyVaultReferenceIdentity: identity.id
     httpsOnly: true
     clientCertEnabled: false
@@ -178,10 +249,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       deployment: {
         storage: {
           type: 'blobContainer'
-          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
+          value: '${packageStorage.properties.primaryEndpoints.blob}${deploymentContainer}'
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identity.id
+            userAssignedIdentityResourceId: deployIdentity.id
           }
         }
       }

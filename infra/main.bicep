@@ -43,8 +43,15 @@ param crossTenantAppClientId string = ''
   'true'
   'false'
 ])
-@description('Set to true once the secret webhook-header-secret exists in the Key Vault: WEBHOOK_HEADER_SECRET then references it.')
-param webhookSecretInKeyVault string = 'false'
+@description('WEBHOOK_HEADER_SECRET references the secret webhook-header-secret in the Key Vault (on by default: the webhook refuses every request until the secret exists). false leaves the function key in the query string as the only check.')
+param webhookSecretInKeyVault string = 'true'
+
+@allowed([
+  'true'
+  'false'
+])
+@description('Private-network mode: virtual network integration for the app, private endpoints for the state storage and the Key Vault, their public endpoints closed (docs/deploy.md). Off by default.')
+param privateNetworking string = 'false'
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -71,6 +78,7 @@ module app 'app.bicep' = {
     operatorPrincipalId: operatorPrincipalId
     alertEmail: alertEmail
     webhookSecretInKeyVault: webhookSecretInKeyVault
+    privateNetworking: privateNetworking
     adminAppClientId: adminAppClientId
     mailboxTenants: mailboxTenants
     crossTenantAppClientId: crossTenantAppClientId

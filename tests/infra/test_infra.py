@@ -104,3 +104,40 @@ def test_administration_sits_behind_app_service_authentication_and_the_webhook_k
     assert "clientSecret" not in auth, "token validation needs no secret"
     deploy = (REPO / "docs" / "deploy.md").read_text()
     assert all(role in deploy for role in ("Sync.Operator", "Mailbox.Approver", "ADMIN_APP_CLIENT_ID"))
+
+
+def test_the_package_is_written_by_its_own_identity_into_its_own_account():
+    """Issue 32: the runtime identity (Blob Data Owner on the state account) must not hold the account of its own code."""
+    app = (REPO / "infra" / "app.bicep").read_text()
+    deployment = app[app.index("deployment: {"):app.index("scaleAndConcurrency")]
+    assert "packageStorage.properties.primaryEndpoints.blob" in deployment and "deployIdentity.id" in deployment
+    writer = app[app.index("resource packageWriter"):]
+    writer = writer[:writer.index("\n}\n")]
+    assert "scope: packageContainer" in writer and "deployIdentity.properties.principalId" in writer
+    assert "storageBlobDataContributor" in writer
+    for grant in app.split("resource ")[1:]:
+        if grant.split(" ")[0] != "packageWriter" and "roleAssignments" in grant.split("\n")[0]:
+            assert "scope: packageStorage" not in grant and "scope: packageContainer" not in grant, grant[:200]
+
+
+def test_the_header_secret_is_on_by_default_and_the_query_key_is_the_documented_fallback():
+    main = (REPO / "infra" / "main.bicep").read_text()
+    assert "param webhookSecretInKeyVault string = 'true'" in main
+    assert "${WEBHOOK_SECRET_IN_KEY_VAULT=true}" in (REPO / "infra" / "main.parameters.json").read_text()
+    assert "WEBHOOK_SECRET_IN_KEY_VAULT false" in (REPO / "docs" / "deploy.md").read_text()
+
+
+def test_the_private_network_mode_closes_storage_and_vault_and_is_off_by_default():
+    main = (REPO / "infra" / "main.bicep").read_text()
+    app = (REPO / "infra" / "app.bicep").read_text()
+    network = (REPO / "infra" / "private-network.bicep").read_text()
+    assert "param privateNetworking string = 'false'" in main
+    assert "module network 'private-network.bicep' = if (private)" in app
+    assert "virtualNetworkSubnetId: private ? network.outputs.integrationSubnetId : null" in app
+    for name in ("resource storage 'Microsoft.Storage", "resource vault 'Microsoft.KeyVault"):
+        body = app[app.index(name):]
+        body = body[:body.index("\n}\n")]
+        assert "publicNetworkAccess: private ? 'Disabled' : 'Enabled'" in body and "defaultAction: private ? 'Deny' : 'Allow'" in body
+    for group in ("'blob'", "'queue'", "'table'", "'vault'"):
+        assert group in network
+    assert "Microsoft.App/environments" in network and "privatelink.vaultcore.azure.net" in network
