@@ -91,8 +91,10 @@ def observations(pending: list[PendingRow]) -> Observed:
     observed = Observed({}, set())
     for p in pending:
         booking_id = p["booking_id"]
-        if not is_guid(booking_id) or booking_id != booking_id.lower():
+        if not is_guid(booking_id):
             observed.set_aside[booking_id] = NOT_A_BOOKING_ID
+        elif booking_id != booking_id.lower():           # no writer stores one; kept, since its id is a booking's
+            observed.set_aside[booking_id] = UNREADABLE
         elif p["deleted"]:
             observed.deleted.add(booking_id)
         elif p["booking"]:

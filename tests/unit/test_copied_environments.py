@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sync.adapters.memory import FakeBookingSource
 from sync.engine.collect import collect
-from tests.factories import ENV, NOW, booking
+from tests.factories import NOW, booking
 from tests.world import World
 
 COPY = "https://contoso-sandbox.crm.dynamics.com"
