@@ -398,6 +398,14 @@ class MailboxState:
     errors: set[str]                     # bookings with a recorded error (OutcomeStore)
     lease: MailboxLease | None           # None: the mailbox was never leased
     inline_mark: str | None = None       # the inline set among `pending` (with_inline), if any
+    # Bookings whose link row does not read (E3): the sync plans nothing for them, so a missing link can never
+    # become a second create, and keeps their observations.
+    unreadable_links: set[str] = field(default_factory=set)
+
+
+# What a stored observation that does not parse reads as: no booking_from_dict takes it, so the sync sets it aside and
+# keeps it (E3), instead of stopping on it or taking it for a deletion.
+UNREADABLE_OBSERVATION: dict[str, Any] = {"unreadable": True}
 
 
 @dataclass

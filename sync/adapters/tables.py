@@ -40,6 +40,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from ..core.domain import Link, LinkState, Mailbox, SyncFilter
 from ..core.serialize import filter_from_dict, filter_to_dict, mailbox_from_row
 from ..ports import (
+    UNREADABLE_OBSERVATION,
     CursorRow,
     MailboxCommit,
     MailboxLease,
@@ -144,6 +145,17 @@ def link_to_entity(link: Link) -> dict:
             "generation": link.generation, "trigger_fp": link.trigger_fingerprint, "content_fp": link.content_fingerprint,
             "event_start": _iso(link.event_start), "event_end": _iso(link.event_end), "state": link.state.value,
             "has_attendees": link.has_attendees, "written_at": _iso(link.written_at)}
+
+
+def _observation(raw: Any) -> dict[str, Any] | None:
+    """A stored observation's booking: None for a deletion, UNREADABLE_OBSERVATION for text that is not a JSON object."""
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        return UNREADABLE_OBSERVATION
+    return value if isinstance(value, dict) else UNREADABLE_OBSERVATION
 
 
 def link_from_entity(e: Any) -> Link:
@@ -599,12 +611,19 @@ class TableStateStore:
         async for e in self._query("links", key(mailbox)):
             row_key = e["RowKey"]
             if not row_key.startswith("^"):
-                link = link_from_entity(e)
+                try:
+                    link = link_from_entity(e)
+                except (KeyError, TypeError, ValueError):
+                    state.unreadable_links.add(str(e.get("booking_id") or unkey(row_key)).lower())
+                    continue
                 state.links[link.booking_id] = link
             elif row_key.startswith(PENDING_PREFIX):
-                state.pending.append({"booking_id": e["booking_id"], "deleted": bool(e["deleted"]),
-                                      "booking": json.loads(e["booking"]) if e.get("booking") else None, "etag": _etag(e),
-                                      "observed_at": e.get("observed_at")})
+                deleted = e.get("deleted")
+                readable = isinstance(deleted, bool)           # without the flag, a missing body is no deletion
+                state.pending.append({"booking_id": str(e.get("booking_id") or unkey(row_key[len(PENDING_PREFIX):])),
+                                      "deleted": bool(deleted) if readable else False,
+                                      "booking": _observation(e.get("booking")) if readable else UNREADABLE_OBSERVATION,
+                                      "etag": _etag(e), "observed_at": e.get("observed_at")})
             elif row_key.startswith(ERROR_PREFIX):
                 state.errors.add(str(e["booking_id"]).lower())
             elif row_key == LEASE_ROW:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -68,8 +68,10 @@ class MailboxResult:
                 "pending_left": self.pending_left, **({"plan": self.plan} if self.plan is not None else {})}
 
 
-NOT_A_BOOKING_ID, UNREADABLE = "not_a_booking_id", "unreadable_observation"
+NOT_A_BOOKING_ID, UNREADABLE, UNREADABLE_LINK = "not_a_booking_id", "unreadable_observation", "unreadable_link"
 SET_ASIDE_SENTENCES = {
+    UNREADABLE_LINK: "a booking's link does not read (written by another version?); its changes are kept and not synced, "
+                     "so it is never created twice",
     NOT_A_BOOKING_ID: "a waiting observation is stored under a key that is not a booking id; it was removed (nothing can apply it)",
     UNREADABLE: "a waiting observation could not be read (written by another version?); it is kept, and the booking syncs "
                 "with its next change",
@@ -83,7 +85,7 @@ class Observed:
     set_aside: dict[str, str] = field(default_factory=dict)     # a pending row's booking id -> why it cannot be planned
 
 
-def observations(pending: list[PendingRow]) -> Observed:
+def observations(pending: list[PendingRow], unreadable_links: Collection[str] = ()) -> Observed:
     """A mailbox's pending observations: the bookings observed, the ids observed deleted, and the rows set aside.
 
     No single row may stop a mailbox (E3): a row under a key that is not a booking id (a planner would plan a create
@@ -107,6 +109,10 @@ def observations(pending: list[PendingRow]) -> Observed:
                 observed.set_aside[booking_id] = UNREADABLE
                 continue
             observed.bookings[booking_id] = booking
+    for booking_id in set(unreadable_links) & (set(observed.bookings) | observed.deleted):
+        observed.bookings.pop(booking_id, None)         # planned without its link, it would be created a second time
+        observed.deleted.discard(booking_id)
+        observed.set_aside[booking_id] = UNREADABLE_LINK
     return observed
 
 
@@ -154,7 +160,7 @@ class MailboxSync:
     async def _read_and_sync(self, address: str, mailbox: Mailbox, row: dict[str, Any], *, dry_run: bool, force: bool,
                              hold_removals: str | None, claim_first: bool = False) -> MailboxResult:
         state = with_inline(await self.store.mailbox_state(address), row)
-        observed = observations(state.pending)
+        observed = observations(state.pending, state.unreadable_links)
         bookings, deleted = observed.bookings, observed.deleted
         if observed.set_aside:
             log.warning("observations set aside: count=%d reasons=%s", len(observed.set_aside), sorted(set(observed.set_aside.values())))
@@ -202,7 +208,7 @@ class MailboxSync:
         execution = _Execution(self, mailbox, bookings, deleted, state, claim, status)
         execution.keep_pending.update(the_plan.held)
         for booking_id, reason in status.set_aside.items():
-            if reason == UNREADABLE:             # another version may read it; a newer observation replaces it
+            if reason in (UNREADABLE, UNREADABLE_LINK):   # another version may read it; a newer observation replaces it
                 execution.keep_pending.add(booking_id)
                 execution.outcomes[booking_id] = {"action": "set_aside", "reason": reason, "error": SET_ASIDE_SENTENCES[reason]}
         execution.held_message = hold_removals if the_plan.held else None

@@ -55,7 +55,7 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
             mailbox = entry[0]
             # one read: observations and links together (and the inline set its row carries)
             state = with_inline(await store.mailbox_state(address), entry[1])
-        observed = observations(state.pending)
+        observed = observations(state.pending, state.unreadable_links)
         return plan(observed.bookings, observed.deleted, state.links, mailbox, settings, now, global_filters=global_filters,
                     force=True).removals
 

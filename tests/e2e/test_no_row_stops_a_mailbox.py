@@ -115,3 +115,29 @@ async def test_r_e3_e5_a_waiting_row_that_does_not_read_as_a_booking_is_kept_asi
     assert again in starts(tenant) and (await status_of(settings))["set_aside"] == 0
     async with Clients(settings) as rt:
         assert await rt.store.pending(A) == []
+
+
+async def test_r_e3_unreadable_stored_rows_in_table_storage_never_stop_the_mailbox_nor_make_a_second_event(tenant, synced):
+    """Rows as another version (or a hand edit) might leave them in Azurite: a link whose times do not parse, an
+    observation whose body is not JSON. The mailbox syncs the rest; the booking with the unreadable link is not
+    planned at all (planned without its link, it would be created a second time), and its change is kept."""
+    from sync.adapters.tables import PENDING_PREFIX, key
+    settings, seed, bookings = synced
+    first_start = starts(tenant)[0]
+    async with Clients(settings) as rt:
+        links = rt.store.table("links")
+        link = await links.get_entity(key(A), key(bookings[0]))
+        await links.update_entity({**link, "event_start": "not a time"})
+        await links.upsert_entity({"PartitionKey": key(A), "RowKey": PENDING_PREFIX + key(bookings[1]), "booking_id": bookings[1],
+                                   "deleted": False, "booking": "{not json", "observed_at": NOW.isoformat()})
+    move(seed, bookings[0], 4)
+    summary = await run_cycle(settings)
+    assert next(r for r in summary["mailboxes"] if r["mailbox"] == A)["outcome"] == "synced"
+    assert len(tenant.control("GET", f"/mailboxes/{A}/events")["value"]) == 2 and first_start in starts(tenant)   # no second event
+    status = await status_of(settings)
+    assert status["set_aside"] >= 1 and "link does not read" in status["set_aside_reason"]
+    async with Clients(settings) as rt:
+        assert bookings[0] in [p["booking_id"] for p in await rt.store.pending(A)]                     # its change is kept
+    moved = move(seed, bookings[1], 6)                                 # the unreadable observation is replaced by a real one
+    await run_cycle(settings)
+    assert moved in starts(tenant) and len(starts(tenant)) == 2
