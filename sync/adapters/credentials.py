@@ -8,6 +8,7 @@ requested with the managed identity's own token for `api://AzureADTokenExchange`
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import time
@@ -119,7 +120,6 @@ class FederatedTenantCredential:
 def token_identity(token: str) -> tuple[str, str] | None:
     """(object id, display name) from an Entra access token's claims; None for a token that carries none (the local
     emulator's). Read, not verified: the token is the caller's own credential's, fresh from Entra ID."""
-    import base64
     parts = token.split(".")
     if len(parts) != 3:
         return None

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.domain import Link, LinkState, Mailbox, SyncFilter
-from ..core.ids import is_address, is_plain_text
+from ..core.ids import checked_address, is_address, is_plain_text
 from ..core.plan import plan
 from ..core.serialize import filter_to_dict
 from ..core.settings import SyncSettings
@@ -45,7 +45,7 @@ def filter_request(action: Any, mailbox: Any, name: Any = None, booking_statuses
         raise InvalidRequest("'mailbox' must be a mailbox address")
     if not isinstance(dry_run, bool):
         raise InvalidRequest("'dry_run' must be true or false")
-    return FilterRequest(action, mailbox.lower() if isinstance(mailbox, str) else None, name or "",
+    return FilterRequest(action, checked_address(mailbox) if mailbox is not None else None, name or "",
                          {k: frozenset(v) for k, v in values.items()}, dry_run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..core.ids import environment_named, is_address
+from ..core.ids import checked_address, environment_named, is_address
 from ..ports import Services
 from .mailboxes import AdminError, MailboxAdmin, Progress, _none
 from .requests import InvalidRequest
@@ -39,7 +39,7 @@ def validate(action: str, addresses: Any, all_: Any, environment: Any, environme
         raise InvalidRequest(f"set-method needs 'method': one of {', '.join(SYNC_METHODS)}")
     if action in NEEDS_TARGETS and not addresses and not all_:
         raise InvalidRequest(f"{action} needs 'addresses' or 'all': true")
-    return [a.lower() for a in addresses]
+    return [checked_address(a) for a in addresses]
 
 
 async def mailbox_action(services: Services, environments: tuple[str, ...], action: str, addresses: list[str], all_: bool,

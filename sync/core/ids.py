@@ -22,6 +22,7 @@ MAX_LOCAL, MAX_ADDRESS = 64, 254
 # zero-width joiners, which make one address read as another in a listing), surrogates, private use, unassigned,
 # and every separator.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+_REFUSED_IN_TEXT = _REFUSED_CATEGORIES - {"Zs"}                     # a name may hold spaces
 
 
 def is_guid(value: object) -> bool:
@@ -53,7 +54,7 @@ def is_plain_text(value: object, max_length: int) -> bool:
     """A name a person gives (a filter, a territory): 1 to `max_length` characters, none of them a control, format
     or line separator, so what a listing shows is what is stored."""
     return (isinstance(value, str) and 0 < len(value) <= max_length and value == value.strip()
-            and not any(unicodedata.category(ch) in _REFUSED_CATEGORIES - {"Zs"} for ch in value))
+            and not any(unicodedata.category(ch) in _REFUSED_IN_TEXT for ch in value))
 
 
 def environment_named(environments: Iterable[str], given: object) -> str | None:

@@ -52,7 +52,7 @@ def hears_deletions_from(bound: str | None, environment: str) -> bool:
     """M4, for a deletion that reaches a mailbox through its waiting work rather than a link of `environment`: only
     a mailbox bound to that very environment. A 404 from one environment says nothing of another's booking, so a
     message read from the wrong environment (forged or misrouted) can remove nothing there (T3)."""
-    return bool(bound and bound.lower() == environment.lower())
+    return bool(bound) and serves(bound, environment)
 
 
 def target_reason(booking: Booking) -> Reason | None:
