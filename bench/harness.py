@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from . import round_trips
+
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = {"smoke": {"mailboxes": 4, "bookings": 5, "planner": 2_000, "webhook_changes": 5},
           "full": {"mailboxes": 500, "bookings": 20, "planner": 100_000, "webhook_changes": 100}}
@@ -100,8 +102,10 @@ class Bench:
         # One Activities for every cycle, as a Functions worker keeps its clients (and their connections) between
         # invocations; the first cycle pays for making them.
         from sync.app.activities import Activities
+        from sync.app.clients import Clients
         from sync.app.gc_tuning import tune_collector
-        self.worker = Activities(lambda: self.settings)
+        # Its Table client reports every request to round_trips, which counts them per mailbox activity.
+        self.worker = Activities(lambda: self.settings, clients=lambda s: Clients(s, raw_request_hook=round_trips.count_request))
         tune_collector()                       # as function_app does, and the worker's first activity
 
     # -- the organisation --------------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ class Bench:
         from sync.app.clients import Clients
         async with Clients(self.settings) as rt:
             await rt.store.ensure_tables()
-            admin = MailboxAdmin(rt.store, rt.calendar)
+            admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
             for a in mailboxes:
                 await admin.register(a, self.settings.environments[0], approved=True)
             await admin.test_and_enable(mailboxes, self.now)
@@ -201,7 +205,7 @@ class Bench:
         self.stack.control("DELETE", "/log")
         async with Clients(self.settings) as rt:
             await rt.store.ensure_tables()
-            admin = MailboxAdmin(rt.store, rt.calendar)
+            admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
             for a in everyone:
                 await admin.register(a, self.settings.environments[0], approved=True)
             before = self.stats()
@@ -358,7 +362,9 @@ def instrument(bench: Bench):
             bench.plan_cpu += time.process_time() - started
 
     async def timed_sync(self, payload):
-        result = await original_sync(self, payload)
+        with round_trips.counting() as counter:
+            result = await original_sync(self, payload)
+        result["table_round_trips"] = counter.requests
         bench.finished[result.get("mailbox_ref", "")] = time.monotonic()
         return result
 

@@ -110,13 +110,14 @@ async def _run_cycle(settings: AppSettings, force: bool, trigger: str, progress:
     from .app.clients import Clients
     from .local.cycle import CycleRunning, run_cycle_once
 
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
         try:
-            work = run_cycle_once(rt.store, settings, force=force, trigger=trigger, progress=progress)
+            work = run_cycle_once(clients.store.leases, settings, force=force, trigger=trigger, progress=progress)
             if trigger == "demo":
                 return await work
-            return await audited(rt.store, await rt.operator(), "run", [], _audit_time(), work, detail="force" if force else "")
+            who = await clients.operator()
+            return await audited(clients.store.audit, who, "run", [], _audit_time(), work, detail="force" if force else "")
         except CycleRunning as exc:
             raise RefusedError(str(exc)) from exc
 
@@ -129,9 +130,9 @@ class RefusedError(Exception):
 
 async def cmd_audit(args: argparse.Namespace, settings: AppSettings) -> int:
     from .app.clients import Clients
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
-        entries = await rt.store.recent_audit(args.limit)
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
+        entries = await clients.store.audit.recent(args.limit)
     rows = [{"at": e.get("at", "")[:19], "who": e.get("who"), "operation": e.get("operation"), "mailboxes": e.get("mailbox_count"),
              "result": e.get("result"), "detail": e.get("detail") or e.get("error") or ""} for e in entries]
     _print(args, entries, table(rows, ("at", "who", "operation", "mailboxes", "result", "detail")))
@@ -158,13 +159,13 @@ async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
     from .admin.mailboxes import MailboxAdmin
     from .app.clients import Clients
 
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar, tenants=rt.tenants)
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
+        admin = MailboxAdmin(clients.store.mailboxes, clients.calendar, tenants=clients.tenants)
         for environment in settings.environments:
-            found = await admin.discover(rt.source(environment))
+            found = await admin.discover(clients.source(environment))
             print(_summary({"discovered": {environment: found}}))
-        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
+        addresses = [m.address for m in await clients.store.mailboxes.all()]
         await admin.approve(addresses, Progress("approving", not args.json))
         reports = await admin.test_and_enable(addresses, _now(), progress=Progress("testing", not args.json))
         failed = [r for r in reports if not r.ok]
@@ -184,8 +185,8 @@ async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
 
     shown = next((r["mailbox"] for r in first.get("mailboxes", []) if (r.get("counts") or {}).get("created")), None)
     if shown:
-        async with Clients(settings) as rt:
-            events = await rt.calendar.list_events(shown, top=8)
+        async with Clients(settings) as clients:
+            events = await clients.calendar.list_events(shown, top=8)
         print(f"\n{shown}: the first {len(events)} events in Outlook")
         print(table([{"start (UTC)": (e["start"] or "")[:16], "end": (e["end"] or "")[11:16], "subject": e["subject"]} for e in events],
                     ("start (UTC)", "end", "subject")))
@@ -216,7 +217,7 @@ def _graph_ops(stats: dict) -> int:
 
 
 async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
-    from .admin.operations import AdminError, InvalidRequest, mailbox_action, validate
+    from .admin.dispatch import AdminError, InvalidRequest, mailbox_action, validate
     from .app.clients import Clients
 
     try:
@@ -224,12 +225,13 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
     except InvalidRequest as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
         try:
-            work = mailbox_action(rt, settings.environments, args.action, addresses, args.all, args.environment, _now(),
+            work = mailbox_action(clients, settings.environments, args.action, addresses, args.all, args.environment, _now(),
                                   Progress(args.action, not args.json), method=args.method)
-            result = await (work if args.action == "list" else audited(rt.store, await rt.operator(), f"mailboxes {args.action}", addresses,
+            who = await clients.operator()
+            result = await (work if args.action == "list" else audited(clients.store.audit, who, f"mailboxes {args.action}", addresses,
                                                                          _audit_time(), work, detail="all" if args.all else ""))
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
@@ -257,9 +259,9 @@ async def cmd_diagnose(args: argparse.Namespace, settings: AppSettings) -> int:
     if environment is None:
         print(f"not a configured environment (DATAVERSE_ENVIRONMENTS): {args.environment}", file=sys.stderr)
         return EXIT_USAGE
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
-        result = await diagnose(args.booking_id, rt.source(environment), rt.store, settings.sync, _now())
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
+        result = await diagnose(args.booking_id, clients.source(environment), clients.store, settings.sync, _now())
     lines = [f"{result.code}: {result.sentence}"]
     lines += [f"  {k}: {v}" for k, v in result.details.items() if v not in (None, "")]
     _print(args, result.to_dict(), "\n".join(lines))
@@ -284,18 +286,18 @@ async def cmd_serve_webhook(args: argparse.Namespace, settings: AppSettings) -> 
 
 
 async def cmd_filters(args: argparse.Namespace, settings: AppSettings) -> int:
+    from .admin.dispatch import AdminError, InvalidRequest
     from .admin.filters import filter_request, filters_action
-    from .admin.operations import AdminError, InvalidRequest
     from .app.clients import Clients
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
         try:
             request = filter_request(args.action, args.mailbox, args.name, args.status or [], args.type or [], args.territory or [],
                                      args.dry_run)
-            work = filters_action(rt, settings.environments, request, settings.sync, _now())
+            work = filters_action(clients, settings.environments, request, settings.sync, _now())
             result = await (work if request.action == "list" else audited(
-                rt.store, await rt.operator(), f"filters {request.action}", [request.mailbox] if request.mailbox else [], _audit_time(),
-                work, detail=request.name + (" (dry run)" if request.dry_run else "")))
+                clients.store.audit, await clients.operator(), f"filters {request.action}", [request.mailbox] if request.mailbox else [],
+                _audit_time(), work, detail=request.name + (" (dry run)" if request.dry_run else "")))
         except InvalidRequest as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_USAGE
@@ -318,9 +320,10 @@ async def cmd_plan(args: argparse.Namespace, settings: AppSettings) -> int:
     """Dry run for one mailbox: what its next sync would do with the observations already collected. Writes nothing."""
     from .app.clients import Clients
     from .engine.mailbox import MailboxSync
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
-        sync = MailboxSync(rt.store, rt.calendar, settings.sync, _now(), global_filters=await rt.store.global_filters())
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
+        filters = await clients.store.config.global_filters()
+        sync = MailboxSync(clients.store, clients.calendar, settings.sync, _now(), global_filters=filters)
         result = await sync.run(args.mailbox, dry_run=True, force=args.force)
     if result.outcome != "dry-run":
         print(f"refused: {result.error}", file=sys.stderr)
@@ -332,9 +335,9 @@ async def cmd_plan(args: argparse.Namespace, settings: AppSettings) -> int:
 
 async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
     from .app.clients import Clients
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
-        runs = await rt.store.recent_runs(args.limit)
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
+        runs = await clients.store.runs.recent(args.limit)
     data = [{"started": r.get("started", "")[:19], "trigger": r.get("trigger"), "outcome": r.get("outcome"), "outcomes": r.get("outcomes"),
              "totals": r.get("totals")} for r in runs]
     _print(args, runs, table(data, ("started", "trigger", "outcome", "outcomes", "totals")))
@@ -342,22 +345,17 @@ async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
 
 
 async def cmd_state(args: argparse.Namespace, settings: AppSettings) -> int:
-    """`state downgrade`: before deploying a version older than the partition layout of observations and errors.
-    `state inline-to-rows`: before deploying a version older than the observations collect carries on mailbox rows."""
-    from .adapters.tables import TableStateStore
+    """`state downgrade`: before deploying a version older than the partition layout of observations and errors
+    (before 2026-12). A rollback by one version needs no step (sync/adapters/tables/migrations.py)."""
+    from .adapters.tables import TableState
     from .admin.audit import audited
     from .app.clients import Clients
-    async with Clients(settings) as rt:
-        await rt.store.ensure_tables()
-        if not isinstance(rt.store, TableStateStore):
+    async with Clients(settings) as clients:
+        await clients.store.ensure_tables()
+        if not isinstance(clients.store, TableState):
             raise RefusedError("the state store is not Table Storage; there is no older layout to go back to")
-        if args.action == "inline-to-rows":
-            written = await audited(rt.store, await rt.operator(), "state inline-to-rows", [], _audit_time(),
-                                    rt.store.inline_sets_to_rows())
-            _print(args, {"observations": written}, f"wrote {written} observations carried on mailbox rows into their mailboxes' "
-                                                    "partitions.\nDeploy the older version now.")
-            return EXIT_OK
-        moved = await audited(rt.store, await rt.operator(), "state downgrade", [], _audit_time(), rt.store.move_to_legacy_layout())
+        moved = await audited(clients.store.audit, await clients.operator(), "state downgrade", [], _audit_time(),
+                              clients.store.migrations.downgrade_to_legacy_tables())
     _print(args, moved, f"moved {moved['pending']} pending observations and {moved['errors']} recorded errors back to the tables "
                         f"'pending' and 'outcomes', and removed {moved['leases']} mailbox lease rows.\nDeploy the older version now; "
                         "this one, started again, moves them forward.")
@@ -387,18 +385,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
-    run = sub.add_parser("run", help="run one sync cycle now (the same orchestration the timer starts)")
+    from .admin.commands import MAILBOX_OPERATIONS, OPERATIONS, SYNC_METHODS
+    run = sub.add_parser("run", help=OPERATIONS["run"].help)
     run.add_argument("--force", action="store_true", help="let a cycle pass the mass-delete guard (D5)")
     sub.add_parser("demo", help="enable the demo organisation's mailboxes, sync twice and show the result")
-    mb = sub.add_parser("mailboxes", help="register, approve, test & enable, disable, move and list mailboxes")
-    mb.add_argument("action", choices=["discover", "register", "approve", "test", "enable", "disable", "move", "set-method", "list"])
+    actions = "\n".join(f"  {name:<11} {op.help}" for name, op in MAILBOX_OPERATIONS.items())
+    mb = sub.add_parser("mailboxes", help="register, approve, test & enable, disable, move and list mailboxes",
+                        description=f"actions:\n{actions}")
+    mb.add_argument("action", choices=list(MAILBOX_OPERATIONS))
     mb.add_argument("addresses", nargs="*", help="mailbox addresses (or --all)")
     mb.add_argument("--all", action="store_true", help="every registered mailbox")
     mb.add_argument("--environment", help="environment URL (discover, register, move)")
-    mb.add_argument("--method", choices=["server-side", "none"], help="set-method: the mailbox's synchronization method (M1)")
+    mb.add_argument("--method", choices=SYNC_METHODS, help="set-method: the mailbox's synchronization method (M1)")
     runs = sub.add_parser("runs", help="the most recent cycles")
     runs.add_argument("--limit", type=_limit, default=10, help="how many cycles to show (1-1000)")
-    audit = sub.add_parser("audit", help="who did what, on which mailboxes, when, with what result (newest first)")
+    audit = sub.add_parser("audit", help=OPERATIONS["audit"].help + " (newest first)")
     audit.add_argument("--limit", type=_limit, default=50, help="how many entries to show (1-1000)")
     hook = sub.add_parser("serve-webhook", help="serve the Dataverse webhook locally (T3), as the Functions app does")
     hook.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
@@ -408,7 +409,7 @@ def parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="dry run: what the next sync of a mailbox would do (writes nothing)")
     plan.add_argument("mailbox", help="the mailbox's address")
     plan.add_argument("--force", action="store_true", help="as with run --force")
-    diag = sub.add_parser("diagnose", help="is this booking in Outlook, and if not, why (G1)")
+    diag = sub.add_parser("diagnose", help=OPERATIONS["diagnose"].help)
     diag.add_argument("booking_id", help="the booking's id (a GUID)")
     diag.add_argument("--environment", help="environment URL (default: the first configured)")
     flt = sub.add_parser("filters", help="sync filters, global or per mailbox (S5)")
@@ -419,9 +420,9 @@ def parser() -> argparse.ArgumentParser:
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
     flt.add_argument("--dry-run", action="store_true", help="show what the change would remove, per mailbox; change nothing")
-    state = sub.add_parser("state", help="before a rollback: downgrade (to the layout of versions before 2026-12), or inline-to-rows "
-                                         "(to versions before 2026-12-07: observations off the mailbox rows)")
-    state.add_argument("action", choices=["downgrade", "inline-to-rows"])
+    state = sub.add_parser("state", help="before a rollback to a version before 2026-12: downgrade to its layout "
+                                         "(a rollback by one version needs nothing)")
+    state.add_argument("action", choices=["downgrade"])
     for child in (run, mb, runs, diag, flt, plan, hook, audit, state):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -48,3 +48,8 @@ def link_for(b: Booking, mailbox_address: str | None = None, generation: int = 0
 
 def moved(b: Booking, delta: timedelta) -> Booking:
     return replace(b, start=b.start + delta, end=b.end + delta)
+
+
+async def with_work(state) -> set[str]:
+    """The mailboxes whose records show observations waiting (what a cycle syncs)."""
+    return {r.address for r in await state.mailboxes.all() if r.has_work}

@@ -13,9 +13,9 @@ async def enable_all_mailboxes(settings) -> dict:
     """What an administrator does first: discover, approve, test & enable. Returns test reports by address."""
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar, tenants=rt.tenants)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar, tenants=rt.tenants)
         await admin.discover(rt.source(settings.environments[0]))
-        addresses = [m["address"] for m in await rt.store.list_mailboxes()]
+        addresses = [m.address for m in await rt.store.mailboxes.all()]
         await admin.approve(addresses)
         return {r.address: r for r in await admin.test_and_enable(addresses, datetime.now(UTC))}
 

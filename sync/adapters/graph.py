@@ -37,17 +37,12 @@ from msgraph_core.middleware import GraphTelemetryHandler
 from msgraph_core.requests.batch_request_content import BatchRequestContent
 from msgraph_core.requests.batch_request_item import BatchRequestItem
 
+from ..core import mailbox_reasons
 from ..core.operations import CalendarOp, OpKind, OpResult, Outcome
 from ..core.render import TAG_BOOKING, TAG_ENVIRONMENT
-from ..core.tenants import (
-    HOME,
-    TENANT_CONSENT_MISSING,
-    TENANT_CREDENTIAL_REFUSED,
-    TENANT_REASONS,
-    consent_missing_message,
-    credential_refused_message,
-)
-from ..ports import MailboxProbe, MailboxUnavailable, PermanentError, TransientError
+from ..core.tenants import HOME, TENANT_REASONS
+from ..ports import MailboxProbe
+from .graph_errors import RETRYABLE, classified, classify, error_code, mailbox_reason, refused_probe, tenant_refusal
 from .graph_transport import AiohttpTransport
 
 MAX_BATCH = 20
@@ -58,18 +53,6 @@ MAILBOX_CONCURRENCY = 4
 GRAPH_CONNECTIONS = 100
 MAX_ATTEMPTS = 6
 MAX_WAIT_S = 120.0
-RETRYABLE = {424, 429, 500, 502, 503, 504}
-DUPLICATE_TRANSACTION = "ErrorDuplicateTransactionId"
-MAILBOX_CODES = {"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorAccessDenied",
-                 "ErrorMailboxStoreUnavailable", "MailboxNotFound"}
-PROBE_MESSAGES = {
-    "mailbox_not_found": "Exchange Online has no mailbox for this address; check the user's primary email address and licence.",
-    "mailbox_disabled": "The mailbox is inactive, soft-deleted or hosted on-premises; Graph cannot write to it.",
-    "access_denied": "Access denied: the app's Exchange RBAC for Applications scope does not include this mailbox; "
-                     "add it to the management scope of the app's Calendars.ReadWrite role assignment.",
-    "calendar_read_only": "The app can read but not write this mailbox's calendar.",
-    "auth_failed": "The app could not get a token for Microsoft Graph; check its managed identity and Graph permission.",
-}
 # M2: the documented least-privilege grant (Exchange RBAC "Application Calendars.ReadWrite") does not cover
 # GET /mailboxSettings (MailboxSettings.Read); the time zone only shapes the body text, so the mailbox stays writable.
 SETTINGS_DENIED = ("mailbox_settings_not_granted: the app may not read this mailbox's settings, so its time zone is shown as UTC; "
@@ -89,48 +72,6 @@ class SequentialBatchItem(BatchRequestItem):
         writer.write_additional_data_value({"headers": self.headers or {}})
         if self.body:
             writer.write_additional_data_value({"body": json.loads(self.body)})
-
-
-# Entra ID's answers when a tenant does not (or no longer) hold the app: no service principal, no consent, unknown app.
-CONSENT_CODES = ("AADSTS65001", "AADSTS7000229", "AADSTS700016", "AADSTS500011", "AADSTS650051", "AADSTS90002")
-
-
-def tenant_refusal(tenant: str, exc: Exception) -> tuple[str, str] | None:
-    """(reason code, message) when another tenant refused the app: a credential the tenant's Entra ID refused, or a
-    Graph 401 for that tenant's token. None for the home tenant, whose failures are the deployment's (exit 4)."""
-    if tenant == HOME:
-        return None
-    if isinstance(exc, ClientAuthenticationError):
-        if any(code in str(exc) for code in CONSENT_CODES):
-            return TENANT_CONSENT_MISSING, consent_missing_message(tenant)
-        return TENANT_CREDENTIAL_REFUSED, credential_refused_message(tenant)
-    if isinstance(exc, APIError) and exc.response_status_code == 401:
-        return TENANT_CONSENT_MISSING, consent_missing_message(tenant)
-    return None
-
-
-def _classify(status: int, code: str | None, kind: OpKind | None) -> Outcome:
-    if status < 300:
-        return Outcome.OK
-    if code in TENANT_REASONS:
-        return Outcome.MAILBOX_UNAVAILABLE
-    if kind == OpKind.CREATE and (code == DUPLICATE_TRANSACTION or status == 409):
-        return Outcome.ALREADY_CREATED   # Graph saw this transactionId: an earlier attempt created the event (400 or 409)
-    if code in MAILBOX_CODES or (status == 403):
-        return Outcome.MAILBOX_UNAVAILABLE
-    if status == 404:
-        return Outcome.GONE if kind != OpKind.CREATE else Outcome.MAILBOX_UNAVAILABLE
-    if status in RETRYABLE:
-        return Outcome.TRANSIENT
-    return Outcome.INVALID
-
-
-def _probe_reason(status: int, code: str | None) -> str:
-    if status == 403 or code == "ErrorAccessDenied":
-        return "access_denied"
-    if code == "MailboxNotEnabledForRESTAPI":
-        return "mailbox_disabled"
-    return "mailbox_not_found"
 
 
 class MailboxSlots:
@@ -175,9 +116,9 @@ class GraphCalendar:
         middleware.append(GraphTelemetryHandler())
         # trust_env=False: the transport has read the environment's proxy already, once.
         self.transport = AiohttpTransport(self.base_url, connections=GRAPH_CONNECTIONS)
-        http = GraphClientFactory.create_with_custom_middleware(middleware, client=httpx.AsyncClient(
+        self.http = GraphClientFactory.create_with_custom_middleware(middleware, client=httpx.AsyncClient(
             timeout=timeout_s, transport=self.transport, trust_env=False))
-        self.adapter = GraphRequestAdapter(auth, client=http)
+        self.adapter = GraphRequestAdapter(auth, client=self.http)
         self.adapter.base_url = self.base_url
         # No end-user identifiable attributes (request URLs) on Kiota's spans.
         self.adapter.observability_options = ObservabilityOptions(include_euii_attributes=False)
@@ -187,7 +128,7 @@ class GraphCalendar:
         self.http_requests = 0
 
     async def close(self) -> None:
-        await self.adapter._http_client.aclose()
+        await self.http.aclose()
         await self.transport.aclose()            # msgraph-core's transport around it does not pass the close on
 
     async def __aenter__(self) -> GraphCalendar:
@@ -215,19 +156,18 @@ class GraphCalendar:
                 if refused is not None:
                     return MailboxProbe(False, refused[0], refused[1])
                 if isinstance(err, ClientAuthenticationError):
-                    return MailboxProbe(False, "auth_failed", PROBE_MESSAGES["auth_failed"])
-                status, code = err.response_status_code or 0, _error_code(err)
+                    return refused_probe(mailbox_reasons.AUTH_FAILED)
+                status, code = err.response_status_code or 0, error_code(err)
                 if status in RETRYABLE:
                     return MailboxProbe(False, "transient", f"Graph answered {status}; try again later.", transient=True)
-                reason = _probe_reason(status, code)
-                return MailboxProbe(False, reason, PROBE_MESSAGES[reason])
+                return refused_probe(mailbox_reason(status, code))
             except Exception as exc:
                 name = type(exc).__name__
                 if "Authentication" in name or "Credential" in name:
-                    return MailboxProbe(False, "auth_failed", PROBE_MESSAGES["auth_failed"])
+                    return refused_probe(mailbox_reasons.AUTH_FAILED)
                 return MailboxProbe(False, "transient", f"Graph did not answer ({name}); try again later.", transient=True)
         if calendar is not None and calendar.can_edit is False:
-            return MailboxProbe(False, "calendar_read_only", PROBE_MESSAGES["calendar_read_only"])
+            return refused_probe(mailbox_reasons.CALENDAR_READ_ONLY)
         if settings is None:
             return MailboxProbe(True, time_zone="UTC", warning=SETTINGS_DENIED)
         return MailboxProbe(True, time_zone=settings.time_zone or "UTC")
@@ -269,12 +209,11 @@ class GraphCalendar:
                     status = int(item.get("status") or 0)
                     if status >= 300:
                         code = ((item.get("body") or {}).get("error") or {}).get("code")
-                        reason = _probe_reason(status, code)
-                        probes[address] = MailboxProbe(False, reason, PROBE_MESSAGES[reason])
+                        probes[address] = refused_probe(mailbox_reason(status, code))
                         break
                 else:
                     if (calendar.get("body") or {}).get("canEdit") is False:
-                        probes[address] = MailboxProbe(False, "calendar_read_only", PROBE_MESSAGES["calendar_read_only"])
+                        probes[address] = refused_probe(mailbox_reasons.CALENDAR_READ_ONLY)
                     elif settings_denied:
                         probes[address] = MailboxProbe(True, time_zone="UTC", warning=SETTINGS_DENIED)
                     else:
@@ -289,7 +228,7 @@ class GraphCalendar:
         expand = (f"singleValueExtendedProperties($filter=id eq '{TAG_ENVIRONMENT}' or id eq '{TAG_BOOKING}')")
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(filter=flt, expand=[expand], select=["id"], top=50)
         config = RequestConfiguration(query_parameters=params)
-        async with self._slots.hold(mailbox), _classified(self.tenant):
+        async with self._slots.hold(mailbox), classified(self.tenant):
             self.http_requests += 1
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
         found: list[str] = []
@@ -304,7 +243,7 @@ class GraphCalendar:
         """A mailbox's events, soonest first (for people looking at a calendar: the demo and diagnose)."""
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(select=["subject", "start", "end", "showAs"], top=top,
                                                                               orderby=["start/dateTime"])
-        async with self._slots.hold(mailbox), _classified(self.tenant):
+        async with self._slots.hold(mailbox), classified(self.tenant):
             self.http_requests += 1
             config = RequestConfiguration(query_parameters=params)
             page = await self.client.users.by_user_id(mailbox).events.get(request_configuration=config)
@@ -354,13 +293,16 @@ class GraphCalendar:
                 for op in chain:
                     status, code, message, event_id = answers[op.key]
                     attempts[op.key] += 1
-                    outcome = _classify(status, code, op.kind)
+                    outcome = classify(status, code, op.kind)
                     if outcome == Outcome.OK and op.kind in (OpKind.DELETE, OpKind.CANCEL):
                         event_id = op.event_id
                     if outcome == Outcome.TRANSIENT and attempts[op.key] < MAX_ATTEMPTS and time.monotonic() < deadline:
                         retry.append(op)
                         wait = max(wait, retry_after.get(op.key, 0.0))
                         continue
+                    if outcome == Outcome.MAILBOX_UNAVAILABLE:       # said in the product's words, whatever Graph's code
+                        code = mailbox_reason(status, code)
+                        message = message if code in TENANT_REASONS else mailbox_reasons.sentence(code)
                     results[op.key] = OpResult(op.key, outcome, event_id, status, code, message)
             if any(r.outcome == Outcome.MAILBOX_UNAVAILABLE for r in results.values()):
                 for op in retry:   # the mailbox itself is gone: nothing else will succeed this cycle
@@ -390,7 +332,7 @@ class GraphCalendar:
                 if isinstance(err, ClientAuthenticationError):
                     raise
                 status = err.response_status_code or 503
-                return {op.key: (status, _error_code(err), "batch refused", None) for op in chain}, {}
+                return {op.key: (status, error_code(err), "batch refused", None) for op in chain}, {}
             except (TimeoutError, httpx.TransportError) as exc:
                 # Applied or not, every item is safe to send again: creates carry their transactionId,
                 # and a repeated delete or cancel answers 404, which counts as done.
@@ -414,39 +356,6 @@ class GraphCalendar:
                     retry_after[key] = 1.0
             answers[key] = (int(answer.get("status") or 0), error.get("code"), error.get("message"), body.get("id"))
         return answers, retry_after
-
-
-@contextlib.asynccontextmanager
-async def _classified(tenant: str) -> AsyncIterator[None]:
-    """A direct Graph read (the recovery look-up by tag, a calendar listing) fails like any write would: transient
-    (retry later, the mailbox stays retryable), mailbox unavailable (M6, a tenant that refuses the app too), or permanent."""
-    try:
-        yield
-    except (APIError, ClientAuthenticationError) as err:
-        refused = tenant_refusal(tenant, err)
-        if refused is not None:
-            raise MailboxUnavailable(refused[1]) from err
-        if isinstance(err, ClientAuthenticationError):
-            raise
-        _raise_classified(err)
-    except (TimeoutError, httpx.TransportError) as exc:
-        raise TransientError(f"Graph did not answer ({type(exc).__name__})", code="network") from exc
-
-
-def _raise_classified(err: APIError) -> None:
-    status, code = err.response_status_code or 0, _error_code(err)
-    outcome = _classify(status, code, OpKind.UPDATE)
-    if outcome in (Outcome.TRANSIENT, Outcome.GONE) and status != 404:
-        raise TransientError(f"Graph answered {status} ({code}) after retries", code=f"http_{status}") from err
-    if outcome in (Outcome.MAILBOX_UNAVAILABLE, Outcome.GONE):
-        reason = _probe_reason(status, code)
-        raise MailboxUnavailable(f"{reason}: {PROBE_MESSAGES[reason]}") from err
-    raise PermanentError(f"Graph refused the request ({status} {code})", code=f"http_{status}") from err
-
-
-def _error_code(err: APIError) -> str | None:
-    error = getattr(err, "error", None)
-    return getattr(error, "code", None)
 
 
 def _literal(value: str) -> str:

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import TypeVar
 
 from ..core.access import Principal
-from ..ports import AuditStore
+from ..ports import Journal
 
 log = logging.getLogger("sync.audit")
 T = TypeVar("T")
 
 
-async def audited(store: AuditStore, who: Principal, operation: str, mailboxes: list[str], now: datetime, action: Awaitable[T],
+async def audited(journal: Journal, who: Principal, operation: str, mailboxes: list[str], now: datetime, action: Awaitable[T],
                   detail: str = "") -> T:
     result, error = "error", ""
     try:
@@ -27,7 +27,7 @@ async def audited(store: AuditStore, who: Principal, operation: str, mailboxes: 
         error = str(exc)[:300]
         raise
     finally:
-        await store.record_audit({"at": now.isoformat(), "who": who.name, "who_id": who.object_id, "operation": operation,
+        await journal.record({"at": now.isoformat(), "who": who.name, "who_id": who.object_id, "operation": operation,
                                   "mailboxes": mailboxes[:200], "mailbox_count": len(mailboxes), "result": result,
                                   "detail": detail[:300], "error": error})
         log.info("admin operation", extra={"operation": operation, "result": result, "mailbox_count": len(mailboxes),

@@ -9,18 +9,28 @@ from ..core.domain import Booking
 from ..core.explain import Diagnosis, explain
 from ..core.ids import checked_guid
 from ..core.settings import SyncSettings
-from ..ports import BookingSource, LinkStore, MailboxStore, OutcomeStore
+from ..ports import BookingSource, DeploymentConfig, MailboxPartitions, MailboxRegistry
 
 
-class DiagnoseStore(MailboxStore, LinkStore, OutcomeStore, Protocol):
-    """The rows a diagnosis reads."""
+class DiagnoseState(Protocol):
+    """The state a diagnosis reads."""
+
+    @property
+    def mailboxes(self) -> MailboxRegistry: ...
+
+    @property
+    def partitions(self) -> MailboxPartitions: ...
+
+    @property
+    def config(self) -> DeploymentConfig: ...
 
 
-async def diagnose(booking_id: str, source: BookingSource, store: DiagnoseStore, settings: SyncSettings, now: datetime) -> Diagnosis:
+async def diagnose(booking_id: str, source: BookingSource, store: DiagnoseState, settings: SyncSettings, now: datetime) -> Diagnosis:
     booking_id = checked_guid(booking_id)
     booking = await source.read_booking(booking_id)
     address = booking.mailbox if isinstance(booking, Booking) else None
-    mailbox = await store.get_mailbox(address) if address else None
-    link = await store.get_link(address, booking_id) if address else None
-    outcome = await store.outcome(address, booking_id) if address else None
-    return explain(booking, booking_id, mailbox, link, outcome, settings, now, await store.global_filters())
+    record = await store.mailboxes.get(address) if address else None
+    mailbox = record.mailbox if record is not None and not record.unreadable else None
+    link = (await store.partitions.links(address)).get(booking_id) if address else None
+    outcome = await store.partitions.last_error(address, booking_id) if address else None
+    return explain(booking, booking_id, mailbox, link, outcome, settings, now, await store.config.global_filters())

@@ -53,10 +53,11 @@ async def filters_action(services: Services, environments: tuple[str, ...], requ
                          now: datetime) -> dict[str, Any]:
     """Raises InvalidRequest (a value the environment does not have) or AdminError (refused)."""
     store = services.store
-    target = await store.get_mailbox(request.mailbox) if request.mailbox else None
+    found = await store.mailboxes.get(request.mailbox) if request.mailbox else None
+    target = found.mailbox if found is not None else None
     if request.mailbox and target is None:
         raise AdminError(f"mailbox {request.mailbox} is not registered")
-    current = target.filters if target is not None else await store.global_filters()
+    current = target.filters if target is not None else await store.config.global_filters()
     changed = _changed(current, request)
     scope = f"mailbox {request.mailbox}" if request.mailbox else "global"
     if request.action == "add":
@@ -67,11 +68,11 @@ async def filters_action(services: Services, environments: tuple[str, ...], requ
             out.update(dry_run=True, would_remove=await _preview(services, target, changed, settings, now))
         return out
     if target is not None:
-        await MailboxAdmin(store).set_filters(target.address, changed)
+        await MailboxAdmin(store.mailboxes).set_filters(target.address, changed)
     else:
-        await store.put_global_filters(changed)
-        for row in await store.list_mailboxes():          # the scope changed: each mailbox re-reads its window
-            await store.update_mailbox_fields(row["address"], needs_initial_read=True)
+        await store.config.put_global_filters(changed)
+        # the scope changed: each mailbox re-reads its window
+        await store.mailboxes.update_many([r.address for r in await store.mailboxes.all()], needs_initial_read=True)
     return {"scope": scope, "filters": [filter_to_dict(f) for f in changed]}
 
 
@@ -106,14 +107,13 @@ async def _preview(services: Services, target: Mailbox | None, changed: tuple[Sy
     """What the change would remove (unlink or delete), per mailbox: each linked booking read again and planned
     under the new filters. Writes nothing."""
     store = services.store
-    global_filters = await store.global_filters()
-    mailboxes = [target] if target is not None else [m for m in [await store.get_mailbox(r["address"])
-                                                                  for r in await store.list_mailboxes()] if m is not None]
+    global_filters = await store.config.global_filters()
+    mailboxes = [target] if target is not None else [r.mailbox for r in await store.mailboxes.all() if not r.unreadable]
     out: dict[str, int] = {}
     for mailbox in mailboxes:
         if not mailbox.eligible:
             continue
-        links = {k: link for k, link in (await store.links(mailbox.address)).items() if link.state == LinkState.LINKED}
+        links = {k: link for k, link in (await store.partitions.links(mailbox.address)).items() if link.state == LinkState.LINKED}
         bookings = await _current_bookings(services, links)
         future = replace(mailbox, filters=changed) if target is not None else mailbox
         removals = plan(bookings, set(), links, future, settings, now, global_filters=changed if target is None else global_filters,

@@ -9,11 +9,10 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from ..core.domain import Mailbox, MailboxTestStatus, SyncFilter
 from ..core.tenants import TenantMap
-from ..ports import BookingSource, Calendar, MailboxStore
+from ..ports import BookingSource, Calendar, MailboxFields, MailboxRegistry
 
 Progress = Callable[[int, int], None]
 
@@ -36,20 +35,23 @@ def _none(done: int, total: int) -> None:
 
 
 class MailboxAdmin:
-    def __init__(self, store: MailboxStore, calendar: Calendar | None = None, *, concurrency: int = 32,
+    def __init__(self, registry: MailboxRegistry, calendar: Calendar | None = None, *, concurrency: int = 32,
                  tenants: TenantMap | None = None):
-        self.store, self.calendar, self.concurrency = store, calendar, concurrency
+        self.registry, self.calendar, self.concurrency = registry, calendar, concurrency
         self.tenants = tenants or TenantMap()
 
     async def _require(self, address: str) -> Mailbox:
-        mailbox = await self.store.get_mailbox(address.lower())
-        if mailbox is None:
+        record = await self.registry.get(address.lower())
+        if record is None:
             raise AdminError(f"mailbox {address} is not registered; run `discover` or `register` first")
-        return mailbox
+        if record.unreadable:
+            raise AdminError(f"mailbox {address}: {record.unreadable}; register it again to rewrite it")
+        return record.mailbox
 
     async def register(self, address: str, environment: str, *, approved: bool = False) -> Mailbox:
         address, environment = address.lower(), environment.lower()
-        existing = await self.store.get_mailbox(address)
+        found = await self.registry.get(address)
+        existing = found.mailbox if found is not None and not found.unreadable else None
         if existing is not None:
             if existing.environment and existing.environment != environment:
                 raise AdminError(f"mailbox {address} syncs with {existing.environment}; a mailbox syncs with one environment at a time. "
@@ -60,7 +62,7 @@ class MailboxAdmin:
         mailbox = Mailbox(address=address, environment=environment, approved=approved)
         # A new row holds no links yet; D5's guard reads the deployment's link total from these counts (an
         # undercount, should links be left from an earlier registration, only makes the guard hold sooner).
-        await self.store.put_mailbox(mailbox, needs_initial_read=True, linked_count=0)
+        await self.registry.put(mailbox, needs_initial_read=True, linked_count=0)
         return mailbox
 
     async def discover(self, source: BookingSource, progress: Progress = _none) -> dict[str, int]:
@@ -75,7 +77,8 @@ class MailboxAdmin:
             if not resource.mailbox or resource.disabled:
                 counts["no_mailbox"] += 1
                 continue
-            existing = await self.store.get_mailbox(resource.mailbox)
+            found = await self.registry.get(resource.mailbox)
+            existing = found.mailbox if found is not None else None
             if existing is not None:
                 counts["already" if existing.environment in (None, source.environment.lower()) else "bound_elsewhere"] += 1
                 continue
@@ -91,7 +94,7 @@ class MailboxAdmin:
         for i, address in enumerate(addresses, 1):
             mailbox = await self._require(address)
             if not mailbox.approved:
-                await self.store.put_mailbox(replace(mailbox, approved=True))
+                await self.registry.put(replace(mailbox, approved=True))
             progress(i, len(addresses))
         return len(addresses)
 
@@ -124,9 +127,10 @@ class MailboxAdmin:
                         status = MailboxTestStatus.SUCCESS if probe.ok else MailboxTestStatus.FAILURE
                         updated = replace(mailbox, test_status=status, test_reason=None if probe.ok else f"{probe.reason}: {probe.message}",
                                           time_zone=probe.time_zone or mailbox.time_zone, enabled=True if probe.ok else mailbox.enabled)
-                        extra: dict[str, Any] = {"tested_at": now.isoformat(), "test_warning": probe.warning or "",
-                                                 **({"needs_initial_read": True} if probe.ok else {})}
-                        await self.store.put_mailbox(updated, None, **extra)
+                        extra: MailboxFields = {"tested_at": now.isoformat(), "test_warning": probe.warning or ""}
+                        if probe.ok:
+                            extra["needs_initial_read"] = True
+                        await self.registry.put(updated, **extra)
                 done[0] += 1
                 progress(done[0], len(addresses))
                 return report
@@ -137,7 +141,7 @@ class MailboxAdmin:
         """M5: off deletes nothing and syncs nothing new; on resumes without duplicates."""
         mailbox = await self._require(address)
         updated = replace(mailbox, enabled=enabled)
-        await self.store.put_mailbox(updated)
+        await self.registry.put(updated)
         return updated
 
     async def set_sync_method(self, address: str, method: str) -> Mailbox:
@@ -145,18 +149,18 @@ class MailboxAdmin:
             raise AdminError("sync method must be server-side or none")
         mailbox = await self._require(address)
         updated = replace(mailbox, sync_method=method)
-        await self.store.put_mailbox(updated)
+        await self.registry.put(updated)
         return updated
 
     async def move(self, address: str, environment: str) -> Mailbox:
         """M4: the explicit command that binds a mailbox to another environment. It must be tested again."""
         mailbox = await self._require(address)
         updated = replace(mailbox, environment=environment.lower(), test_status=MailboxTestStatus.NOT_TESTED, test_reason=None)
-        await self.store.put_mailbox(updated, needs_initial_read=True)
+        await self.registry.put(updated, needs_initial_read=True)
         return updated
 
     async def set_filters(self, address: str, filters: tuple[SyncFilter, ...]) -> Mailbox:
         mailbox = await self._require(address)
         updated = replace(mailbox, filters=filters)
-        await self.store.put_mailbox(updated, needs_initial_read=True)
+        await self.registry.put(updated, needs_initial_read=True)
         return updated

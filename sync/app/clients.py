@@ -14,12 +14,12 @@ from azure.core.exceptions import ClientAuthenticationError
 from ..adapters.credentials import build_credential, tenant_credential, token_identity
 from ..adapters.dataverse import DataverseClient
 from ..adapters.graph import GraphCalendar
-from ..adapters.tables import TableStateStore
+from ..adapters.tables import TableState
 from ..adapters.tenant_calendars import TenantRoutedCalendar
 from ..core.access import EITHER, Principal
 from ..core.ids import environment_named
 from ..core.tenants import HOME, TenantMap
-from ..ports import Calendar
+from ..ports import Calendar, State
 from .settings import AppSettings
 
 # Any scope the credential may ask for names its identity; Table Storage's is one every deployment's credential holds.
@@ -27,13 +27,15 @@ IDENTITY_SCOPE = "https://storage.azure.com/.default"
 
 
 class Clients:
-    """Use as `async with Clients(settings) as clients:`."""
+    """Use as `async with Clients(settings) as clients:`. `table_options`: azure-core client options for the state's
+    Table client (a `raw_request_hook`, per-call policies), for a caller that watches its requests (the bench)."""
 
-    def __init__(self, settings: AppSettings):
+    def __init__(self, settings: AppSettings, **table_options: Any):
         self.settings = settings
+        self._table_options = table_options
         self._stack = AsyncExitStack()
         self._credential: Any = None
-        self._store: TableStateStore | None = None
+        self._store: TableState | None = None
         self._calendar: GraphCalendar | TenantRoutedCalendar | None = None
         self._sources: dict[str, DataverseClient] = {}
 
@@ -41,8 +43,8 @@ class Clients:
         s = self.settings
         self._credential = build_credential(s.credential, s.managed_identity_client_id)
         self._stack.push_async_callback(self._credential.close)
-        self._store = TableStateStore.from_settings(s.storage_connection_string, s.storage_table_endpoint, self._credential,
-                                                    s.table_prefix)
+        self._store = TableState.from_settings(s.storage_connection_string, s.storage_table_endpoint, self._credential,
+                                               s.table_prefix, **self._table_options)
         self._stack.push_async_callback(self._store.close)
         return self
 
@@ -50,7 +52,7 @@ class Clients:
         await self._stack.aclose()
 
     @property
-    def store(self) -> TableStateStore:
+    def store(self) -> State:
         if self._store is None:
             raise RuntimeError("Clients is used outside `async with`")
         return self._store

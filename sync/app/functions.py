@@ -17,7 +17,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from ..admin.audit import audited
-from ..core.access import NEEDS, Forbidden, Principal, authorize
+from ..core.access import Forbidden, Principal, authorize
 from . import orchestrators as orchestration
 from .gc_tuning import freeze_loaded
 from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
@@ -75,8 +75,8 @@ async def _start(client: df.DurableOrchestrationClient, trigger: str, force: boo
     from .singleton import start_cycle_once
 
     settings = activities().settings
-    rt = await activities().clients()
-    return await start_cycle_once(client, rt.store, datetime.now(UTC), f"{trigger}-{uuid.uuid4()}",
+    clients = await activities().clients()
+    return await start_cycle_once(client, clients.store.leases, datetime.now(UTC), f"{trigger}-{uuid.uuid4()}",
                                   orchestration.CYCLE_INSTANCE_ID, orchestration.CYCLE_ORCHESTRATOR,
                                   {"environments": list(settings.environments), "force": force, "trigger": trigger})
 
@@ -97,7 +97,8 @@ def signed_in(req: func.HttpRequest, operation: str) -> Principal | func.HttpRes
     """The principal Easy Auth signed in, if it holds a role the operation needs; else the 403 naming that role, or
     401 when the principal header cannot be read."""
     try:
-        return authorize(principal_from(dict(req.headers)), operation)
+        from ..admin.commands import roles_for
+        return authorize(principal_from(dict(req.headers)), operation, roles_for(operation))
     except MalformedPrincipal as exc:
         return _json(401, {"error": str(exc)})
     except Forbidden as exc:
@@ -137,7 +138,7 @@ async def sync_run_now(req: func.HttpRequest, client: df.DurableOrchestrationCli
         force = body.get("force", False)
     try:
         store = (await activities().clients()).store
-        started = await audited(store, who, "run", [], datetime.now(UTC), _start(client, "http", force),
+        started = await audited(store.audit, who, "run", [], datetime.now(UTC), _start(client, "http", force),
                                 detail="force" if force else "")
     except SettingError as exc:
         return _json(500, {"error": str(exc)})
@@ -161,7 +162,7 @@ async def sync_status(req: func.HttpRequest, client: df.DurableOrchestrationClie
     if status is not None and getattr(status, "runtime_status", None) is not None:
         current = {"runtimeStatus": status.runtime_status.value, "customStatus": status.custom_status,
                    "createdTime": status.created_time, "lastUpdatedTime": status.last_updated_time}
-    runs = await (await activities().clients()).store.recent_runs(5)
+    runs = await (await activities().clients()).store.runs.recent(5)
     return _json(200, {"current": current, "recent": runs})
 
 
@@ -188,8 +189,9 @@ async def mailboxes_admin(req: func.HttpRequest) -> func.HttpResponse:
 
 
 async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
-    from ..admin.operations import AdminError, InvalidRequest, mailbox_action, validate
-    who = signed_in(req, action if action in NEEDS else "list")
+    from ..admin.commands import MAILBOX_OPERATIONS
+    from ..admin.dispatch import AdminError, InvalidRequest, mailbox_action, validate
+    who = signed_in(req, action if action in MAILBOX_OPERATIONS else "list")
     if isinstance(who, func.HttpResponse):
         return who
     try:
@@ -209,7 +211,7 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
         clients, now = await activities().clients(), datetime.now(UTC)
         work = mailbox_action(clients, settings.environments, action, addresses, body.get("all", False), body.get("environment"), now,
                               method=body.get("method"))
-        result = await (work if action == "list" else audited(clients.store, who, f"mailboxes {action}", addresses, now, work,
+        result = await (work if action == "list" else audited(clients.store.audit, who, f"mailboxes {action}", addresses, now, work,
                                                                 detail="all" if body.get("all") else ""))
     except AdminError as exc:
         return _json(409, {"error": str(exc)})
@@ -220,8 +222,8 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
 async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
     """S5: GET /api/filters[?mailbox=ADDRESS] lists; POST with {"action": "add"|"remove", "name", "booking_statuses",
     "work_order_types", "territories", "mailbox"} changes them (global unless a mailbox is named)."""
+    from ..admin.dispatch import AdminError, InvalidRequest
     from ..admin.filters import filter_request, filters_action
-    from ..admin.operations import AdminError, InvalidRequest
     reader = signed_in(req, "filters-list")              # nobody without a role learns even what the body should be
     if isinstance(reader, func.HttpResponse):
         return reader
@@ -245,7 +247,8 @@ async def sync_filters(req: func.HttpRequest) -> func.HttpResponse:
                                  body.get("work_order_types", []), body.get("territories", []), body.get("dry_run", False))
         clients, now = await activities().clients(), datetime.now(UTC)
         work = filters_action(clients, settings.environments, request, settings.sync, now)
-        result = await (audited(clients.store, who, f"filters {request.action}", [request.mailbox] if request.mailbox else [], now, work,
+        targets = [request.mailbox] if request.mailbox else []
+        result = await (audited(clients.store.audit, who, f"filters {request.action}", targets, now, work,
                                 detail=request.name + (" (dry run)" if request.dry_run else "")) if changing else work)
     except InvalidRequest as exc:
         return _json(400, {"error": str(exc)})
@@ -269,8 +272,8 @@ async def booking_diagnosis(req: func.HttpRequest) -> func.HttpResponse:
     environment = environment_named(settings.environments, req.params.get("environment") or settings.environments[0])
     if environment is None:
         return _json(400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"})
-    rt = await activities().clients()
-    result = await diagnose(booking_id, rt.source(environment), rt.store, settings.sync, datetime.now(UTC))
+    clients = await activities().clients()
+    result = await diagnose(booking_id, clients.source(environment), clients.store, settings.sync, datetime.now(UTC))
     return _json(200, result.to_dict())
 
 
@@ -283,7 +286,7 @@ async def audit_trail(req: func.HttpRequest) -> func.HttpResponse:
     limit = req.params.get("limit", "50")
     if not re.fullmatch(r"[0-9]{1,4}", limit) or not 1 <= int(limit) <= 1000:     # str.isdigit() takes "¹", int() does not
         return _json(400, {"error": "limit must be a whole number from 1 to 1000"})
-    return _json(200, {"audit": await (await activities().clients()).store.recent_audit(int(limit))})
+    return _json(200, {"audit": await (await activities().clients()).store.audit.recent(int(limit))})
 
 
 @bp.route(route="dataverse/webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -11,22 +11,22 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ..ports import LeaseStore
+from ..ports import NamedLeases
 
 log = logging.getLogger("sync.leases")
 
 
 class KeptLease:
-    """`async with KeptLease(store, name, holder, ttl_s) as held:` where `held` says whether it was acquired."""
+    """`async with KeptLease(leases, name, holder, ttl_s) as held:` where `held` says whether it was acquired."""
 
-    def __init__(self, store: LeaseStore, name: str, holder: str, ttl_s: float, *, on_lost: Callable[[], None] | None = None):
-        self.store, self.name, self.holder, self.ttl_s, self.on_lost = store, name, holder, ttl_s, on_lost
+    def __init__(self, leases: NamedLeases, name: str, holder: str, ttl_s: float, *, on_lost: Callable[[], None] | None = None):
+        self.leases, self.name, self.holder, self.ttl_s, self.on_lost = leases, name, holder, ttl_s, on_lost
         self.held = False
         self.lost = False
         self._keeper: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> bool:
-        self.held = await self.store.acquire_lease(self.name, self.holder, datetime.now(UTC), self.ttl_s)
+        self.held = await self.leases.acquire(self.name, self.holder, datetime.now(UTC), self.ttl_s)
         if self.held:
             self._keeper = asyncio.get_running_loop().create_task(self._keep())
         return self.held
@@ -37,13 +37,13 @@ class KeptLease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
         if self.held and not self.lost:
-            await self.store.release_lease(self.name, self.holder)
+            await self.leases.release(self.name, self.holder)
 
     async def _keep(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             try:
-                renewed = await self.store.renew_lease(self.name, self.holder, datetime.now(UTC), self.ttl_s)
+                renewed = await self.leases.renew(self.name, self.holder, datetime.now(UTC), self.ttl_s)
             except Exception as exc:           # a failed renewal is retried at the next third; the TTL still holds
                 log.warning("lease renewal failed: lease=%s error=%s", self.name.split(":")[0], type(exc).__name__)
                 continue

@@ -41,8 +41,8 @@ def sync_cycle(context: df.DurableOrchestrationContext):
     settings: dict[str, Any] = context.get_input() or {}
     now = context.current_utc_datetime
     environments = settings.get("environments") or []
-    # To the microsecond: the id also names the cycle's one listing of the mailbox rows (which carry the observations
-    # collect leaves inline), and two cycles started within one second must not share it.
+    # To the microsecond: the id also names the cycle's one listing of the mailboxes (app/listing.py), and two cycles
+    # started within one second must not share it.
     run = {"id": context.instance_id + ":" + now.strftime("%Y%m%dT%H%M%S.%fZ"), "started": now.isoformat(),
            "trigger": settings.get("trigger", "timer"), "environments": [], "mailboxes": []}
 

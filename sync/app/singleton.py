@@ -10,7 +10,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from ..ports import DurableClient, LeaseStore
+from ..ports import DurableClient, NamedLeases
 
 log = logging.getLogger("sync.singleton")
 LEASE = "cycle-start"
@@ -18,10 +18,10 @@ LEASE_TTL_S = 30.0          # kept (renewed) by whoever runs the cycle in proces
 RUNNING = {"Running", "Pending", "ContinuedAsNew"}
 
 
-async def start_cycle_once(client: DurableClient, store: LeaseStore, now: datetime, holder: str, instance_id: str, orchestrator: str,
+async def start_cycle_once(client: DurableClient, leases: NamedLeases, now: datetime, holder: str, instance_id: str, orchestrator: str,
                            input_: dict[str, Any]) -> str | None:
     """Start the singleton orchestration unless one is running. Returns the instance id started, or None."""
-    if not await store.acquire_lease(LEASE, holder, now, LEASE_TTL_S):
+    if not await leases.acquire(LEASE, holder, now, LEASE_TTL_S):
         log.info("cycle not started: another starter holds the lease")
         return None
     try:
@@ -34,4 +34,4 @@ async def start_cycle_once(client: DurableClient, store: LeaseStore, now: dateti
         log.info("cycle started")
         return instance_id
     finally:
-        await store.release_lease(LEASE, holder)
+        await leases.release(LEASE, holder)

@@ -21,28 +21,18 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from ..core import scope
-from ..core.domain import Booking, Mailbox, SkippedRow
+from ..core.domain import Booking, SkippedRow
 from ..core.ids import environment_named, is_guid
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
 from ..engine.collect import Registered, needs_no_sync, with_waiting
-from ..ports import (
-    BookingSource,
-    DurableClient,
-    LinkStore,
-    MailboxStore,
-    PendingStore,
-    Services,
-    TransientError,
-    WakeStore,
-    has_pending_work,
-)
+from ..ports import BookingSource, DurableClient, MailboxRecord, Services, State, TransientError, WakeRows
 from .orchestrators import MAILBOX_ORCHESTRATOR
 from .settings import UNRESOLVED_SECRET, AppSettings
 
@@ -65,10 +55,6 @@ class Notification:
     message: str
     booking_id: str
     correlation_id: str | None
-
-
-class WebhookStore(MailboxStore, LinkStore, PendingStore, WakeStore, Protocol):
-    """The rows the webhook touches."""
 
 
 def instance_id(telemetry_key: str, mailbox: str, generation: int) -> str:
@@ -122,7 +108,7 @@ def sending_environment(params: dict[str, str], environments: tuple[str, ...]) -
     return named
 
 
-async def route(notification: Notification, source: BookingSource, store: WebhookStore, settings: SyncSettings,
+async def route(notification: Notification, source: BookingSource, state: State, settings: SyncSettings,
                 now: datetime) -> dict[str, dict[str, Any] | None]:
     """The pending observations this change produces, per mailbox (nothing for mailboxes not registered, nor for
     one whose sync would leave the event alone: X1, as in collect)."""
@@ -135,48 +121,47 @@ async def route(notification: Notification, source: BookingSource, store: Webhoo
     if isinstance(booking, SkippedRow):
         log.warning("webhook booking skipped: booking=%s reason=%s", booking.booking_id, booking.reason)
         return {}
-    indexed = await store.mailboxes_for_bookings(environment, [notification.booking_id])
+    indexed = await state.index.holders(environment, [notification.booking_id])
     holders = set(indexed.get(notification.booking_id, set()))
     if booking is None:
-        registered = Registered.of(await store.list_mailboxes())
-        holders = (await with_waiting(store, registered.waiting_for(environment), {notification.booking_id: None}, indexed,
-                                      registered.rows)).get(notification.booking_id, set())
+        registered = Registered.of(await state.mailboxes.all())
+        holders = (await with_waiting(state.partitions, registered.waiting_for(environment), {notification.booking_id: None},
+                                      indexed)).get(notification.booking_id, set())
     observation = booking_to_dict(booking) if isinstance(booking, Booking) else None
     targets = set(holders)
     if isinstance(booking, Booking) and booking.mailbox:
         targets.add(booking.mailbox)
     routed: dict[str, dict[str, Any] | None] = {}
     for mailbox in sorted(targets):
-        entry = await store.mailbox_entry(mailbox)
-        if entry is None:                                                # not registered: nothing to keep for it
+        record = await state.mailboxes.get(mailbox)
+        if record is None:                                               # not registered: nothing to keep for it
             continue
-        if mailbox not in holders and not scope.serves(entry[0].environment, environment):
+        if mailbox not in holders and not scope.serves(record.mailbox.environment, environment):
             continue                                                     # M4: bound to another environment
-        if isinstance(booking, Booking) and await _left_alone(store, booking, entry, settings, now):
+        if isinstance(booking, Booking) and await _left_alone(state, booking, record, settings, now):
             log.info("webhook change left alone (X1): booking=%s", notification.booking_id)
             continue
         routed[mailbox] = observation
-        await store.add_pending(mailbox, {notification.booking_id: observation})
+        await state.partitions.observe({mailbox: {notification.booking_id: observation}})
     return routed
 
 
-async def _left_alone(store: WebhookStore, booking: Booking, entry: tuple[Mailbox, dict[str, Any]], settings: SyncSettings,
-                      now: datetime) -> bool:
-    """needs_no_sync, with the mailbox's own row and filters; the global filters are read only for a cancellation
+async def _left_alone(state: State, booking: Booking, record: MailboxRecord, settings: SyncSettings, now: datetime) -> bool:
+    """needs_no_sync, with the mailbox's own record and filters; the global filters are read only for a cancellation
     that could be left alone."""
-    mailbox, row = entry
-    if not scope.may_be_left_alone(booking, settings, now):                    # no filters to read
+    if record.unreadable or not scope.may_be_left_alone(booking, settings, now):   # no filters to read
         return False
-    return needs_no_sync(booking, mailbox, has_pending_work(row), settings, now, () if mailbox.filters else await store.global_filters())
+    global_filters = () if record.mailbox.filters else await state.config.global_filters()
+    return needs_no_sync(booking, record.mailbox, record.has_work, settings, now, global_filters)
 
 
-async def start_mailbox_syncs(client: DurableClient, store: WakeStore, telemetry_key: str, mailboxes: list[str],
+async def start_mailbox_syncs(client: DurableClient, wakes: WakeRows, telemetry_key: str, mailboxes: list[str],
                               now: datetime) -> list[str]:
     """Wake each mailbox's own sync: a running one is marked dirty and goes round again before it ends
     (no change waits for the timer); otherwise a new generation is claimed and started."""
     started = []
     for mailbox in mailboxes:
-        generation = await store.request_sync(mailbox, now, WAKE_STALE_S)
+        generation = await wakes.request(mailbox, now, WAKE_STALE_S)
         if generation is None:
             continue
         ref = mailbox_ref(telemetry_key, mailbox)
@@ -184,7 +169,7 @@ async def start_mailbox_syncs(client: DurableClient, store: WakeStore, telemetry
         try:
             await client.start_new(MAILBOX_ORCHESTRATOR, instance, {"mailbox_ref": ref, "generation": generation})
         except Exception:
-            await store.finish_sync(mailbox, generation, now, release=True)    # not started: let the next change claim it
+            await wakes.finish(mailbox, generation, now, release=True)    # not started: let the next change claim it
             raise
         started.append(instance)
     return started
@@ -209,7 +194,7 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
     try:
         routed = await route(notification, services.source(environment), services.store, settings.sync,
                              datetime.fromisoformat(now_iso))
-        started = await start_mailbox_syncs(client, services.store, await services.store.telemetry_key(), sorted(routed),
+        started = await start_mailbox_syncs(client, services.store.wakes, await services.store.config.telemetry_key(), sorted(routed),
                                             datetime.fromisoformat(now_iso))
     except (TransientError, ServiceRequestError, ServiceResponseError) as exc:
         return _unavailable(notification, exc)

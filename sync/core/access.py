@@ -4,6 +4,8 @@ System Admin role or the delegated mailbox approver role"). Pure: the principal 
 - Sync.Operator runs cycles (also forced), moves mailboxes and changes sync filters.
 - Mailbox.Approver discovers, registers, approves, tests, enables or disables mailboxes and sets their sync method.
 - Reading status (cycles, mailboxes, filters, a diagnosis, the audit trail) needs either role.
+
+Which operation needs which is declared with the operation (admin/commands.py).
 """
 from __future__ import annotations
 
@@ -13,12 +15,6 @@ OPERATOR = "Sync.Operator"
 APPROVER = "Mailbox.Approver"
 EITHER = frozenset({OPERATOR, APPROVER})
 
-# operation -> the roles that may perform it
-NEEDS: dict[str, frozenset[str]] = {
-    "run": frozenset({OPERATOR}), "move": frozenset({OPERATOR}), "filters-change": frozenset({OPERATOR}),
-    **{op: frozenset({APPROVER}) for op in ("discover", "register", "approve", "test", "enable", "disable", "set-method")},
-    **{op: EITHER for op in ("status", "list", "filters-list", "diagnose", "audit")},
-}
 
 
 @dataclass(frozen=True)
@@ -32,8 +28,8 @@ class Forbidden(Exception):
     """Refused: the message names the role needed."""
 
 
-def authorize(principal: Principal | None, operation: str) -> Principal:
-    needed = NEEDS[operation]
+def authorize(principal: Principal | None, operation: str, needed: frozenset[str]) -> Principal:
+    """`needed`: the roles the operation's declaration names (admin/commands.py)."""
     if principal is None:
         raise Forbidden("sign in: administration over HTTP needs a Microsoft Entra sign-in (App Service Authentication)")
     if not needed & principal.roles:

@@ -1,11 +1,14 @@
 """Domain objects <-> plain JSON-able dicts: what activities pass to each other and what the store keeps."""
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
+from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from .domain import Address, Booking, BookingLocation, BookingStatus, Mailbox, MailboxTestStatus, SyncFilter, WorkOrder
+from .domain import Address, Booking, BookingLocation, BookingStatus, SyncFilter, WorkOrder
+
+T = TypeVar("T")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -28,15 +31,25 @@ def booking_to_dict(b: Booking) -> dict[str, Any]:
     return d
 
 
-def booking_from_dict(d: dict[str, Any]) -> Booking:
+def _known(cls: type[T], values: Mapping[str, Any] | None, **given: Any) -> T:
+    """`cls` from the fields of `values` it has (E5: a field another version added is ignored, one it lacks defaults)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in (values or {}).items() if k in names}, **given)
+
+
+def booking_from_dict(d: Mapping[str, Any]) -> Booking:
+    """Raises KeyError, TypeError or ValueError when a field every version writes (id, environment, times, active,
+    status) is missing or does not read."""
     wo = d.get("work_order")
-    work_order = None
-    if wo:
-        work_order = WorkOrder(**{**wo, "address": Address(**(wo.get("address") or {}))})
+    work_order = _known(WorkOrder, {k: v for k, v in wo.items() if k != "address"}, address=_known(Address, wo.get("address"))) \
+        if wo else None
+    status = d["status"]
+    if not isinstance(status, Mapping):
+        raise TypeError("a booking's status is an object")
     return Booking(id=d["id"], environment=d["environment"], start=_required_dt(d["start"]), end=_required_dt(d["end"]), active=d["active"],
-                   status=BookingStatus(**d["status"]), resource_id=d.get("resource_id"), resource_type=d.get("resource_type"),
-                   mailbox=d.get("mailbox"), work_order=work_order, name=d.get("name"), modified_on=_dt(d.get("modified_on")),
-                   location=BookingLocation(**(d.get("location") or {})))
+                   status=BookingStatus(status.get("id"), status.get("name"), status.get("status"), status.get("field_service_status")),
+                   resource_id=d.get("resource_id"), resource_type=d.get("resource_type"), mailbox=d.get("mailbox"), work_order=work_order,
+                   name=d.get("name"), modified_on=_dt(d.get("modified_on")), location=_known(BookingLocation, d.get("location")))
 
 
 def filter_to_dict(f: SyncFilter) -> dict[str, Any]:
@@ -48,12 +61,3 @@ def filter_from_dict(d: dict[str, Any]) -> SyncFilter:
     return SyncFilter(d["name"], frozenset(d.get("booking_statuses", [])), frozenset(d.get("work_order_types", [])),
                       frozenset(d.get("territories", [])))
 
-
-def mailbox_from_row(row: Any) -> Mailbox:
-    """A mailbox row as the store keeps it (its filters as JSON); raises KeyError or ValueError for one that does not
-    read as a mailbox."""
-    return Mailbox(address=row["address"], environment=row.get("environment") or None,
-                   sync_method=row.get("sync_method", "server-side"), approved=bool(row.get("approved")),
-                   test_status=MailboxTestStatus(row.get("test_status", "not_tested")), test_reason=row.get("test_reason") or None,
-                   enabled=bool(row.get("enabled", True)), time_zone=row.get("time_zone") or "UTC",
-                   filters=tuple(filter_from_dict(f) for f in json.loads(row.get("filters") or "[]")))

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from . import mailbox_reasons
 from .actions import Action, Cancel, Create, Delete, Forget, Kind, Recover, Skip, Unlink, Update
 from .domain import Link, LinkState
 from .operations import OpResult, Outcome
 from .reasons import Reason
 from .render import render
-from .tenants import TENANT_REASONS
 
 
 @dataclass(frozen=True)
@@ -150,11 +150,6 @@ def intent_obsolete(recovery: Recovery, next_actions: list[Action]) -> bool:
 
 
 def mailbox_failure_reason(result: OpResult) -> str:
-    """M6: the reason a person can act on, for a mailbox Graph refused (or whose tenant refused the app)."""
-    if result.code in TENANT_REASONS:
-        return result.message or result.code or ""
-    if result.status == 403 or result.code == "ErrorAccessDenied":
-        return "access_denied: the app's Exchange RBAC scope does not include this mailbox"
-    if result.code == "MailboxNotEnabledForRESTAPI":
-        return "mailbox_disabled: the mailbox is inactive, soft-deleted or on-premises"
-    return "mailbox_not_found: Exchange Online has no mailbox for this address"
+    """M6: the reason a person can act on, for a mailbox the calendar refused (its adapter names the product's
+    reason, core/mailbox_reasons.py, or a tenant's refusal)."""
+    return mailbox_reasons.stated(result.code, result.message)

@@ -12,15 +12,15 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from ..ports import MailboxLease, MailboxStateStore
+from ..ports import MailboxLease, MailboxPartitions
 
 log = logging.getLogger("sync.engine")
 Clock = Callable[[], datetime]
 
 
 class HeldClaim:
-    def __init__(self, store: MailboxStateStore, mailbox: str, lease: MailboxLease, ttl_s: float, clock: Clock):
-        self.store, self.mailbox, self.ttl_s, self.clock = store, mailbox, ttl_s, clock
+    def __init__(self, partitions: MailboxPartitions, mailbox: str, lease: MailboxLease, ttl_s: float, clock: Clock):
+        self.partitions, self.mailbox, self.ttl_s, self.clock = partitions, mailbox, ttl_s, clock
         self.lease: MailboxLease | None = lease
         self.released = False                  # set once a commit gave the lease back
         self._renewing = self._stopping = False
@@ -48,7 +48,7 @@ class HeldClaim:
             await asyncio.sleep(self.ttl_s / 3)
             self._renewing = True
             try:
-                renewed = await self.store.renew_mailbox(self.mailbox, self.lease, self.clock(), self.ttl_s)
+                renewed = await self.partitions.renew(self.mailbox, self.lease, self.clock(), self.ttl_s)
             except Exception as exc:           # a failed renewal is retried at the next third; the TTL still holds
                 log.warning("mailbox lease renewal failed: error=%s", type(exc).__name__)
                 continue

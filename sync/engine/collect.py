@@ -23,25 +23,41 @@ from typing import Any, Protocol
 from ..core import scope
 from ..core.domain import Booking, Mailbox, SkippedRow, SyncFilter
 from ..core.scope import window
-from ..core.serialize import booking_to_dict, mailbox_from_row
+from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
 from ..ports import (
+    BookingIndex,
     BookingSource,
     ChangeTokenExpired,
-    CursorRow,
-    CursorStore,
-    LinkStore,
-    MailboxStore,
-    PendingStore,
+    Cursor,
+    Cursors,
+    DeploymentConfig,
+    MailboxPartitions,
+    MailboxRecord,
+    MailboxRegistry,
     ReadResult,
-    has_pending_work,
 )
 
 log = logging.getLogger("sync.engine")
 
 
-class CollectStore(MailboxStore, LinkStore, PendingStore, CursorStore, Protocol):
-    """The rows collect touches."""
+class CollectState(Protocol):
+    """The state collect touches."""
+
+    @property
+    def mailboxes(self) -> MailboxRegistry: ...
+
+    @property
+    def config(self) -> DeploymentConfig: ...
+
+    @property
+    def partitions(self) -> MailboxPartitions: ...
+
+    @property
+    def index(self) -> BookingIndex: ...
+
+    @property
+    def cursors(self) -> Cursors: ...
 
 
 @dataclass
@@ -68,8 +84,8 @@ class CollectResult:
     removals_held: int = 0                                  # mailboxes whose removals an earlier cycle's guard held
     mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
     carried: list[str] = field(default_factory=list)        # of them, those whose work was waiting before this collect
-    # The mailbox rows as listed at the end (every mark and inline set written): the listing the cycle's syncs can share.
-    listed: list[dict[str, Any]] = field(default_factory=list)
+    # The mailboxes as listed at the end (every mark written): the listing the cycle's syncs can share.
+    listed: list[MailboxRecord] = field(default_factory=list)
     global_filters: tuple[SyncFilter, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,18 +98,18 @@ class CollectResult:
 @dataclass(frozen=True)
 class Registered:
     """The registered mailboxes as collect read them, and what routing asks of them."""
-    rows: Mapping[str, Mapping[str, Any]]          # address -> its row
+    records: Mapping[str, MailboxRecord]           # address -> its record
     bindings: Mapping[str, str]                    # address -> the environment it is bound to ("" for none)
     filtered: frozenset[str]                       # with sync filters, its own or the global ones (D5's count)
     waiting: frozenset[str]                        # with pending work
     global_filters: tuple[SyncFilter, ...] = ()
 
     @classmethod
-    def of(cls, rows: Iterable[Mapping[str, Any]], global_filters: tuple[SyncFilter, ...] = ()) -> Registered:
-        by_address = {r["address"]: r for r in rows}
-        return cls(by_address, {a: (r.get("environment") or "").lower() for a, r in by_address.items()},
-                   frozenset(a for a, r in by_address.items() if global_filters or (r.get("filters") or "[]") != "[]"),
-                   frozenset(a for a, r in by_address.items() if has_pending_work(r)), global_filters)
+    def of(cls, records: Iterable[MailboxRecord], global_filters: tuple[SyncFilter, ...] = ()) -> Registered:
+        by_address = {r.address: r for r in records}
+        return cls(by_address, {a: (r.mailbox.environment or "").lower() for a, r in by_address.items()},
+                   frozenset(a for a, r in by_address.items() if global_filters or r.filtered),
+                   frozenset(a for a, r in by_address.items() if r.has_work), global_filters)
 
     def serves(self, address: str, environment: str) -> bool:
         return scope.serves(self.bindings[address], environment)
@@ -111,47 +127,47 @@ class Routing:
     left_alone: int = 0             # observations not kept: the mailbox's sync would skip them whatever its link (X1)
 
 
-async def collect(source: BookingSource, store: CollectStore, settings: SyncSettings, now: datetime) -> CollectResult:
+async def collect(source: BookingSource, state: CollectState, settings: SyncSettings, now: datetime) -> CollectResult:
     environment = source.environment.lower()
     low, high = window(settings, now)
-    cursor = await store.get_cursor(environment)
-    registered = Registered.of(await store.list_mailboxes(), await store.global_filters())
-    initial = {a for a, r in registered.rows.items() if r.get("needs_initial_read") and registered.serves(a, environment)}
-    observations = await read(source, store, cursor, low, high, initial)
+    cursor = await state.cursors.get(environment)
+    registered = Registered.of(await state.mailboxes.all(), await state.config.global_filters())
+    initial = {a for a, r in registered.records.items() if r.needs_initial_read and registered.serves(a, environment)}
+    observations = await read(source, state.index, cursor, low, high, initial)
     holders = observations.holders
-    waiting = await with_waiting(store, registered.waiting_for(environment), observations.observed, holders, registered.rows)
+    waiting = await with_waiting(state.partitions, registered.waiting_for(environment), observations.observed, holders)
     routing = route(observations, waiting, environment, registered, settings=settings, now=now)
-    result = await persist(store, environment, observations, routing, initial, cursor, high, holders, registered.rows)
-    result.removals_held = sum(1 for a, r in registered.rows.items() if r.get("removals_held") and registered.serves(a, environment))
+    result = await persist(state, environment, observations, routing, initial, cursor, high, holders)
+    result.removals_held = sum(1 for a, r in registered.records.items() if r.removals_held and registered.serves(a, environment))
     # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
     result.carried = sorted(m for m in registered.waiting if registered.serves(m, environment))
     result.global_filters = registered.global_filters
     return result
 
 
-async def with_waiting(store: PendingStore, with_work: Collection[str], observed: Mapping[str, Booking | None],
-                       holders: Mapping[str, set[str]], listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, set[str]]:
+async def with_waiting(partitions: MailboxPartitions, with_work: Collection[str], observed: Mapping[str, Booking | None],
+                       holders: Mapping[str, set[str]]) -> dict[str, set[str]]:
     """The holders a deletion is routed to: the mailboxes holding a link (the booking index, of the environment read),
     and those of `with_work` (bound to that environment: `Registered.waiting_for`) whose waiting observations name
     the booking. A mailbox that has not synced a booking yet (disabled, failing, held) has no link
     to it, and its next sync would otherwise create the event of a booking that is gone (D1). Only the index's
     holders lose their index rows with the deletion (persist): the others never had one."""
     gone = [booking_id for booking_id, booking in observed.items() if booking is None]
-    waiting = await store.pending_holders(with_work, gone, listed) if gone and with_work else {}
+    waiting = await partitions.waiting_holders(with_work, gone) if gone and with_work else {}
     return {b: set(holders.get(b, set())) | waiting.get(b, set()) for b in {*holders, *waiting}}
 
 
-async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None, low: datetime, high: datetime,
+async def read(source: BookingSource, links: BookingIndex, cursor: Cursor | None, low: datetime, high: datetime,
                initial: set[str]) -> Observations:
     """What changed since the cursor, and which mailboxes hold a link for each booking read; the whole window when
     there is no cursor or its token expired (T4)."""
     if cursor is None:
         return await _read_full(source, links, low, high)
-    horizon = cursor["horizon"]
+    horizon = cursor.horizon
     slice_start = max(horizon or low, low) if (horizon is None or high > horizon) else None   # S3: what entered the window
     try:
         # One request for a quiet cycle: both change feeds and the new slice of the window, batched.
-        changes, entered = await source.read_cycle(cursor["delta_links"], slice_start, high)
+        changes, entered = await source.read_cycle(dict(cursor.delta_links), slice_start, high)
     except ChangeTokenExpired:
         return await _read_full(source, links, low, high)
     environment = source.environment.lower()
@@ -187,16 +203,16 @@ async def read(source: BookingSource, links: LinkStore, cursor: CursorRow | None
     return Observations("delta", observed, skipped, changes.delta_links, first_reads, holders)
 
 
-async def _holders(links: LinkStore, environment: str, booking_ids: set[str]) -> dict[str, set[str]]:
-    return await links.mailboxes_for_bookings(environment, booking_ids) if booking_ids else {}
+async def _holders(links: BookingIndex, environment: str, booking_ids: set[str]) -> dict[str, set[str]]:
+    return await links.holders(environment, booking_ids) if booking_ids else {}
 
 
-async def _read_full(source: BookingSource, links: LinkStore, low: datetime, high: datetime) -> Observations:
+async def _read_full(source: BookingSource, links: BookingIndex, low: datetime, high: datetime) -> Observations:
     start = await source.read_changes(None)                              # start tracking before reading: no change falls between
     result = await source.read_window(low, high)
     observed: dict[str, Booking | None] = {b.id: b for b in result.bookings}
     skipped = list(result.skipped)
-    linked = await links.linked_bookings(source.environment.lower())    # the whole index: every holder of every booking
+    linked = await links.all_holders(source.environment.lower())    # the whole index: every holder of every booking
     missing = set(linked) - set(observed) - {s.booking_id for s in skipped}
     if missing:                                                          # linked but not in the window: gone, or moved away?
         again = await source.read_bookings(missing)
@@ -223,7 +239,7 @@ def route(observations: Observations, holders: Mapping[str, set[str]], environme
                 continue
             if mailbox not in holders.get(booking_id, set()) and not registered.serves(mailbox, environment):
                 continue                                                 # M4: bound to another environment
-            if booking is not None and _left_alone(booking, registered.rows[mailbox], mailbox in registered.waiting, settings, now,
+            if booking is not None and _left_alone(booking, registered.records[mailbox], mailbox in registered.waiting, settings, now,
                                                    registered.global_filters):
                 left_alone += 1
                 continue
@@ -238,17 +254,12 @@ def route(observations: Observations, holders: Mapping[str, set[str]], environme
     return Routing(per_mailbox, unregistered, to_holders, left_alone)
 
 
-def _left_alone(booking: Booking, row: Mapping[str, Any], waiting: bool, settings: SyncSettings, now: datetime,
+def _left_alone(booking: Booking, record: MailboxRecord, waiting: bool, settings: SyncSettings, now: datetime,
                 global_filters: tuple[SyncFilter, ...]) -> bool:
-    """The mailbox (with its filters) is read from its row only for a booking that may be left alone; a row that
-    does not read as a mailbox is told, as before (its sync reports it)."""
-    if not scope.may_be_left_alone(booking, settings, now):
+    """A mailbox whose row does not read is told, as before (its sync reports it)."""
+    if record.unreadable or not scope.may_be_left_alone(booking, settings, now):
         return False
-    try:
-        mailbox = mailbox_from_row(row)
-    except (KeyError, ValueError, TypeError):
-        return False
-    return needs_no_sync(booking, mailbox, waiting, settings, now, global_filters)
+    return needs_no_sync(booking, record.mailbox, waiting, settings, now, global_filters)
 
 
 def needs_no_sync(booking: Booking, mailbox: Mailbox, waiting: bool, settings: SyncSettings, now: datetime,
@@ -259,9 +270,8 @@ def needs_no_sync(booking: Booking, mailbox: Mailbox, waiting: bool, settings: S
     return not waiting and scope.left_alone(booking, mailbox, settings, now, global_filters)
 
 
-async def persist(store: CollectStore, environment: str, observations: Observations, routing: Routing, initial: set[str],
-                  cursor: CursorRow | None, horizon: datetime, holders: Mapping[str, set[str]],
-                  listed: Mapping[str, Mapping[str, Any]] | None = None) -> CollectResult:
+async def persist(state: CollectState, environment: str, observations: Observations, routing: Routing, initial: set[str],
+                  cursor: Cursor | None, horizon: datetime, holders: Mapping[str, set[str]]) -> CollectResult:
     observed = observations.observed
     outcome = CollectResult(environment, observations.mode, bookings_read=sum(1 for b in observed.values() if b is not None),
                             deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered,
@@ -269,15 +279,15 @@ async def persist(store: CollectStore, environment: str, observations: Observati
     for s in observations.skipped:
         outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
         log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)
-    await store.add_pending_batch(routing.per_mailbox, listed)      # the cursor moves only after all of them
+    await state.partitions.observe(routing.per_mailbox)             # the cursor moves only after all of them
     outcome.routed.update({mailbox: len(pending) for mailbox, pending in routing.per_mailbox.items()})
     deleted = {b: holders[b] for b, booking in observed.items() if booking is None and holders.get(b)}
     if deleted:                               # their deletions wait with every holder now: nothing routes by them again
-        await store.unindex_deleted(environment, deleted)
+        await state.index.remove(environment, deleted)
     if initial:
-        await store.update_mailboxes_fields(initial, needs_initial_read=False)
+        await state.mailboxes.update_many(initial, needs_initial_read=False)
     # ETag-guarded: if another collect advanced the cursor meanwhile, this one fails instead of going backwards.
-    await store.put_cursor(environment, observations.delta_links, horizon, cursor["etag"] if cursor else None)
-    outcome.listed = await store.list_mailboxes()
-    outcome.mailboxes = sorted(row["address"] for row in outcome.listed if has_pending_work(row))      # PendingStore.pending_mailboxes
+    await state.cursors.put(environment, observations.delta_links, horizon, cursor.etag if cursor else None)
+    outcome.listed = await state.mailboxes.all()
+    outcome.mailboxes = sorted(r.address for r in outcome.listed if r.has_work)
     return outcome

@@ -7,20 +7,26 @@ import asyncio
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..core import guard
-from ..core.domain import LinkState, Mailbox, SyncFilter
+from ..core.domain import LinkState, SyncFilter
 from ..core.plan import plan
 from ..core.settings import SyncSettings
-from ..ports import LinkStore, MailboxStateStore, MailboxStore, with_inline
-from .mailbox import observations
+from ..ports import MailboxPartitions, MailboxRecord, MailboxRegistry
+from .observed import observations
 
 READ_CONCURRENCY = 16
 
 
-class RemovalsStore(MailboxStore, LinkStore, MailboxStateStore, Protocol):
-    """The rows the deployment-wide guard reads."""
+class RemovalsState(Protocol):
+    """The state the deployment-wide guard reads."""
+
+    @property
+    def mailboxes(self) -> MailboxRegistry: ...
+
+    @property
+    def partitions(self) -> MailboxPartitions: ...
 
 
 @dataclass(frozen=True)
@@ -35,28 +41,26 @@ class GuardVerdict:
                 "message": self.message}
 
 
-async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: datetime, mailboxes: list[str], candidates: int,
+async def deployment_guard(state: RemovalsState, settings: SyncSettings, now: datetime, mailboxes: list[str], candidates: int,
                            global_filters: tuple[SyncFilter, ...] = (), *, held: int = 0,
-                           listed: Mapping[str, tuple[Mailbox, Mapping[str, Any]]] | None = None,
+                           listed: Mapping[str, MailboxRecord] | None = None,
                            carried: Collection[str] = ()) -> GuardVerdict:
     """`candidates`: observations this cycle's collect added that could remove; `held`: mailboxes whose removals an
     earlier cycle held (they are judged again, with what arrived since); `carried`: the mailboxes whose work was
-    waiting before this cycle's collect (an earlier cycle's, or a webhook's). `listed`: every mailbox and its row,
-    as the cycle listed them (else each mailbox is read)."""
+    waiting before this cycle's collect (an earlier cycle's, or a webhook's). `listed`: every mailbox's record, as
+    the cycle listed them (else each mailbox is read)."""
     if candidates < settings.mass_delete_min and not held and not carried:   # too few observations to reach the count
         return GuardVerdict(0, 0, None)
     slots = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def would_remove(address: str) -> int:
         async with slots:
-            entry = listed[address] if listed is not None and address in listed else await store.mailbox_entry(address)
-            if entry is None or not entry[0].eligible:
+            record = listed[address] if listed is not None and address in listed else await state.mailboxes.get(address)
+            if record is None or not record.syncs:
                 return 0
-            mailbox = entry[0]
-            # one read: observations and links together (and the inline set its row carries)
-            state = with_inline(await store.mailbox_state(address), entry[1])
-        observed = observations(state.pending, state.unreadable_links)
-        return plan(observed.bookings, observed.deleted, state.links, mailbox, settings, now, global_filters=global_filters,
+            partition = await state.partitions.load(address)       # one read: observations and links together
+        observed = observations(partition.pending, partition.unreadable_links)
+        return plan(observed.bookings, observed.deleted, partition.links, record.mailbox, settings, now, global_filters=global_filters,
                     force=True).removals
 
     listed_links = _listed_links(listed)
@@ -72,24 +76,25 @@ async def deployment_guard(store: RemovalsStore, settings: SyncSettings, now: da
     removals = sum(await asyncio.gather(*(would_remove(a) for a in mailboxes)))
     if removals < settings.mass_delete_min:
         return GuardVerdict(removals, 0, None)
-    links = listed_links if listed_links is not None else await _count_links(store, listed)
+    links = listed_links if listed_links is not None else await _count_links(state, listed)
     blocked = guard.over_share(removals, links, settings)
     return GuardVerdict(removals, links, guard.deployment_message(removals, links, len(mailboxes), settings) if blocked else None)
 
 
-def _listed_links(listed: Mapping[str, tuple[Mailbox, Mapping[str, Any]]] | None) -> int | None:
-    """All the deployment's links, from the count each sync records on its mailbox row; None when a row has none."""
+def _listed_links(listed: Mapping[str, MailboxRecord] | None) -> int | None:
+    """All the deployment's links, from the count each sync records on its mailbox's record; None when one has none."""
     if listed is None:
         return None
-    counts = [row.get("linked_count") for _, row in listed.values()]
-    return sum(int(c) for c in counts if c is not None) if all(c is not None for c in counts) else None
+    counts = [r.linked_count for r in listed.values()]
+    return sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
 
 
-async def _count_links(store: RemovalsStore, listed: Mapping[str, tuple[Mailbox, Mapping[str, Any]]] | None) -> int:
+async def _count_links(state: RemovalsState, listed: Mapping[str, MailboxRecord] | None) -> int:
     links = 0
-    for row in [r for _, r in listed.values()] if listed is not None else await store.list_mailboxes():
-        counted = row.get("linked_count")
+    for record in listed.values() if listed is not None else await state.mailboxes.all():
+        counted = record.linked_count
         if counted is None:                                    # not synced since the count was introduced
-            counted = sum(1 for link in (await store.links(row["address"])).values() if link.state == LinkState.LINKED)
-        links += int(counted)
+            loaded = await state.partitions.load(record.address)
+            counted = sum(1 for link in loaded.links.values() if link.state == LinkState.LINKED)
+        links += counted
     return links

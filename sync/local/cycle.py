@@ -12,7 +12,7 @@ from ..app.leases import KeptLease
 from ..app.orchestrators import CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, ORCHESTRATORS, SYNC_MAILBOX_ACTIVITY
 from ..app.settings import AppSettings
 from ..app.singleton import LEASE, LEASE_TTL_S
-from ..ports import LeaseStore
+from ..ports import NamedLeases
 from .durable import DurableRunner
 
 
@@ -46,7 +46,7 @@ class CycleRunning(Exception):
     """Another cycle holds the cycle lease (T1)."""
 
 
-async def run_cycle_once(store: LeaseStore, settings: AppSettings, *, force: bool = False, trigger: str = "manual",
+async def run_cycle_once(leases: NamedLeases, settings: AppSettings, *, force: bool = False, trigger: str = "manual",
                          progress: Callable[[int, int], None] | None = None) -> dict:
     """One cycle unless one runs: the cycle lease is taken first and kept (renewed) for as long as the cycle runs,
     however long that is; a cycle that loses it stops rather than run beside its successor (T1)."""
@@ -56,7 +56,7 @@ async def run_cycle_once(store: LeaseStore, settings: AppSettings, *, force: boo
         if task is not None:
             task.cancel()
 
-    lease = KeptLease(store, LEASE, f"cli-{os.getpid()}-{uuid.uuid4()}", LEASE_TTL_S, on_lost=stop)
+    lease = KeptLease(leases, LEASE, f"cli-{os.getpid()}-{uuid.uuid4()}", LEASE_TTL_S, on_lost=stop)
     async with lease as held:
         if not held:
             raise CycleRunning("a sync cycle is already running (the cycle lease is held); try again when it finishes")

@@ -37,11 +37,11 @@ class DurableClientStandIn:
 async def test_r_t1_two_concurrent_timer_starts_produce_one_orchestration(state_store):
     client = DurableClientStandIn()
     now = datetime.now(UTC)
-    results = await asyncio.gather(*(start_cycle_once(client, state_store, now, f"host-{i}", CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, {})
+    results = await asyncio.gather(*(start_cycle_once(client, state_store.leases, now, f"host-{i}", CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, {})
                                      for i in range(2)))
     assert client.starts == 1 and sorted(map(bool, results)) == [False, True]
     # and a timer that fires while the cycle runs does not start a second one
-    assert await start_cycle_once(client, state_store, now, "host-late", CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, {}) is None
+    assert await start_cycle_once(client, state_store.leases, now, "host-late", CYCLE_INSTANCE_ID, CYCLE_ORCHESTRATOR, {}) is None
     assert client.starts == 1
 
 

@@ -174,7 +174,7 @@ def test_keys_and_key_literals_escape_as_quote_does():
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from sync.adapters.tables import KEY_SAFE
+    from sync.adapters.tables.keys import KEY_SAFE
 
     @given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=40))
     def same(value: str) -> None:
@@ -183,3 +183,20 @@ def test_keys_and_key_literals_escape_as_quote_does():
         assert table_wire._quoted(value) == quote(value, safe="")
 
     same()
+
+
+def test_the_one_private_sdk_attribute_is_pinned_to_the_locked_sdk_version():
+    """table_wire._send runs requests through `TableClient._client._client._pipeline` (azure-data-tables has no public
+    raw-request method). That path is the SDK's private layout: this test names the version it was read from, as
+    requirements.txt locks it, so an upgrade that moves it fails here first, and checks the path is that pipeline."""
+    import re as _re
+    from importlib.metadata import version
+
+    from azure.core.pipeline import AsyncPipeline
+    from azure.data.tables.aio import TableClient
+
+    from tests.conftest import REPO
+    locked = _re.search(r"^azure-data-tables==([\d.]+)", (REPO / "requirements.txt").read_text(), _re.M)
+    assert locked is not None and version("azure-data-tables") == locked.group(1) == "12.7.0"
+    client = TableClient.from_connection_string("UseDevelopmentStorage=true", "pinned")
+    assert isinstance(client._client._client._pipeline, AsyncPipeline)

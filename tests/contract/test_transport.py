@@ -10,7 +10,7 @@ import pytest
 
 from sync.adapters.dataverse import DataverseClient
 from sync.adapters.graph import GraphCalendar
-from sync.adapters.tables import TableStateStore
+from sync.adapters.tables import TableState
 from sync.adapters.transport import proxies_for
 from sync.ports import PermanentError
 from tests.loopback import LoopbackServer
@@ -54,17 +54,17 @@ async def test_the_table_store_uses_the_proxy_set_when_it_was_made(stack, clean_
     recording, later = RecordingProxy(), RecordingProxy()
     async with recording as proxy_url, later as later_url:
         clean_proxy_env.setenv("HTTP_PROXY", proxy_url)
-        store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
+        store = TableState.from_settings(stack.table_connection_string, None, None, table_prefix)
         clean_proxy_env.setenv("HTTP_PROXY", later_url)                       # read once: a later change is not seen
         try:
-            assert await store.get_mailbox_row("tech@contoso.example") is None
+            assert await store.mailboxes.get("tech@contoso.example") is None
         finally:
             await store.close()
         clean_proxy_env.setenv("NO_PROXY", "127.0.0.1")
-        direct = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
+        direct = TableState.from_settings(stack.table_connection_string, None, None, table_prefix)
         try:
             await direct.ensure_tables()                                      # Azurite itself answers
-            assert await direct.get_mailbox_row("tech@contoso.example") is None
+            assert await direct.mailboxes.get("tech@contoso.example") is None
         finally:
             await direct.close()
     (line,) = recording.request_lines
@@ -74,13 +74,13 @@ async def test_the_table_store_uses_the_proxy_set_when_it_was_made(stack, clean_
 
 
 async def test_a_proxy_set_after_the_store_was_made_is_not_used(stack, clean_proxy_env, table_prefix):
-    store = TableStateStore.from_settings(stack.table_connection_string, None, None, table_prefix)
+    store = TableState.from_settings(stack.table_connection_string, None, None, table_prefix)
     recording = RecordingProxy()
     try:
         async with recording as proxy_url:
             clean_proxy_env.setenv("HTTP_PROXY", proxy_url)
             await store.ensure_tables()
-            assert await store.get_mailbox_row("tech@contoso.example") is None
+            assert await store.mailboxes.get("tech@contoso.example") is None
     finally:
         await store.close()
     assert recording.request_lines == []

@@ -67,7 +67,7 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
     past = seed.booking(people["healthy"], NOW - timedelta(days=1))
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         for name in ["healthy", "unapproved", "untested", "failing", "sync_off", "method_none", "filtered", "broken"]:
             await admin.register(f"{name}@contoso.example", env)
         await admin.register("bound@contoso.example", "https://other.crm.dynamics.com")
@@ -104,7 +104,7 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
 async def test_r_m4_one_environment_at_a_time_and_move_is_explicit(tenant, settings):
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         tenant.control("POST", "/mailboxes", [{"address": "tech@contoso.example"}])
         await admin.register("tech@contoso.example", settings.environments[0])
         with pytest.raises(AdminError) as err:
@@ -125,19 +125,19 @@ async def test_r_m5_turning_sync_off_keeps_everything_and_on_resumes_without_dup
     first = seed.booking(tech, NOW + timedelta(days=1))
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         await admin.register("tech@contoso.example", settings.environments[0], approved=True)
         await admin.test_and_enable(["tech@contoso.example"], NOW)
     await run_cycle(settings)
     async with Clients(settings) as rt:
-        await MailboxAdmin(rt.store).set_enabled("tech@contoso.example", False)
+        await MailboxAdmin(rt.store.mailboxes).set_enabled("tech@contoso.example", False)
     seed.booking(tech, NOW + timedelta(days=2))
     seed.delete("bookableresourcebookings", first)
     await run_cycle(settings)
     events = tenant.control("GET", "/mailboxes/tech@contoso.example/events")["value"]
     assert len(events) == 1                                            # nothing deleted, nothing new
     async with Clients(settings) as rt:
-        await MailboxAdmin(rt.store).set_enabled("tech@contoso.example", True)
+        await MailboxAdmin(rt.store.mailboxes).set_enabled("tech@contoso.example", True)
     await run_cycle(settings)
     events = tenant.control("GET", "/mailboxes/tech@contoso.example/events")["value"]
     assert len(events) == 1 and events[0]["start"]["dateTime"].startswith((NOW + timedelta(days=2)).strftime("%Y-%m-%d"))
@@ -151,19 +151,19 @@ async def test_r_m3_bulk_test_and_enable_of_1000_mailboxes(tenant, settings):
     tenant.control("PUT", "/faults", {"latency_ms": {"graph": 10}})
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         for a in addresses:
             await admin.register(a, settings.environments[0], approved=True)
         progress = []
         started = time.monotonic()
         reports = await admin.test_and_enable(addresses, NOW, progress=lambda done, total: progress.append(done))
         seconds = time.monotonic() - started
-        rows = {r["address"]: r for r in await rt.store.list_mailboxes()}
+        rows = {r.address: r for r in await rt.store.mailboxes.all()}
     print(f"\ntest & enable of 1000 mailboxes: {seconds:.1f} s")
     failures = {r.address: r.reason for r in reports if not r.ok}
     assert failures == {**{a: "mailbox_not_found" for a in missing}, **{a: "access_denied" for a in outside}}
-    assert all(rows[a]["test_status"] == "failure" and rows[a]["test_reason"] for a in failures)
-    assert sum(rows[a]["test_status"] == "success" for a in addresses) == 970
+    assert all(rows[a].mailbox.test_status.value == "failure" and rows[a].mailbox.test_reason for a in failures)
+    assert sum(rows[a].mailbox.test_status.value == "success" for a in addresses) == 970
     assert progress[-1] == 1000 and len(progress) == 1000
     assert tenant.control("GET", "/stats")["max_concurrency_overall_mailbox"] <= 4
 
@@ -202,8 +202,8 @@ def test_cli_real_entry_point(tenant, table_prefix):
 
 
 async def test_r_s5_filters_over_the_shared_admin_operation(tenant, settings):
+    from sync.admin.dispatch import InvalidRequest
     from sync.admin.filters import filter_request, filters_action
-    from sync.admin.operations import InvalidRequest
     seed = DvSeed(tenant)
     seed.add("territories", {"name": "South"})
 
@@ -212,11 +212,11 @@ async def test_r_s5_filters_over_the_shared_admin_operation(tenant, settings):
 
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        await MailboxAdmin(rt.store).register("tech@contoso.example", settings.environments[0])
+        await MailboxAdmin(rt.store.mailboxes).register("tech@contoso.example", settings.environments[0])
         added = await act("add", None, "south", territories=["South"])
         assert added["filters"][0]["territories"] == ["South"]
         await act("add", None, "repairs", work_order_types=["Repair"])
-        assert [f.name for f in await rt.store.global_filters()] == ["south", "repairs"]
+        assert [f.name for f in await rt.store.config.global_filters()] == ["south", "repairs"]
         mine = await act("add", "tech@contoso.example", "mine", booking_statuses=["Scheduled"])
         assert mine["scope"] == "mailbox tech@contoso.example" and len(mine["filters"]) == 1
         with pytest.raises(InvalidRequest):
@@ -241,7 +241,7 @@ async def test_cli_plan_is_a_dry_run(tenant, table_prefix, monkeypatch):
     address = next(a for a, r in sorted(reports.items()) if r.ok)
     async with Clients(settings) as rt:                                           # observations collected, not yet synced
         await collect(rt.source(settings.environments[0]), rt.store, settings.sync, datetime.now(UTC))
-        pending_before = len(await rt.store.pending(address))
+        pending_before = len(await rt.store.partitions.observations(address))
     graph_before = tenant.control("GET", "/stats")["services"].get("graph", {}).get("requests", 0)
     planned = cli(tenant, env, "--json", "plan", address)
     assert planned.returncode == 0, planned.stderr
@@ -249,19 +249,19 @@ async def test_cli_plan_is_a_dry_run(tenant, table_prefix, monkeypatch):
     assert plan["outcome"] == "dry-run" and plan["counts"].get("create", 0) > 0
     assert tenant.control("GET", "/stats")["services"].get("graph", {}).get("requests", 0) == graph_before
     async with Clients(settings) as rt:
-        assert len(await rt.store.pending(address)) == pending_before and await rt.store.links(address) == {}
+        assert len(await rt.store.partitions.observations(address)) == pending_before and await rt.store.partitions.links(address) == {}
     assert cli(tenant, env, "plan", "nobody@contoso.example").returncode == 3
 
 
 async def test_r_g2_status_listing_shows_what_an_admin_looks_at_first(tenant, settings):
-    from sync.admin.operations import mailbox_action
+    from sync.admin.dispatch import mailbox_action
     seed = DvSeed(tenant)
     ok = seed.technician("ok@contoso.example")
     seed.technician("denied@contoso.example", in_scope=False)
     seed.booking(ok, NOW + timedelta(days=1))
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         for address in ("ok@contoso.example", "denied@contoso.example"):
             await admin.register(address, settings.environments[0], approved=True)
         await admin.test_and_enable(["ok@contoso.example", "denied@contoso.example"], NOW)

@@ -28,7 +28,7 @@ def events(tenant, address=TECH) -> list[dict]:
 async def enable(settings, *addresses: str, environment: str | None = None) -> None:
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         for address in addresses:
             await admin.register(address, environment or settings.environments[0], approved=True)
         await admin.test_and_enable(list(addresses), NOW)
@@ -133,7 +133,7 @@ async def test_r_d5_the_deployment_wide_guard_holds_every_mailboxs_removals_unti
 
 
 async def test_r_d5_a_filter_naming_a_value_the_environment_does_not_have_is_refused(tenant, table_prefix, monkeypatch):
-    from sync.admin.operations import InvalidRequest
+    from sync.admin.dispatch import InvalidRequest
     settings = configure(tenant, table_prefix, monkeypatch)
     seed = DvSeed(tenant)
     for name in ("North", "South"):
@@ -148,7 +148,7 @@ async def test_r_d5_a_filter_naming_a_value_the_environment_does_not_have_is_ref
     assert "Canceled, Scheduled" in str(status.value)
     assert (await filters(settings, "add", None, "ok", territories=["south"], work_order_types=["Repair"]))["filters"]
     async with Clients(settings) as rt:
-        assert [f.name for f in await rt.store.global_filters()] == ["ok"]
+        assert [f.name for f in await rt.store.config.global_filters()] == ["ok"]
 
 
 async def test_r_d5_a_filter_dry_run_shows_what_it_would_remove_per_mailbox_and_changes_nothing(tenant, table_prefix, monkeypatch):
@@ -163,13 +163,13 @@ async def test_r_d5_a_filter_dry_run_shows_what_it_would_remove_per_mailbox_and_
     mine = await filters(settings, "add", "tech00@contoso.example", "north", territories=["North"], dry_run=True)
     assert mine["would_remove"] == {}
     async with Clients(settings) as rt:
-        assert await rt.store.global_filters() == ()
-        assert not any(r.get("needs_initial_read") for r in await rt.store.list_mailboxes())
+        assert await rt.store.config.global_filters() == ()
+        assert not any(r.needs_initial_read for r in await rt.store.mailboxes.all())
     assert not (await run_cycle(settings))["totals"].get("unlinked")
 
 
 async def test_r_m1_the_sync_method_is_set_like_approve_and_test(tenant, table_prefix, monkeypatch):
-    from sync.admin.operations import InvalidRequest, mailbox_action, validate
+    from sync.admin.dispatch import InvalidRequest, mailbox_action, validate
     settings = configure(tenant, table_prefix, monkeypatch)
     seed = DvSeed(tenant)
     booking = seed.booking(seed.technician(TECH), NOW + timedelta(days=1))

@@ -14,8 +14,8 @@ import pytest
 
 from devtenant.demo import PARTNER_DOMAIN, PARTNER_TENANT, partner_settings
 from sync.admin.diagnose import diagnose
+from sync.admin.dispatch import mailbox_action
 from sync.admin.mailboxes import AdminError, MailboxAdmin
-from sync.admin.operations import mailbox_action
 from sync.app.clients import Clients
 from sync.core.render import TAG_BOOKING
 from sync.local.cycle import run_cycle
@@ -133,10 +133,10 @@ async def test_a_mailbox_whose_domain_is_in_no_tenant_is_refused_at_registration
     settings, home, partner = two_tenants
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar, tenants=rt.tenants)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar, tenants=rt.tenants)
         with pytest.raises(AdminError, match=r"tenant_not_mapped: the mailbox.s domain elsewhere\.example is in no tenant"):
             await admin.register("tech@elsewhere.example", settings.environments[0])
-        assert await rt.store.get_mailbox("tech@elsewhere.example") is None
+        assert await rt.store.mailboxes.get("tech@elsewhere.example") is None
         await admin.register(partner[0], settings.environments[0])     # a mapped domain registers as before
 
 

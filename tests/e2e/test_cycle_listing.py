@@ -1,13 +1,12 @@
-"""A cycle's activities share one listing of the mailbox rows: its collect's last (made after every mark and inline
-set was written), so no activity lists the rows again (T2), and every sync sees the observations collect left on its
-row in that same cycle."""
+"""A cycle's activities share one listing of the mailbox rows: its collect's last (made after every mark was written),
+so no activity lists the rows again (T2), and every sync sees the work collect marked in that same cycle."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.adapters.tables import TableStateStore
+from sync.adapters.tables.registry import TableMailboxRegistry
 from sync.app.settings import load
 from sync.local.cycle import run_cycle
 from tests.dvseed import iso
@@ -24,18 +23,18 @@ async def test_r_t2_a_cycle_lists_the_mailbox_rows_at_its_collect_only(tenant, t
     await enable_all_mailboxes(settings)
     assert (await run_cycle(settings))["totals"].get("created")
     listings: list[int] = []
-    list_mailboxes = TableStateStore.list_mailboxes
+    listed = TableMailboxRegistry.all
 
     async def counted(self):
         listings.append(1)
-        return await list_mailboxes(self)
+        return await listed(self)
 
-    monkeypatch.setattr(TableStateStore, "list_mailboxes", counted)
+    monkeypatch.setattr(TableMailboxRegistry, "all", counted)
     rows = [r for r in tenant.control("GET", "/orgs/default/tables/bookableresourcebookings")["value"]
             if r.get("statecode") == 0 and r["starttime"] > iso(datetime.now(UTC) + timedelta(hours=2))]
     start = datetime.now(UTC) + timedelta(days=2, hours=3)
     tenant.control("PATCH", f"/orgs/default/tables/bookableresourcebookings/{rows[0]['bookableresourcebookingid']}",
                    {"starttime": iso(start), "endtime": iso(start + timedelta(hours=1))})
     second = await run_cycle(settings)
-    assert second["totals"].get("updated") == 1, second["totals"]             # the sync saw the inline set
+    assert second["totals"].get("updated") == 1, second["totals"]             # the sync saw the work collect marked
     assert len(listings) == 2                                                   # collect's first and last, nobody else's

@@ -10,14 +10,14 @@ import pytest
 from sync.adapters.credentials import LoopbackDevCredential
 from sync.adapters.dataverse import DataverseClient
 from sync.adapters.graph import GraphCalendar
-from sync.adapters.tables import TableStateStore
+from sync.adapters.tables import TableState
 from sync.core.domain import Booking, Mailbox, MailboxTestStatus
 from sync.core.render import TAG_BOOKING
 from sync.core.settings import SyncSettings
 from sync.engine.collect import collect
 from sync.engine.mailbox import MailboxSync
 from tests.dvseed import DvSeed, iso
-from tests.factories import CANCELED, booking, work_order
+from tests.factories import CANCELED, booking, with_work, work_order
 from tests.world import World
 
 pytestmark = pytest.mark.stack
@@ -39,10 +39,10 @@ class RealWorld:
     async def __aenter__(self):
         self.source = DataverseClient(self.stack.emulator_url + "/orgs/default", LoopbackDevCredential())
         self.calendar = GraphCalendar(self.stack.emulator_url + "/v1.0", LoopbackDevCredential())
-        self.store = TableStateStore.from_settings(self.stack.table_connection_string, None, None, self.prefix)
+        self.store = TableState.from_settings(self.stack.table_connection_string, None, None, self.prefix)
         await self.store.ensure_tables()
         for address in (A, B):
-            await self.store.put_mailbox(Mailbox(address, self.source.environment, approved=True, test_status=MailboxTestStatus.SUCCESS))
+            await self.store.mailboxes.put(Mailbox(address, self.source.environment, approved=True, test_status=MailboxTestStatus.SUCCESS))
         return self
 
     async def __aexit__(self, *exc):
@@ -69,7 +69,7 @@ class RealWorld:
 
     async def cycle(self) -> None:
         await collect(self.source, self.store, self.settings, self.now)
-        for mailbox in await self.store.pending_mailboxes():
+        for mailbox in await with_work(self.store):
             await MailboxSync(self.store, self.calendar, self.settings, self.now).run(mailbox)
 
     def calendars(self) -> dict[str, list]:

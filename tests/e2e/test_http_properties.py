@@ -88,7 +88,7 @@ def synced_stack(tenant, table_prefix, monkeypatch):
     async def setup():
         rt = await activities.clients()
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         await admin.register(A, settings.environments[0], approved=True)
         await admin.test_and_enable([A], NOW)
         await run_cycle(settings)

@@ -25,7 +25,7 @@ async def org(tenant, table_prefix, monkeypatch):
     bookings = [seed.booking(tech, NOW + timedelta(days=1, hours=h)) for h in range(3)]
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         await admin.register(TECH, settings.environments[0], approved=True)
         await admin.test_and_enable([TECH], NOW)
     first = await run_cycle(settings)
@@ -88,7 +88,7 @@ async def test_r_c1_a_create_whose_answer_was_lost_is_linked_once_whatever_graph
     tenant.control("PUT", "/graph/limits", {"duplicate_transaction": answer})
     fresh = seed.booking(seed.technician("new@contoso.example"), NOW + timedelta(days=2))
     async with Clients(settings) as rt:
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         await admin.register("new@contoso.example", settings.environments[0], approved=True)
         await admin.test_and_enable(["new@contoso.example"], NOW)
     tenant.control("PUT", "/faults", {"rules": [{"service": "graph", "path": r"/\$batch", "action": "drop_after_apply", "times": 1}]})
@@ -97,6 +97,6 @@ async def test_r_c1_a_create_whose_answer_was_lost_is_linked_once_whatever_graph
     assert row["outcome"] == "synced" and row["counts"].get("created") == 1, row
     events = tenant.control("GET", "/mailboxes/new@contoso.example/events")["value"]
     async with Clients(settings) as rt:
-        link = (await rt.store.links("new@contoso.example"))[fresh]
+        link = (await rt.store.partitions.links("new@contoso.example"))[fresh]
     assert len(events) == 1 and (link.state.value, link.event_id) == ("linked", events[0]["id"])
     assert (await run_cycle(settings))["totals"] == {}                                   # C4: nothing left to do

@@ -47,7 +47,7 @@ async def two_environments(tenant, table_prefix, monkeypatch):
     tech = seed.technician(TECH, "Tess")
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         await admin.register(TECH, second, approved=True)
         await admin.test_and_enable([TECH], NOW)
     host = LocalWebhookHost(settings, KEY)
@@ -58,12 +58,12 @@ async def two_environments(tenant, table_prefix, monkeypatch):
 
 async def _set_enabled(settings, enabled: bool) -> None:
     async with Clients(settings) as rt:
-        await MailboxAdmin(rt.store, rt.calendar).set_enabled(TECH, enabled)
+        await MailboxAdmin(rt.store.mailboxes, rt.calendar).set_enabled(TECH, enabled)
 
 
 async def _retest(settings) -> None:
     async with Clients(settings) as rt:
-        await MailboxAdmin(rt.store, rt.calendar).test_and_enable([TECH], NOW)
+        await MailboxAdmin(rt.store.mailboxes, rt.calendar).test_and_enable([TECH], NOW)
 
 
 async def _make_waiting(kind: str, tenant, settings, seed: DvSeed, tech: str, moved: str, others: list[str]) -> None:
@@ -79,7 +79,7 @@ async def _make_waiting(kind: str, tenant, settings, seed: DvSeed, tech: str, mo
             seed.delete("bookableresourcebookings", booking)
     await run_cycle(settings)
     async with Clients(settings) as rt:
-        assert moved in [p["booking_id"] for p in await rt.store.pending(TECH)], "the mailbox has the moved booking waiting"
+        assert moved in [p.booking_id for p in await rt.store.partitions.observations(TECH)], "the mailbox has the moved booking waiting"
 
 
 async def _release(kind: str, tenant, settings) -> dict:
@@ -108,7 +108,7 @@ async def test_r_t3_m4_a_message_read_from_another_environment_never_removes_a_w
     assert answer.json()["mailboxes"] == 0                    # nothing of the second environment's mailbox is touched
     await host.client.idle()
     async with Clients(settings) as rt:
-        waiting = {p["booking_id"]: p["booking"] for p in await rt.store.pending(TECH)}
+        waiting = {p.booking_id: p.booking for p in await rt.store.partitions.observations(TECH)}
     assert waiting[moved] is not None, "the waiting observation is still the booking, not a delete"
 
     await _release(kind, tenant, settings)
@@ -128,7 +128,7 @@ async def test_r_t3_m4_a_message_naming_no_environment_is_refused_when_several_a
     assert answer.status_code == 400 and "environment" in answer.json()["error"]
     assert host.client.starts == 0
     async with Clients(settings) as rt:
-        assert await rt.store.pending(TECH) == []
+        assert await rt.store.partitions.observations(TECH) == []
 
 
 async def test_r_t3_m4_the_right_environment_still_syncs_in_seconds(tenant, two_environments):

@@ -16,6 +16,7 @@ from sync.app.clients import Clients
 from sync.app.settings import load
 from sync.local.cycle import run_cycle
 from sync.local.webhook_host import LocalWebhookHost
+from sync.ports import LeaseHeld, MailboxCommit
 from tests.dvseed import DvSeed, iso
 from tests.stack_helpers import webhook_payload
 
@@ -34,7 +35,7 @@ async def world(tenant, table_prefix, monkeypatch):
     techs = {A: seed.technician(A, "Ana"), B: seed.technician(B, "Ben")}
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         for address in techs:
             await admin.register(address, settings.environments[0], approved=True)
         await admin.test_and_enable(list(techs), NOW)
@@ -78,7 +79,7 @@ async def test_r_t3_new_booking_and_reassignment_sync_both_mailboxes(tenant, wor
     await wait_for(lambda: len(events(tenant, B)) == 1)
     await host.client.idle()
     async with Clients(settings) as rt:
-        assert [l.state.value for l in (await rt.store.links(A)).values()] == ["unlinked"]    # C6 / D3 in the old mailbox
+        assert [l.state.value for l in (await rt.store.partitions.links(A)).values()] == ["unlinked"]    # C6 / D3 in the old mailbox
 
 
 async def test_r_t3_burst_of_100_changes_coalesces_into_few_syncs(tenant, world):
@@ -124,7 +125,7 @@ async def test_r_t3_missing_or_wrong_key_is_401_and_nothing_runs(tenant, world):
         assert (await client.post(url + "?code=wrong", content=payload)).status_code == 401
     assert host.client.starts == 0
     async with Clients(settings) as rt:
-        assert await rt.store.pending(A) == []
+        assert await rt.store.partitions.observations(A) == []
 
 
 async def test_r_t3_header_secret_is_checked_in_constant_time(tenant, world, monkeypatch):
@@ -199,10 +200,11 @@ async def test_two_syncs_of_one_mailbox_never_overlap(tenant, world):
     activities = Activities(lambda: settings)
     try:
         async with Clients(settings) as rt:
-            assert await rt.store.acquire_lease(f"mailbox:{A}", "timer-cycle", datetime.now(UTC), 600)
+            claimed = await rt.store.partitions.claim(A, "timer-cycle", datetime.now(UTC), 600, (await rt.store.partitions.load(A)).lease)
+            assert claimed is not None
             busy = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(UTC).isoformat()})
             assert busy["outcome"] == "busy" and busy["retryable"]
-            await rt.store.release_lease(f"mailbox:{A}", "timer-cycle")
+            await rt.store.partitions.commit(A, MailboxCommit(LeaseHeld(claimed[0])))
         free = await activities.sync_mailbox({"mailbox": A, "now": datetime.now(UTC).isoformat()})
         assert free["outcome"] == "synced"
     finally:
@@ -246,7 +248,7 @@ async def test_r_t3_no_change_waits_for_the_timer_and_mailbox_syncs_never_overla
     bookings = {a: [seed.booking(techs[a], NOW + timedelta(days=1, hours=h)) for h in range(20)] for a in addresses}
     async with Clients(settings) as rt:
         await rt.store.ensure_tables()
-        admin = MailboxAdmin(rt.store, rt.calendar)
+        admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
         for address in addresses:
             await admin.register(address, settings.environments[0], approved=True)
         await admin.test_and_enable(addresses, NOW)
@@ -288,7 +290,7 @@ async def test_r_t3_no_change_waits_for_the_timer_and_mailbox_syncs_never_overla
     assert host.requests == 1000
     assert most[0] == 1, "two syncs of one mailbox ran at once"
     async with Clients(settings) as rt:
-        assert [a for a in addresses if await rt.store.pending(a)] == []
+        assert [a for a in addresses if await rt.store.partitions.observations(a)] == []
 
 
 async def test_r_t3_dataverse_down_answers_503_and_the_one_redelivery_reaches_outlook(tenant, world):

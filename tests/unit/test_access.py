@@ -1,8 +1,10 @@
-"""Who may do what over HTTP (sync/core/access.py), and the principal App Service Authentication passes."""
+"""Who may do what over HTTP (the roles each operation's declaration names, sync/admin/commands.py; the check,
+sync/core/access.py), and the principal App Service Authentication passes."""
 from __future__ import annotations
 
 import pytest
 
+from sync.admin.commands import OPERATIONS, roles_for
 from sync.app.principal import MalformedPrincipal, easy_auth_header, principal_from
 from sync.core.access import APPROVER, OPERATOR, Forbidden, Principal, authorize
 
@@ -17,17 +19,24 @@ def test_each_role_allows_its_operations_and_refuses_the_rest_naming_the_role(ro
     who = Principal("oid-1", "Ana", frozenset(roles))
     for operation in OPS | APPROVALS | READS:
         if operation in allowed:
-            assert authorize(who, operation) is who
+            assert authorize(who, operation, roles_for(operation)) is who
         else:
             with pytest.raises(Forbidden) as refused:
-                authorize(who, operation)
+                authorize(who, operation, roles_for(operation))
             needed = OPERATOR if operation in OPS else APPROVER if operation in APPROVALS else f"{APPROVER} or {OPERATOR}"
             assert needed in str(refused.value)
 
 
 def test_nobody_signed_in_is_refused():
     with pytest.raises(Forbidden, match="sign in"):
-        authorize(None, "status")
+        authorize(None, "status", roles_for("status"))
+
+
+def test_every_declared_operation_is_one_of_the_two_roles_work_and_an_unknown_one_is_refused_to_both():
+    assert set(OPERATIONS) == OPS | APPROVALS | READS
+    both = Principal("oid-1", "Ana", frozenset({OPERATOR, APPROVER}))
+    with pytest.raises(Forbidden):
+        authorize(both, "drop-everything", roles_for("drop-everything"))
 
 
 def test_the_principal_header_is_trusted_only_when_app_service_authentication_is_on():

@@ -28,17 +28,17 @@ async def test_r_m4_d1_a_deletion_in_a_copied_environment_never_reaches_a_mailbo
     copy.put(replace(original, environment=COPY))                     # the sandbox holds the same id
     await collect(copy, w.store, w.settings, w.now)                   # the copy starts tracking
 
-    await w.store.put_mailbox(replace(mailbox, enabled=False))        # production's change waits for the mailbox
+    await w.store.mailboxes.put(replace(mailbox, enabled=False))        # production's change waits for the mailbox
     moved = replace(original, start=NOW + timedelta(days=3), end=NOW + timedelta(days=3, hours=2))
     w.put(moved)
     await collect(w.source, w.store, w.settings, w.now)
-    assert [p["booking_id"] for p in await w.store.pending(A)] == [original.id]
+    assert [p.booking_id for p in await w.store.partitions.observations(A)] == [original.id]
 
     copy.delete(original.id)                                          # deleted in the sandbox only
     result = await collect(copy, w.store, w.settings, w.now)
     assert result.deleted == 1 and A not in result.routed
-    assert [p["booking"] is not None for p in await w.store.pending(A)] == [True]
+    assert [p.booking is not None for p in await w.store.partitions.observations(A)] == [True]
 
-    await w.store.put_mailbox(mailbox)
+    await w.store.mailboxes.put(mailbox)
     await w.cycle()
     assert [e["start"] for e in w.events(A)] == [moved.start]

@@ -10,7 +10,7 @@ from sync.core.domain import MailboxTestStatus
 from sync.core.render import TAG_BOOKING
 from sync.core.settings import SyncSettings
 from sync.ports import Outcome
-from tests.factories import CANCELED, NOW, booking, moved
+from tests.factories import CANCELED, NOW, booking, moved, with_work
 from tests.world import World
 
 A, B = "a@contoso.example", "b@contoso.example"
@@ -63,7 +63,7 @@ async def test_r_c5_event_deleted_by_owner_comes_back_on_next_booking_change_onl
     w.put(moved(b, timedelta(hours=1)))
     result = await w.cycle()
     assert result[A]["counts"]["recreated"] == 1
-    assert len(w.events(A)) == 1 and (await w.store.links(A))[b.id].generation == 1
+    assert len(w.events(A)) == 1 and (await w.store.partitions.links(A))[b.id].generation == 1
 
 
 async def test_r_c6_reassignment_creates_in_new_mailbox_and_unlinks_old():
@@ -77,7 +77,7 @@ async def test_r_c6_reassignment_creates_in_new_mailbox_and_unlinks_old():
     result = await w.cycle()
     assert result[A]["counts"] == {"unlinked": 1} and result[B]["counts"] == {"created": 1}
     assert len(w.events(A)) == 1 and len(w.events(B)) == 1        # fieldservice profile: old event stays (D3)
-    assert [l.state.value for l in (await w.store.links(A)).values()] == ["unlinked"]
+    assert [l.state.value for l in (await w.store.partitions.links(A)).values()] == ["unlinked"]
 
 
 async def test_r_d3_booking_back_in_scope_takes_its_old_event_up_again_without_duplicate():
@@ -107,7 +107,7 @@ async def test_r_d3_logical_delete_with_delete_setting_then_return_creates_with_
     assert w.events(A) == []
     w.put(b)
     await w.cycle()
-    assert len(w.tagged(A)) == 1 and (await w.store.links(A))[b.id].generation == 1
+    assert len(w.tagged(A)) == 1 and (await w.store.partitions.links(A))[b.id].generation == 1
 
 
 async def test_r_c6_enhanced_removes_old_future_event():
@@ -134,7 +134,7 @@ async def test_r_d1_deleted_future_booking_deletes_event_and_past_one_stays():
     result = await w.cycle()
     assert result[A]["counts"] == {"deleted": 1, "unlinked": 1}
     assert [e["start"] for e in w.events(A)] == [past.start]        # D4
-    assert await w.store.links(A) == {}
+    assert await w.store.partitions.links(A) == {}
 
 
 async def test_r_d4_untagged_personal_events_are_never_touched():
@@ -190,7 +190,7 @@ async def test_r_x1_s5_a_cancellation_within_the_filters_is_left_alone_too(filte
     w = World()
     await w.enable(A, filters=north if filters == "the mailbox's" else ())
     if filters == "the global ones":
-        await w.store.put_global_filters(north)
+        await w.store.config.put_global_filters(north)
     b = booking(A)                                  # territory North
     w.put(b)
     await w.cycle()
@@ -218,9 +218,9 @@ async def test_r_x1_a_cancellation_still_reaches_a_mailbox_whose_sync_it_can_cha
         w.put(moved(b, timedelta(hours=2)), moved(other, timedelta(hours=1)))
         await collect(w.source, w.store, w.settings, w.now)        # waiting: the mailbox has not synced them yet
     if case == "filtered out":
-        await w.store.put_mailbox(replace(mailbox, filters=south))
+        await w.store.mailboxes.put(replace(mailbox, filters=south))
     if case == "out of the global filters":
-        await w.store.put_global_filters(south)
+        await w.store.config.put_global_filters(south)
     canceled = replace(b, status=CANCELED, mailbox=B if case == "reassigned" else A)
     w.put(canceled)
     collected = await collect(w.source, w.store, w.settings, w.now)
@@ -252,9 +252,9 @@ async def test_r_m6_broken_mailbox_is_marked_and_others_go_on():
     result = await w.cycle()
     assert result[A]["outcome"] == "failed" and "access_denied" in result[A]["error"]
     assert result[B]["counts"] == {"created": 1}
-    mailbox = await w.store.get_mailbox(A)
+    mailbox = (await w.store.mailboxes.get(A)).mailbox
     assert mailbox.test_status == MailboxTestStatus.FAILURE and not mailbox.eligible
-    assert len(await w.store.pending(A)) == 1                       # nothing lost: it waits for the mailbox to be fixed
+    assert len(await w.store.partitions.observations(A)) == 1                       # nothing lost: it waits for the mailbox to be fixed
 
 
 async def test_r_m6_transient_failure_keeps_status_and_retries_next_cycle():
@@ -265,9 +265,9 @@ async def test_r_m6_transient_failure_keeps_status_and_retries_next_cycle():
     w.calendar.faults[b.id] = [Outcome.TRANSIENT]
     result = await w.cycle()
     assert result[A]["outcome"] == "transient"
-    assert (await w.store.get_mailbox(A)).test_status == MailboxTestStatus.SUCCESS
+    assert (await w.store.mailboxes.get(A)).mailbox.test_status == MailboxTestStatus.SUCCESS
     await w.cycle()
-    assert len(w.events(A)) == 1 and (await w.store.pending(A)) == []
+    assert len(w.events(A)) == 1 and (await w.store.partitions.observations(A)) == []
 
 
 async def test_r_m5_disabled_mailbox_keeps_links_and_resumes_without_duplicates():
@@ -276,11 +276,11 @@ async def test_r_m5_disabled_mailbox_keeps_links_and_resumes_without_duplicates(
     b1, b2 = booking(A), booking(A, start=NOW + timedelta(days=2))
     w.put(b1)
     await w.cycle()
-    await w.store.put_mailbox(replace(mailbox, enabled=False))
+    await w.store.mailboxes.put(replace(mailbox, enabled=False))
     w.put(b2, moved(b1, timedelta(hours=1)))
     await w.cycle()
-    assert len(w.events(A)) == 1 and len(await w.store.links(A)) == 1
-    await w.store.put_mailbox(replace(mailbox, enabled=True))
+    assert len(w.events(A)) == 1 and len(await w.store.partitions.links(A)) == 1
+    await w.store.mailboxes.put(replace(mailbox, enabled=True))
     await w.cycle()
     assert len(w.events(A)) == 2 and w.events(A)[0]["start"] == b1.start + timedelta(hours=1)
 
@@ -315,7 +315,7 @@ async def test_r_c1_crash_between_side_effects_never_duplicates(point):
     await w.cycle()
     await w.cycle()
     assert len(w.tagged(A)) == 1
-    link = (await w.store.links(A))[b.id]
+    link = (await w.store.partitions.links(A))[b.id]
     assert link.event_id == w.tagged(A)[0]["id"] and link.state.value == "linked"
 
 
@@ -327,7 +327,7 @@ async def test_r_e3_graph_rejected_item_is_skipped_with_reason_others_go_on():
     w.calendar.faults[bad.id] = [Outcome.INVALID]
     result = await w.cycle()
     assert result[A]["counts"]["created"] == 1 and result[A]["counts"]["invalid"] == 1
-    assert "rejected" in (await w.store.outcome(A, bad.id))["error"]
+    assert "rejected" in (await w.store.partitions.last_error(A, bad.id))["error"]
 
 
 async def test_r_t4_expired_token_full_read_gives_same_calendar():
@@ -361,7 +361,7 @@ async def test_dry_run_returns_the_plan_and_writes_nothing():
     writes_before = w.store.writes
     result = await MailboxSync(w.store, w.calendar, w.settings, w.now).run(A, dry_run=True)
     assert result.outcome == "dry-run" and result.plan == [{"booking": b.id, "action": "create", "reason": "new_in_scope"}]
-    assert w.store.writes == writes_before and w.calendar.writes == 0 and len(await w.store.pending(A)) == 1
+    assert w.store.writes == writes_before and w.calendar.writes == 0 and len(await w.store.partitions.observations(A)) == 1
 
 
 async def test_r_e1_m6_errors_of_the_recovery_look_up_leave_the_mailbox_retryable_or_failed_never_duplicated():
@@ -385,7 +385,7 @@ async def test_r_e1_m6_errors_of_the_recovery_look_up_leave_the_mailbox_retryabl
     assert result[A]["outcome"] == "failed" and result[A]["error"].startswith("access_denied")
     await w.enable(A)                                      # tested again
     await w.cycle()
-    assert len(w.tagged(A)) == 1 and (await w.store.links(A))[b.id].state.value == "linked"
+    assert len(w.tagged(A)) == 1 and (await w.store.partitions.links(A))[b.id].state.value == "linked"
 
 
 async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard():
@@ -404,7 +404,7 @@ async def test_r_d5_only_observations_that_can_remove_open_the_deployment_guard(
     w.put(replace(canceled, status=CANCELED), replace(reassigned, mailbox=B))
     assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 3
     from sync.core.domain import SyncFilter
-    await w.store.put_global_filters((SyncFilter("north", territories=frozenset({"North"})),))
+    await w.store.config.put_global_filters((SyncFilter("north", territories=frozenset({"North"})),))
     w.put(moved(filtered, timedelta(hours=3)))                     # with filters, any observation may take a booking out of scope
     assert (await collect(w.source, w.store, w.settings, w.now)).removal_candidates == 1
 
@@ -428,7 +428,7 @@ async def _guard_after_deleting(w: World, gone: list, listed_mailboxes: tuple[st
     for b in gone:
         w.source.delete(b.id)
     collected = await collect(w.source, w.store, w.settings, w.now)
-    listed = {m: entry for m in listed_mailboxes if (entry := await w.store.mailbox_entry(m)) is not None}
+    listed = {m: entry for m in listed_mailboxes if (entry := await w.store.mailboxes.get(m)) is not None}
     if reads is not None:
         reads.clear()
     verdict = await deployment_guard(w.store, w.settings, w.now, collected.mailboxes, collected.removal_candidates, listed=listed,
@@ -442,15 +442,15 @@ async def test_r_d5_under_the_share_the_deployment_guard_reads_only_the_mailboxe
     mailbox exactly and holds."""
     from sync.admin.mailboxes import MailboxAdmin
     w, bookings = await _two_synced_calendars(SyncSettings(mass_delete_min=2))
-    await MailboxAdmin(w.store, w.calendar).register("new@contoso.example", "https://contoso.crm.dynamics.com")   # never synced
+    await MailboxAdmin(w.store.mailboxes, w.calendar).register("new@contoso.example", "https://contoso.crm.dynamics.com")   # never synced
     reads: list[str] = []
-    state_of = w.store.mailbox_state
+    state_of = w.store.partitions.load
 
     async def counted(address: str):
         reads.append(address)
         return await state_of(address)
 
-    w.store.mailbox_state = counted                         # type: ignore[method-assign]
+    w.store.partitions.load = counted                       # type: ignore[method-assign]
     everyone = (A, B, "new@contoso.example")
 
     few = await _guard_after_deleting(w, bookings[A][:3], everyone, reads)                 # 3 of 20 links
@@ -486,8 +486,8 @@ async def test_r_t2_a_sync_that_stops_before_its_commit_gives_its_lease_back():
 
     with pytest.raises(RuntimeError):
         await w.cycle(crash=crash)
-    state = await w.store.mailbox_state(A)
-    assert state.lease is not None and not state.lease.holder and len(await w.store.pending(A)) == 1
+    state = await w.store.partitions.load(A)
+    assert state.lease is not None and not state.lease.holder and len(await w.store.partitions.observations(A)) == 1
     other = MailboxSync(w.store, w.calendar, w.settings, w.now, holder="another-host", clock=lambda: w.now)
     result = await other.run(A)
     assert result.outcome == "synced" and result.counts.get("recovered") == 1 and len(w.tagged(A)) == 1
@@ -499,16 +499,16 @@ async def test_r_d1_a_booking_deleted_while_its_mailbox_waited_is_never_created(
     event for a booking that no longer exists, and nothing would remove it until a full read."""
     w = World()
     mailbox = await w.enable(A)
-    await w.store.put_mailbox(replace(mailbox, enabled=False))
+    await w.store.mailboxes.put(replace(mailbox, enabled=False))
     b = booking(A)
     w.put(b)
     await w.cycle()                                                  # observed for A, which does not sync while disabled
-    assert w.events(A) == [] and [p["booking_id"] for p in await w.store.pending(A)] == [b.id]
+    assert w.events(A) == [] and [p.booking_id for p in await w.store.partitions.observations(A)] == [b.id]
     w.source.delete(b.id)
     await w.cycle()
-    await w.store.put_mailbox(replace(mailbox, enabled=True))
+    await w.store.mailboxes.put(replace(mailbox, enabled=True))
     await w.cycle()
-    assert w.events(A) == [] and await w.store.links(A) == {} and await w.store.pending(A) == []
+    assert w.events(A) == [] and await w.store.partitions.links(A) == {} and await w.store.partitions.observations(A) == []
 
 
 async def test_r_d1_a_deletion_webhook_reaches_a_mailbox_still_waiting_to_create_the_event():
@@ -518,13 +518,13 @@ async def test_r_d1_a_deletion_webhook_reaches_a_mailbox_still_waiting_to_create
 
     w = World()
     mailbox = await w.enable(A)
-    await w.store.put_mailbox(replace(mailbox, enabled=False))
+    await w.store.mailboxes.put(replace(mailbox, enabled=False))
     b = booking(A)
     w.put(b)
     await w.cycle()
     w.source.delete(b.id)
     assert await route(Notification("Delete", b.id, None), w.source, w.store, w.settings, w.now) == {A: None}
-    assert [(p["booking_id"], p["deleted"]) for p in await w.store.pending(A)] == [(b.id, True)]
+    assert [(p.booking_id, p.deleted) for p in await w.store.partitions.observations(A)] == [(b.id, True)]
 
 
 @pytest.mark.parametrize("case", ["left alone", "work waiting", "propagated", "out of the global filters"])
@@ -545,12 +545,12 @@ async def test_r_x1_t3_a_cancellation_webhook_wakes_a_mailbox_only_when_its_sync
         w.put(booking(A, start=NOW + timedelta(hours=5)))
         await collect(w.source, w.store, w.settings, w.now)
     if case == "out of the global filters":
-        await w.store.put_global_filters((SyncFilter("south", territories=frozenset({"South"})),))
+        await w.store.config.put_global_filters((SyncFilter("south", territories=frozenset({"South"})),))
     canceled = replace(b, status=CANCELED)
     w.put(canceled)
     routed = await route(Notification("Update", b.id, None), w.source, w.store, w.settings, w.now)
     assert routed == ({} if case == "left alone" else {A: booking_to_dict(canceled)})
-    assert (b.id in {p["booking_id"] for p in await w.store.pending(A)}) == (case != "left alone")
+    assert (b.id in {p.booking_id for p in await w.store.partitions.observations(A)}) == (case != "left alone")
 
 
 async def test_r_t2_a_renewal_in_flight_when_the_sync_ends_leaves_the_mailbox_free():
@@ -560,12 +560,12 @@ async def test_r_t2_a_renewal_in_flight_when_the_sync_ends_leaves_the_mailbox_fr
     import asyncio
 
     from sync.engine.claim import HeldClaim
-    from sync.ports import MailboxCommit
+    from sync.ports import LeaseHeld, MailboxCommit
     w = World()
     await w.enable(A)
-    lease, _ = await w.store.claim_mailbox(A, "first", NOW, 0.3, (await w.store.mailbox_state(A)).lease)
+    lease, _ = await w.store.partitions.claim(A, "first", NOW, 0.3, (await w.store.partitions.load(A)).lease)
     landed = asyncio.Event()
-    renew = w.store.renew_mailbox
+    renew = w.store.partitions.renew
 
     async def answer_late(*args, **kwargs):
         renewed = await renew(*args, **kwargs)
@@ -573,24 +573,24 @@ async def test_r_t2_a_renewal_in_flight_when_the_sync_ends_leaves_the_mailbox_fr
         await asyncio.sleep(0.05)               # the answer on its way back
         return renewed
 
-    w.store.renew_mailbox = answer_late
-    claim = HeldClaim(w.store, A, lease, 0.3, lambda: NOW)
+    w.store.partitions.renew = answer_late
+    claim = HeldClaim(w.store.partitions, A, lease, 0.3, lambda: NOW)
     await landed.wait()
     held = await claim.hand_back()
     assert held is not None and held.etag != lease.etag
-    await w.store.commit_mailbox(A, MailboxCommit(release=held))
-    assert await w.store.claim_mailbox(A, "next", NOW, 30, (await w.store.mailbox_state(A)).lease) is not None
+    await w.store.partitions.commit(A, MailboxCommit(LeaseHeld(held)))
+    assert await w.store.partitions.claim(A, "next", NOW, 30, (await w.store.partitions.load(A)).lease) is not None
 
 
 def _counting_claims(w: World) -> list[str]:
     claims: list[str] = []
-    claim = w.store.claim_mailbox
+    claim = w.store.partitions.claim
 
     async def counted(mailbox, holder, *args, **kwargs):
         claims.append(holder)
         return await claim(mailbox, holder, *args, **kwargs)
 
-    w.store.claim_mailbox = counted
+    w.store.partitions.claim = counted
     return claims
 
 
@@ -606,9 +606,9 @@ async def test_r_t2_a_sync_that_calls_nothing_commits_without_claiming_and_one_t
     w.source.delete(past.id)
     result = await w.cycle()
     assert result[A]["outcome"] == "synced" and result[A]["counts"] == {"unlinked": 1} and claims == []
-    state = await w.store.mailbox_state(A)
+    state = await w.store.partitions.load(A)
     assert set(state.links) == {future.id} and state.pending == [] and not state.lease.holder
-    assert await w.store.pending_mailboxes() == set()
+    assert await with_work(w.store) == set()
     w.source.delete(future.id)
     result = await w.cycle()
     assert result[A]["counts"] == {"deleted": 1} and claims == ["world"]
@@ -618,12 +618,11 @@ async def test_r_t2_a_sync_that_calls_nothing_commits_without_claiming_and_one_t
 async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mailbox_changed_since_its_read(meanwhile):
     """Between the read and the unclaimed commit, another sync claims the mailbox (this one is then busy and its work
     waits), or a newer observation of the booking replaces the row read (this one reads again and settles that
-    instead); either way the unclaimed commit writes nothing. The observations here are a webhook's (rows of the
-    partition): an inline set is the subject of test_r_t3_a_newer_observation_than_an_inline_one_is_applied_after_it."""
+    instead); either way the unclaimed commit writes nothing."""
     from sync.core.serialize import booking_to_dict
     from sync.engine.collect import collect
     from sync.engine.mailbox import MailboxSync
-    from sync.ports import MailboxCommit
+    from sync.ports import LeaseAsRead, LeaseHeld, MailboxCommit
     w = World()
     await w.enable(A)
     past, ahead = booking(A, start=NOW - timedelta(days=2)), booking(A)
@@ -633,117 +632,113 @@ async def test_r_t2_a_sync_that_calls_nothing_goes_the_claimed_way_when_the_mail
         w.source.delete(past.id)                                 # D2: an unlink
         await collect(w.source, w.store, w.settings, w.now)
     else:
-        await w.store.add_pending(A, {ahead.id: booking_to_dict(ahead)})    # observed again, unchanged (C4): a skip
+        await w.store.partitions.observe({A: {ahead.id: booking_to_dict(ahead)}})    # observed again, unchanged (C4): a skip
     claims = _counting_claims(w)
-    commit_unclaimed = w.store.commit_unclaimed
+    commit = w.store.partitions.commit
     other, tried = [], []
 
-    async def changed_first(mailbox, commit, seen, *holder_and_now):
+    async def changed_first(mailbox, the_commit):
+        if not isinstance(the_commit.lease, LeaseAsRead):
+            return await commit(mailbox, the_commit)
         tried.append(mailbox)
         if meanwhile == "another sync claims":
-            other.append(await w.store.claim_mailbox(A, "other", NOW, 30, seen))
+            other.append(await w.store.partitions.claim(A, "other", NOW, 30, the_commit.lease.seen))
         else:
             w.put(moved(ahead, timedelta(hours=3)))
-            await w.store.add_pending(A, {ahead.id: booking_to_dict(w.source.bookings[ahead.id])})
-        written = await commit_unclaimed(mailbox, commit, seen, *holder_and_now)
+            await w.store.partitions.observe({A: {ahead.id: booking_to_dict(w.source.bookings[ahead.id])}})
+        written = await commit(mailbox, the_commit)
         assert not written
         return written
 
-    w.store.commit_unclaimed = changed_first
+    w.store.partitions.commit = changed_first
     sync = MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now)
     result = (await sync.run(A)).to_dict()
     assert tried == [A]
     if meanwhile == "another sync claims":
         assert result["outcome"] == "busy" and claims == ["other", "world"]
-        assert (await w.store.links(A)).keys() == {past.id, ahead.id} and len(await w.store.pending(A)) == 1    # the work waits
-        await w.store.commit_mailbox(A, MailboxCommit(release=other[0][0]))
-        w.store.commit_unclaimed = commit_unclaimed
+        assert (await w.store.partitions.links(A)).keys() == {past.id, ahead.id}
+        assert len(await w.store.partitions.observations(A)) == 1    # the work waits
+        w.store.partitions.commit = commit
+        await w.store.partitions.commit(A, MailboxCommit(LeaseHeld(other[0][0])))
         assert (await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world").run(A)).counts == {"unlinked": 1}
     else:
         assert result["outcome"] == "synced" and result["counts"] == {"updated": 1} and claims == ["world"]
         assert [e["start"] for e in w.events(A)] == [past.start, ahead.start + timedelta(hours=3)]
-    assert await w.store.pending(A) == []
+    assert await w.store.partitions.observations(A) == []
 
 
-async def test_r_t3_an_inline_set_is_applied_once_even_when_its_acknowledgement_is_lost():
-    """Collect carries a cycle's observations on the mailbox row. The sync that applies them records that on the lease
-    row with its links; if its status merge (the acknowledgement) is lost, the row still carries the set, and a later
-    sync must not apply it again over a newer observation (which would move the event back)."""
+async def test_r_t3_a_sync_whose_status_is_lost_leaves_work_that_applies_nothing_twice():
+    """The sync's commit consumed its observations; if its status merge (the consumed mark) is lost, the mailbox still
+    shows work. The next sync reads the partition, finds nothing waiting but what came since, and never moves the
+    event back to an older observation."""
     from sync.core.serialize import booking_to_dict
     from sync.engine.mailbox import MailboxSync
-    from sync.ports import inline_free, inline_set
     w, first = await _synced_then_moved_by_an_hour()
-    assert inline_set(await w.store.get_mailbox_row(A)) is not None and (await w.store.mailbox_state(A)).pending == []
-    merge = w.store.update_mailbox_fields
+    update = w.store.mailboxes.update
 
     async def lost(address, **fields):
         return None
 
-    w.store.update_mailbox_fields = lost
+    w.store.mailboxes.update = lost
     result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now).run(A)
-    w.store.update_mailbox_fields = merge
+    w.store.mailboxes.update = update
     assert result.counts == {"updated": 1} and w.events(A)[0]["start"] == first.start + timedelta(hours=1)
-    assert not inline_free(await w.store.get_mailbox_row(A))             # the set is still on the row, unacknowledged
+    assert await with_work(w.store) == {A}                              # the status never came: work still shows
     latest = moved(first, timedelta(hours=2))
     w.put(latest)
-    await w.store.add_pending(A, {first.id: booking_to_dict(latest)})    # a webhook's observation, newer
+    await w.store.partitions.observe({A: {first.id: booking_to_dict(latest)}})    # a webhook's observation, newer
     for _ in range(2):
         result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now).run(A)
         assert w.events(A)[0]["start"] == latest.start
-    assert result.counts == {}                                           # the old set was not applied again
-    assert inline_free(await w.store.get_mailbox_row(A))                  # the next status acknowledged it
-    assert await w.store.pending_mailboxes() == set()
+    assert result.counts == {}
+    assert await with_work(w.store) == set()
 
 
-async def test_r_t3_a_newer_observation_than_an_inline_one_is_applied_after_it():
-    """A webhook observation written while a sync applies the inline set is newer: the sync's commit leaves it, and
+async def test_r_t3_a_newer_observation_written_during_a_commit_is_applied_after_it():
+    """A webhook observation written while a sync commits is newer: the sync's commit leaves it (its ETag changed), and
     the next sync applies it; nothing is lost and nothing older wins."""
     from sync.core.serialize import booking_to_dict
     from sync.engine.mailbox import MailboxSync
     w, first = await _synced_then_moved_by_an_hour()
     latest = moved(first, timedelta(hours=3))
-    commit = w.store.commit_mailbox
+    commit = w.store.partitions.commit
 
     async def webhook_meanwhile(mailbox, the_commit):
         w.put(latest)
-        await w.store.add_pending(A, {first.id: booking_to_dict(latest)})
+        await w.store.partitions.observe({A: {first.id: booking_to_dict(latest)}})
         return await commit(mailbox, the_commit)
 
-    w.store.commit_mailbox = webhook_meanwhile
+    w.store.partitions.commit = webhook_meanwhile
     result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now).run(A)
-    w.store.commit_mailbox = commit
+    w.store.partitions.commit = commit
     assert result.counts == {"updated": 1} and w.events(A)[0]["start"] == first.start + timedelta(hours=1)
-    assert await w.store.pending_mailboxes() == {A}
+    assert await with_work(w.store) == {A}
     assert (await w.cycle())[A]["counts"] == {"updated": 1}
-    assert w.events(A)[0]["start"] == latest.start and await w.store.pending_mailboxes() == set()
+    assert w.events(A)[0]["start"] == latest.start and await with_work(w.store) == set()
 
 
-async def test_r_t3_a_sync_that_lost_its_lease_does_not_acknowledge_the_inline_set():
-    """The lease row records an applied inline set only through the commit that releases it. A sync whose lease ran
-    out and was taken during its Graph calls still commits its links, but must not acknowledge the set on the
-    mailbox row (collect would then overwrite a set no lease row records); the next sync applies it again, which
-    changes nothing, and acknowledges it."""
+async def test_r_t2_a_sync_that_lost_its_lease_still_commits_what_graph_did():
+    """A sync whose lease ran out and was taken during its Graph calls still commits its links (Graph did it), and
+    leaves the lease to its new holder; the next sync, once that lease ran out, changes nothing."""
     from sync.engine.mailbox import MailboxSync
-    from sync.ports import inline_free
     w, first = await _synced_then_moved_by_an_hour()
 
     async def taken_meanwhile(where: str) -> None:
         if where == "after-graph":
-            seen = (await w.store.mailbox_state(A)).lease
-            assert await w.store.claim_mailbox(A, "other", w.now + timedelta(minutes=5), 30, seen) is not None
+            seen = (await w.store.partitions.load(A)).lease
+            assert await w.store.partitions.claim(A, "other", w.now + timedelta(minutes=5), 30, seen) is not None
 
     result = await MailboxSync(w.store, w.calendar, w.settings, w.now, holder="world", clock=lambda: w.now, crash=taken_meanwhile).run(A)
     assert result.counts == {"updated": 1} and w.events(A)[0]["start"] == first.start + timedelta(hours=1)
-    assert not inline_free(await w.store.get_mailbox_row(A))
+    assert (await w.store.partitions.load(A)).lease.holder == "other"
     writes = w.calendar.writes
     later = w.now + timedelta(minutes=10)                                  # the other holder's lease has run out
-    result = await MailboxSync(w.store, w.calendar, w.settings, later, holder="world", clock=lambda: later).run(A)
-    assert w.calendar.writes == writes and inline_free(await w.store.get_mailbox_row(A))
+    await MailboxSync(w.store, w.calendar, w.settings, later, holder="world", clock=lambda: later).run(A)
+    assert w.calendar.writes == writes
 
 
 async def _synced_then_moved_by_an_hour():
-    """A mailbox whose one booking is synced, then moved by an hour and collected: the move rides on the mailbox row
-    as an inline set (PendingStore), waiting for the sync."""
+    """A mailbox whose one booking is synced, then moved by an hour and collected: the move waits in its partition."""
     from sync.engine.collect import collect
     w = World()
     await w.enable(A)

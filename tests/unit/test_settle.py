@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from sync.core import mailbox_reasons
 from sync.core import settle as s
 from sync.core.actions import Cancel, Create, Delete, Forget, Recover, Skip, Unlink, Update
 from sync.core.domain import LinkState
@@ -73,8 +74,8 @@ def test_r_e1_m6_nothing_is_committed_without_success_and_the_observation_stays(
 
 def test_r_m6_a_refused_mailbox_carries_a_reason_a_person_can_act_on():
     got = s.settle(Update(B, LINK, render(B, B.mailbox, "UTC", 0), Reason.TIME_OR_LOCATION_CHANGED),
-                   OpResult(B.id, Outcome.MAILBOX_UNAVAILABLE, status=403, code="ErrorAccessDenied"), LINK, NOW)
-    assert got.mailbox_failure and got.mailbox_failure.startswith("access_denied")
+                   OpResult(B.id, Outcome.MAILBOX_UNAVAILABLE, status=403, code="access_denied"), LINK, NOW)
+    assert got.mailbox_failure == "access_denied: " + mailbox_reasons.SENTENCES["access_denied"]
 
 
 def test_r_e3_a_refused_create_rolls_back_to_what_was_there():

@@ -1,8 +1,8 @@
 """A Hypothesis state machine over the whole engine on in-memory fakes (model: vdirsyncer's SyncMachine).
 
 Random booking creates, edits, reassignments, cancels, deletes, clock moves, mailbox toggles, events
-deleted by their owner, transient Graph failures, webhook observations beside collect's inline sets, lost
-acknowledgements of applied inline sets, and crashes injected between any two side effects.
+deleted by their owner, transient Graph failures, webhook observations beside collect's, lost status merges,
+and crashes injected between any two side effects.
 After every sync (and a clean follow-up sync that recovers from the crash):
 - no booking has two events in one mailbox;
 - no untagged (personal) event was touched;
@@ -113,8 +113,8 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(mailbox=st.sampled_from(MAILBOXES))
     def toggle_mailbox(self, mailbox):
-        current = run(self.w.store.get_mailbox(mailbox))
-        run(self.w.store.put_mailbox(replace(current, enabled=not current.enabled)))
+        current = run(self.w.store.mailboxes.get(mailbox)).mailbox
+        run(self.w.store.mailboxes.put(replace(current, enabled=not current.enabled)))
         self.disabled ^= {mailbox}
 
     @rule(booking_id=bookings, mailbox=st.sampled_from(MAILBOXES))
@@ -136,7 +136,8 @@ class SyncMachine(RuleBasedStateMachine):
     @rule(mailbox=st.sampled_from(MAILBOXES))
     def host_dies_holding_a_mailbox_lease(self, mailbox):
         """A host killed in the middle of a mailbox's sync leaves its lease; it never renews it (T2, #19)."""
-        run(self.w.store.acquire_lease(f"mailbox:{mailbox}", "dead-host", self.w.now, MAILBOX_LEASE_S))
+        seen = run(self.w.store.partitions.load(mailbox)).lease
+        run(self.w.store.partitions.claim(mailbox, "dead-host", self.w.now, MAILBOX_LEASE_S, seen))
         self.dead_leases = True
 
     @rule(n=st.integers(1, 3))
@@ -147,16 +148,16 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(booking_id=bookings)
     def webhook_observes(self, booking_id):
-        """A webhook's observation of the booking as it is now, written as a row of its mailbox's partition, beside
-        (older or newer than) what collect carries on the mailbox row (PendingStore's inline sets)."""
+        """A webhook's observation of the booking as it is now, written to its mailbox's partition beside (older or
+        newer than) what collect wrote there."""
         b = self._current(booking_id)
         if b is not None:
-            run(self.w.store.add_pending(b.mailbox, {b.id: booking_to_dict(b)}))
+            run(self.w.store.partitions.observe({b.mailbox: {b.id: booking_to_dict(b)}}))
 
     @rule()
     def acknowledgements_lost(self):
-        """The next cycle's status merges that would acknowledge an applied inline set are lost (a host dies after
-        the commit): the rows keep carrying those sets."""
+        """The next cycle's status merges (each naming the pending mark its sync covered) are lost (a host dies after
+        the commit): the mailboxes keep showing work their syncs already did."""
         self.lose_acknowledgements = True
 
     # -- syncing and the invariants ------------------------------------------------------------------------------------------
@@ -164,14 +165,14 @@ class SyncMachine(RuleBasedStateMachine):
     def sync(self, point):
         before = self._tagged()
         fired = []
-        merge = self.w.store.update_mailbox_fields
+        merge = self.w.store.mailboxes.update
 
         async def maybe_lost(address, **fields):
-            if "consumed_inline" not in fields:
+            if "consumed_mark" not in fields:
                 await merge(address, **fields)
 
         if self.lose_acknowledgements:
-            self.w.store.update_mailbox_fields = maybe_lost
+            self.w.store.mailboxes.update = maybe_lost
 
         async def crash(where: str) -> None:
             if where == point and not fired:
@@ -182,7 +183,7 @@ class SyncMachine(RuleBasedStateMachine):
             run(self.w.cycle(crash=crash, force=True))
         except Crash:
             pass
-        self.w.store.update_mailbox_fields = merge
+        self.w.store.mailboxes.update = merge
         self.lose_acknowledgements = False
         self._check_no_past_event_deleted(before)
         self.w.calendar.faults.clear()

@@ -1,0 +1,34 @@
+"""Why a mailbox cannot be synced, in the product's words: one stable code and one sentence per reason, whichever
+provider answered. The Graph adapter (adapters/graph_errors.py) converts Graph's answers into these codes; the sync
+(M6: the mailbox marked Failure), the mailbox test (M2) and diagnose (G1) all say them with `sentence`."""
+from __future__ import annotations
+
+from .tenants import TENANT_REASONS
+
+MAILBOX_NOT_FOUND = "mailbox_not_found"
+MAILBOX_DISABLED = "mailbox_disabled"
+ACCESS_DENIED = "access_denied"
+CALENDAR_READ_ONLY = "calendar_read_only"
+AUTH_FAILED = "auth_failed"
+
+SENTENCES = {
+    MAILBOX_NOT_FOUND: "Exchange Online has no mailbox for this address; check the user's primary email address and licence.",
+    MAILBOX_DISABLED: "The mailbox is inactive, soft-deleted or hosted on-premises; Graph cannot write to it.",
+    ACCESS_DENIED: "Access denied: the app's Exchange RBAC for Applications scope does not include this mailbox; "
+                   "add it to the management scope of the app's Calendars.ReadWrite role assignment.",
+    CALENDAR_READ_ONLY: "The app can read but not write this mailbox's calendar.",
+    AUTH_FAILED: "The app could not get a token for Microsoft Graph; check its managed identity and Graph permission.",
+}
+
+
+def sentence(reason: str) -> str:
+    return SENTENCES.get(reason, "")
+
+
+def stated(reason: str | None, message: str | None = None) -> str:
+    """`reason: sentence`, what a mailbox's status and a failed sync say. A tenant's refusal (its own sentence names the
+    tenant, tenants.py) is said as given."""
+    if reason in TENANT_REASONS:
+        return message or reason or ""
+    code = reason if reason in SENTENCES else MAILBOX_NOT_FOUND
+    return f"{code}: {SENTENCES[code]}"
