@@ -217,6 +217,7 @@ def _graph_ops(stats: dict) -> int:
 
 
 async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
+    from .admin.commands import MAILBOX_OPERATIONS
     from .admin.dispatch import AdminError, InvalidRequest, mailbox_action, validate
     from .app.clients import Clients
 
@@ -230,9 +231,11 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         try:
             work = mailbox_action(clients, settings.environments, args.action, addresses, args.all, args.environment, _now(),
                                   Progress(args.action, not args.json), method=args.method)
-            who = await clients.operator()
-            result = await (work if args.action == "list" else audited(clients.store.audit, who, f"mailboxes {args.action}", addresses,
-                                                                         _audit_time(), work, detail="all" if args.all else ""))
+            if MAILBOX_OPERATIONS[args.action].changes:
+                result = await audited(clients.store.audit, await clients.operator(), f"mailboxes {args.action}", addresses,
+                                       _audit_time(), work, detail="all" if args.all else "")
+            else:
+                result = await work
         except AdminError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED

@@ -211,8 +211,9 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
         clients, now = await activities().clients(), datetime.now(UTC)
         work = mailbox_action(clients, settings.environments, action, addresses, body.get("all", False), body.get("environment"), now,
                               method=body.get("method"))
-        result = await (work if action == "list" else audited(clients.store.audit, who, f"mailboxes {action}", addresses, now, work,
-                                                                detail="all" if body.get("all") else ""))
+        detail = "all" if body.get("all") else ""
+        result = await (audited(clients.store.audit, who, f"mailboxes {action}", addresses, now, work, detail=detail)
+                        if MAILBOX_OPERATIONS[action].changes else work)
     except AdminError as exc:
         return _json(409, {"error": str(exc)})
     return _json(200, result)

@@ -69,6 +69,37 @@ async def test_a_store_without_legacy_tables_starts(stack, table_prefix):
         await store.close()
 
 
+async def test_r_e5_state_the_previous_version_wrote_with_observations_waiting_upgrades_and_loses_none(stack, table_prefix):
+    """tests/compat/state-2026-12-07.json holds the rows that version's own code wrote (tests/compat/
+    write_previous_state.py: mailboxes synced, then an inline set waiting on A's row with a newer webhook observation
+    in its partition, a set too large for B's row in its partition, a set C's sync applied and a second one waiting),
+    and what it said each mailbox had waiting. Started on those rows, this version has exactly that waiting, in the
+    partitions, every link kept, no row carrying a set, and the planner reads every observation."""
+    from pathlib import Path
+
+    from sync.engine.observed import observations
+    fixture = json.loads((Path(__file__).parents[1] / "compat" / "state-2026-12-07.json").read_text())
+    store = _store(stack, table_prefix)
+    try:
+        await store.ensure_tables()
+        for table, rows in fixture["tables"].items():
+            for row in rows:
+                await store.access.table(table).create_entity(row)
+        moved = await store.migrations.upgrade()
+        assert moved["carried_observations"] > 0
+        for address, waiting in fixture["waiting"].items():
+            state = await store.partitions.load(address)
+            assert {p.booking_id: p.booking for p in state.pending} == waiting, address
+            assert sorted(state.links) == fixture["links"][address] and not state.unreadable_links
+            read = observations(state.pending)
+            assert not read.set_aside and set(read.bookings) | read.deleted == set(waiting)
+        rows = [e async for e in store.access.table("mailboxes").query_entities("PartitionKey eq 'mailbox'")]
+        assert not any(f in row for row in rows for f in ("inline_mark", "inline_pending", "consumed_inline"))
+        assert await with_work(store) == {a for a, waiting in fixture["waiting"].items() if waiting}
+    finally:
+        await store.close()
+
+
 async def test_r_e5_an_upgrade_moves_the_observations_the_previous_version_carried_on_mailbox_rows_and_loses_none(stack, table_prefix):
     """State as the previous version wrote it, with observations waiting three ways: a set carried on mailbox A's row
     not yet applied (one of its bookings also observed since in the partition, newer), rows of B's partition, and a set
