@@ -153,7 +153,7 @@ class Activities:
             filters = await self._global_filters(clients)
             sync = MailboxSync(clients.store, clients.calendar, self.settings.sync, now, global_filters=filters, holder=holder)
             result = (await sync.run(mailbox, dry_run=payload.get("dry_run", False), force=payload.get("force", False),
-                                     guard_message=payload.get("hold_removals"), keep_held="hold_removals" not in payload,
+                                     guard_message=_guard_message(payload), keep_held=not _from_a_cycle(payload),
                                      record=self.listing.record(ref, payload.get("cycle")))).to_dict()
             current.set_attributes({"outcome": result["outcome"], **{f"count.{k}": v for k, v in result["counts"].items()}})
             return result
@@ -204,6 +204,17 @@ class Activities:
         started, finished = datetime.fromisoformat(summary["started"]), datetime.fromisoformat(summary["finished"])
         telemetry.record_cycle(summary, (finished - started).total_seconds())
         return {"recorded": summary["id"]}
+
+
+def _guard_message(payload: dict) -> str | None:
+    """The deployment-wide guard's message a cycle hands its syncs (D5); `hold_removals` is the key orchestrations
+    started before 2026-12-08 carry (Durable replays them on this code)."""
+    return payload.get("guard_message", payload.get("hold_removals"))
+
+
+def _from_a_cycle(payload: dict) -> bool:
+    """A cycle's sync is handed the guard's verdict (a message or None); a webhook's sync is not."""
+    return "guard_message" in payload or "hold_removals" in payload
 
 
 def _error_text(exc: Exception) -> str:

@@ -65,7 +65,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
 
     results: dict[str, dict] = {}
     todo = sorted(mailboxes)
-    hold = None
+    guard_message = None
     candidates = sum(e.get("removal_candidates", 0) for e in run["environments"])
     held = sum(e.get("removals_held", 0) for e in run["environments"])
     if todo and (candidates or held or carried) and not settings.get("force", False):   # D5, before any mailbox removes anything
@@ -73,14 +73,14 @@ def sync_cycle(context: df.DurableOrchestrationContext):
         run["guard"] = yield context.call_activity(GUARD_ACTIVITY, {"mailboxes": todo, "candidates": candidates, "held": held,
                                                                     "carried": sorted(carried),
                                                                     "now": now.isoformat(), "cycle": run["id"]})
-        hold = run["guard"].get("message")
+        guard_message = run["guard"].get("message")
     for attempt in range(RETRY_ROUNDS + 1):
         if not todo:
             break
         if attempt:
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=RETRY_DELAYS_S[attempt - 1]))
         context.set_custom_status({"phase": "sync", "round": attempt + 1, "mailboxes": len(todo), "done": len(results)})
-        batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False), "hold_removals": hold,
+        batch = {"mailboxes": todo, "now": now.isoformat(), "force": settings.get("force", False), "guard_message": guard_message,
                  "instance": context.instance_id, "cycle": run["id"]}
         outcome = yield from _fan_out(context, batch)
         for r in outcome:
@@ -115,7 +115,7 @@ def sync_mailbox_group(context: df.DurableOrchestrationContext):
 def _mailbox_input(batch: dict, ref: str) -> dict[str, Any]:
     # the lease holder is this orchestration's own call: a re-run of the activity after a host crash takes its lease over
     # `cycle`: the activities of one cycle share one listing of the mailbox rows, made after its collect
-    return {"mailbox_ref": ref, "now": batch["now"], "force": batch["force"], "hold_removals": batch.get("hold_removals"),
+    return {"mailbox_ref": ref, "now": batch["now"], "force": batch["force"], "guard_message": batch.get("guard_message"),
             "lease_holder": f"{batch.get('instance', 'cycle')}:{ref}", "cycle": batch.get("cycle")}
 
 

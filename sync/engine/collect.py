@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from ..core import scope
 from ..core.domain import Booking, Mailbox, SkippedRow, SyncFilter
@@ -30,34 +30,16 @@ from ..ports import (
     BookingSource,
     ChangeTokenExpired,
     Cursor,
-    Cursors,
-    DeploymentConfig,
     MailboxPartitions,
     MailboxRecord,
-    MailboxRegistry,
     ReadResult,
+    State,
 )
 
 log = logging.getLogger("sync.engine")
 
 
-class CollectState(Protocol):
-    """The state collect touches."""
-
-    @property
-    def mailboxes(self) -> MailboxRegistry: ...
-
-    @property
-    def config(self) -> DeploymentConfig: ...
-
-    @property
-    def partitions(self) -> MailboxPartitions: ...
-
-    @property
-    def index(self) -> BookingIndex: ...
-
-    @property
-    def cursors(self) -> Cursors: ...
+CollectState = State          # collect reads the registry, the config, the index and the cursors, and writes partitions
 
 
 @dataclass

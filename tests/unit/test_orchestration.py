@@ -209,7 +209,7 @@ async def test_r_d5_work_waiting_from_before_the_cycle_brings_the_guard_even_wit
         return {"removals": 11, "exact": True, "links": 20, "blocked": True, "message": "held"}
 
     async def sync_mailbox(payload):
-        held.append(payload["hold_removals"])
+        held.append(payload["guard_message"])
         return {"mailbox_ref": payload["mailbox_ref"], "outcome": "blocked", "counts": {}, "retryable": False}
 
     rt = DurableRunner({CYCLE_ORCHESTRATOR: sync_cycle, GROUP_ORCHESTRATOR: sync_mailbox_group},
@@ -255,3 +255,12 @@ async def test_r_t2_only_the_last_collect_of_a_cycle_offers_its_listing_to_the_c
     output, _ = await run(acts, environments=("https://a.crm.dynamics.com", "https://b.crm.dynamics.com"))
     assert [p["environment"] for p in payloads] == ["https://a.crm.dynamics.com", "https://b.crm.dynamics.com"]
     assert payloads[0]["cycle"] is None and payloads[1]["cycle"] == output["id"]
+
+
+def test_r_d5_a_sync_started_by_an_orchestration_from_before_the_rename_keeps_its_guard_verdict():
+    """Durable replays an orchestration in flight during a deployment on the new code: its payloads still carry
+    `hold_removals`. The guard's message (or its None: not held) is read from either key; a webhook's sync has none."""
+    from sync.app.activities import _from_a_cycle, _guard_message
+    assert _guard_message({"guard_message": "held"}) == _guard_message({"hold_removals": "held"}) == "held"
+    assert _from_a_cycle({"hold_removals": None}) and _from_a_cycle({"guard_message": None})
+    assert not _from_a_cycle({"mailbox_ref": "mbx-1", "generation": 1}) and _guard_message({}) is None
