@@ -42,7 +42,6 @@ class Activities:
         self._settings: AppSettings | None = None
         self._make_clients = clients
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, Clients]] = {}
-        self._telemetry_key: str | None = None
         self.listing = CycleListing()
 
     async def clients(self) -> Clients:
@@ -66,9 +65,7 @@ class Activities:
         return await self.listing.global_filters(clients.store.config.global_filters)
 
     async def _telemetry_key_of(self, clients: Clients) -> str:
-        if self._telemetry_key is None:
-            self._telemetry_key = await clients.store.config.telemetry_key()
-        return self._telemetry_key
+        return await self.listing.telemetry_key(clients.store.config.telemetry_key)
 
     async def _mailbox_ref(self, clients: Clients, mailbox: str) -> str:
         return mailbox_ref(await self._telemetry_key_of(clients), mailbox)

@@ -8,7 +8,8 @@ the listing its cycle's collect made last (after every mark it wrote), with the 
 - bounded: one cycle's listing, at most one record per registered mailbox, replaced by the next cycle's;
 - scoped: a sync is handed a record from it only when it asks for the same cycle; any other caller, or a
   pseudonym not in it, lists again (once, for all the activities that ask together);
-- the global filters it holds are re-read at most once a minute (FILTERS_TTL_S) outside a cycle's listing.
+- the global filters it holds are re-read at most once a minute (FILTERS_TTL_S) outside a cycle's listing;
+- with them, the deployment's telemetry key (the pseudonyms' key), read once: it never changes.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class CycleListing:
         self.cycle: str | None = None                    # the cycle whose activities the listing serves
         self._records: dict[str, MailboxRecord] = {}     # pseudonym -> record
         self._filters: tuple[float, tuple[SyncFilter, ...]] | None = None
+        self._telemetry_key: str | None = None
         self._locks: dict[int, asyncio.Lock] = {}
 
     def lock(self) -> asyncio.Lock:
@@ -72,3 +74,8 @@ class CycleListing:
                 if self._filters is None or time.monotonic() - self._filters[0] > FILTERS_TTL_S:
                     self._filters = (time.monotonic(), await read())
         return self._filters[1]
+
+    async def telemetry_key(self, read: Callable[[], Awaitable[str]]) -> str:
+        if self._telemetry_key is None:
+            self._telemetry_key = await read()
+        return self._telemetry_key
