@@ -37,6 +37,7 @@ class ControlApi:
             web.patch(p + "/orgs/{org}/tables/{set}/{id}", self.update_row),
             web.delete(p + "/orgs/{org}/tables/{set}/{id}", self.delete_row),
             web.post(p + "/orgs/{org}/expire-change-tracking", self.expire_tokens),
+            web.put(p + "/orgs/{org}/change-tracking", self.set_change_tracking),
             web.post(p + "/orgs/{org}/webhooks", self.register_webhook),
             web.get(p + "/orgs/{org}/webhooks", self.webhook_status),
             web.put(p + "/orgs/{org}/limits", self.org_limits),
@@ -140,6 +141,17 @@ class ControlApi:
         org = self.tenant.org(request.match_info["org"])
         org.min_valid_version = org.next_version()
         return web.json_response({"min_valid_version": org.min_valid_version})
+
+    async def set_change_tracking(self, request: web.Request) -> web.Response:
+        """{"table": LOGICAL_NAME, "enabled": false}: the table answers requests for its changes with 0x80072491.
+        (Dataverse cannot turn tracking off once on; this models an environment where it was never turned on.)"""
+        org = self.tenant.org(request.match_info["org"])
+        body = await request.json()
+        table = str(body.get("table", ""))
+        if table not in org.rows:
+            return _bad(f"unknown table {table!r}")
+        (org.untracked.add if body.get("enabled") is False else org.untracked.discard)(table)
+        return web.json_response({"untracked": sorted(org.untracked)})
 
     async def org_limits(self, request: web.Request) -> web.Response:
         org = self.tenant.org(request.match_info["org"])

@@ -408,6 +408,10 @@ class DataverseService:
     def _list(self, org: DataverseOrg, base: str, table: Table, query: Query, params: dict, prefs: dict, select: list[str] | None,
               expand: list[odata.ExpandItem], headers: dict[str, str]) -> tuple[dict, dict]:
         tracking = "odata.track-changes" in prefs or "$deltatoken" in params
+        if tracking and table.logical_name in org.untracked:
+            # Learn, "Web service error codes": ChangeTrackingNotEnabledForEntity, 0x80072491, "Entity {0} isn't
+            # enabled for change tracking." The page gives no HTTP status; 400 is a guess, and the product reads the code.
+            raise DataverseError(400, "0x80072491", f"Entity {table.logical_name} isn't enabled for change tracking.")
         if tracking:
             for option in TRACKING_UNSUPPORTED:
                 if option in params:
@@ -447,6 +451,11 @@ class DataverseService:
             qs = "&".join(f"{k}={quote(v, safe=QUERY_SAFE)}" for k, v in keep.items())
             cookie = _paging_cookie(page, chunk[-1].get(table.primary_id) or chunk[-1].get("id"), current if tracking else None)
             body["@odata.nextLink"] = f"{base}/{table.entity_set}?{qs + '&' if qs else ''}$skiptoken={cookie}"
+        elif delta and total == 0:
+            # Learn, "Use change tracking to synchronize data with external systems": "An empty JSON response is returned
+            # if no table changes have occurred after the initial change tracking request was called." No delta link:
+            # the client keeps the one it asked with.
+            return {}, headers
         elif tracking:
             sel = f"$select={params['$select']}&" if "$select" in params else ""
             body["@odata.deltaLink"] = f"{base}/{table.entity_set}?{sel}$deltatoken={_delta_token(current)}"

@@ -36,6 +36,10 @@ class DataverseOrg:
         self._version = itertools.count(1_000_000)
         self.version = next(self._version)
         self.min_valid_version = 0
+        # Tables whose change tracking is off (EntityMetadata.ChangeTrackingEnabled false): asked for changes, they
+        # answer 0x80072491 (Learn, "Web service error codes": ChangeTrackingNotEnabledForEntity). Every table the
+        # sync reads is tracked by default, as in an environment set up as docs/deploy.md says.
+        self.untracked: set[str] = set()
         # A paged list's matching rows, in order, kept for its next pages while no row changes (dataverse.py)
         self.result_sets: dict[tuple, tuple[list[dict], list[dict]]] = {}
         self.dop_hint = 4

@@ -150,6 +150,8 @@ async def cmd_run(args: argparse.Namespace, settings: AppSettings) -> int:
     rows = _cycle_rows(summary)
     failed = [e for e in summary.get("environments", []) if e.get("error")]
     notes = "".join(f"\nenvironment not collected: {e['environment']}: {e['error']}" for e in failed)
+    notes += "".join(f"\nchange tracking is off for {', '.join(e['tracking_off'])} in {e['environment']}: every cycle reads the whole "
+                     "window (T5); turn it on (docs/deploy.md, step 2)" for e in summary.get("environments", []) if e.get("tracking_off"))
     _print(args, summary, table(rows, CYCLE_COLUMNS) + f"\n\ncycle: {summary.get('outcome')}  totals: {summary.get('totals', {})}  "
                                                        f"outcomes: {summary.get('outcomes', {})}{notes}")
     return EXIT_OK if summary.get("outcome") == "succeeded" else EXIT_PARTIAL

@@ -24,7 +24,7 @@ from azure.core.rest import HttpRequest
 
 from ..core.domain import Address, Booking, BookingLocation, BookingStatus, SkippedRow, WorkOrder
 from ..core.ids import checked_guid, is_address, is_guid
-from ..ports import ChangeSet, ChangeTokenExpired, PermanentError, ReadResult, TransientError, UserResource
+from ..ports import ChangeSet, ChangeTokenExpired, ChangeTrackingOff, PermanentError, ReadResult, TransientError, UserResource
 from .credentials import is_loopback_url
 from .transport import endpoint_transport, proxies_for
 
@@ -36,6 +36,9 @@ MAX_PAGE_SIZE = 5000            # odata.maxpagesize at most (Learn, "Page result
 WINDOW_SLICES = 4               # a window read's slices, read together
 MAX_TEXT = 65_536             # a text value longer than this marks the row malformed
 EXPIRED_TOKEN_CODES = {"0x80044352"}
+# Learn, "Web service error codes": ChangeTrackingNotEnabledForEntity, "Entity {0} isn't enabled for change tracking."
+TRACKING_OFF_CODE = "0x80072491"
+TRACKING_OFF_ENTITY = re.compile(r"Entity (\S+) isn't enabled for change tracking")
 KNOWN_STATUS = {1, 2, 3}
 # Characters left as they are when a relative query is encoded: OData syntax, and % because filter
 # literals arrive already percent-encoded (filter_literal).
@@ -286,6 +289,9 @@ class DataverseClient:
         code, message = error.get("code", ""), error.get("message", reason or "")
         if code in EXPIRED_TOKEN_CODES:
             raise ChangeTokenExpired(message)
+        if code == TRACKING_OFF_CODE:
+            named = TRACKING_OFF_ENTITY.search(message or "")
+            raise ChangeTrackingOff(named.group(1) if named else "")
         if status == 429 or status >= 500:
             raise TransientError(f"environment {self.environment} answered {status} after retries: {code}", code=f"http_{status}")
         if status in (401, 403):
@@ -422,7 +428,13 @@ class DataverseClient:
         answers = await asyncio.gather(*(self._pages(link or f"{entity}?$select={key}", ["odata.track-changes"], MAX_PAGE_SIZE)
                                          for (entity, key), link in zip(TRACKED, links, strict=True)))     # independent feeds
         for (entity, key), link, (rows, last) in zip(TRACKED, links, answers, strict=True):
-            changes.delta_links[entity] = last["@odata.deltaLink"]
+            # Nothing changed since `link`: Dataverse may answer an empty JSON object, without a new delta link (Learn,
+            # "Use change tracking to synchronize data with external systems"); the link asked with still holds.
+            kept = last.get("@odata.deltaLink") or link
+            if kept is None:
+                raise PermanentError(f"environment {self.environment} started change tracking for {entity} without a delta link",
+                                     code="no_delta_link")
+            changes.delta_links[entity] = kept
             if link is not None:
                 _collect_changes(changes, entity, key, rows)
         changes.changed_bookings -= changes.deleted_bookings
@@ -447,7 +459,7 @@ class DataverseClient:
             while body.get("@odata.nextLink"):
                 body = await self._get(body["@odata.nextLink"], prefer_track)
                 rows.extend(body.get("value", []))
-            changes.delta_links[entity] = body["@odata.deltaLink"]
+            changes.delta_links[entity] = body.get("@odata.deltaLink") or delta_links[entity]   # {} when nothing changed
             _collect_changes(changes, entity, key, rows)
         changes.changed_bookings -= changes.deleted_bookings
         result = ReadResult()

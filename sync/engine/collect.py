@@ -2,7 +2,8 @@
 mailboxes it concerns, and persist it there as a pending observation; then advance the cursor.
 
 - `read`: change tracking plus the slice of time that entered the window (T4, S3), or the whole window
-  when there is no valid token; newly enabled mailboxes get their window read too.
+  when there is no valid token, and every cycle while a table's change tracking is off (T5); newly enabled
+  mailboxes get their window read too.
 - `route` (pure): a booking goes to its current mailbox, if that mailbox is registered and bound to this
   environment (M4), and to every mailbox holding a link for it, so a reassignment or a delete reaches both; a
   delete also reaches the mailboxes whose waiting observations name the booking (`with_waiting`). A cancellation
@@ -29,6 +30,7 @@ from ..ports import (
     BookingIndex,
     BookingSource,
     ChangeTokenExpired,
+    ChangeTrackingOff,
     Cursor,
     MailboxPartitions,
     MailboxRecord,
@@ -50,6 +52,7 @@ class Observations:
     delta_links: dict[str, str]
     initial: dict[str, Booking] = field(default_factory=dict)   # window reads for newly enabled mailboxes
     holders: dict[str, set[str]] = field(default_factory=dict)  # observed booking id -> mailboxes the index says link it
+    tracking_off: list[str] = field(default_factory=list)       # tables whose change tracking is off (T5)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class CollectResult:
     removal_candidates: int = 0                             # observations that could remove an event (D5's gate)
     left_alone: int = 0                                     # observations not kept: X1 leaves their events as they are
     removals_held: int = 0                                  # mailboxes whose removals an earlier cycle's guard held
+    tracking_off: list[str] = field(default_factory=list)   # T5: tables without change tracking; the window was read whole
     mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
     carried: list[str] = field(default_factory=list)        # of them, those whose work was waiting before this collect
     # The mailboxes as listed at the end (every mark written): the listing the cycle's syncs can share.
@@ -74,7 +78,8 @@ class CollectResult:
         return {"environment": self.environment, "mode": self.mode, "bookings_read": self.bookings_read, "deleted": self.deleted,
                 "skipped": self.skipped, "routed": len(self.routed), "observations": sum(self.routed.values()),
                 "unregistered": self.unregistered, "removal_candidates": self.removal_candidates, "left_alone": self.left_alone,
-                "removals_held": self.removals_held, "mailboxes": self.mailboxes, "carried": self.carried}
+                "removals_held": self.removals_held, "mailboxes": self.mailboxes, "carried": self.carried,
+                **({"tracking_off": self.tracking_off} if self.tracking_off else {})}
 
 
 @dataclass(frozen=True)
@@ -143,14 +148,14 @@ async def read(source: BookingSource, links: BookingIndex, cursor: Cursor | None
                initial: set[str]) -> Observations:
     """What changed since the cursor, and which mailboxes hold a link for each booking read; the whole window when
     there is no cursor or its token expired (T4)."""
-    if cursor is None:
+    if cursor is None or not cursor.delta_links:              # never read, or read whole while tracking was off (T5)
         return await _read_full(source, links, low, high)
     horizon = cursor.horizon
     slice_start = max(horizon or low, low) if (horizon is None or high > horizon) else None   # S3: what entered the window
     try:
         # One request for a quiet cycle: both change feeds and the new slice of the window, batched.
         changes, entered = await source.read_cycle(dict(cursor.delta_links), slice_start, high)
-    except ChangeTokenExpired:
+    except (ChangeTokenExpired, ChangeTrackingOff):
         return await _read_full(source, links, low, high)
     environment = source.environment.lower()
     # The changed bookings, the bookings of changed work orders, the window of newly enabled mailboxes and the
@@ -190,7 +195,12 @@ async def _holders(links: BookingIndex, environment: str, booking_ids: set[str])
 
 
 async def _read_full(source: BookingSource, links: BookingIndex, low: datetime, high: datetime) -> Observations:
-    start = await source.read_changes(None)                              # start tracking before reading: no change falls between
+    try:
+        start = await source.read_changes(None)                          # start tracking before reading: no change falls between
+        delta_links, tracking_off = start.delta_links, []
+    except ChangeTrackingOff as off:                                     # T5: each cycle reads the window whole, and tries again
+        log.warning("change tracking off, the whole window is read: environment=%s table=%s", source.environment, off.table)
+        delta_links, tracking_off = {}, [off.table]
     result = await source.read_window(low, high)
     observed: dict[str, Booking | None] = {b.id: b for b in result.bookings}
     skipped = list(result.skipped)
@@ -203,7 +213,7 @@ async def _read_full(source: BookingSource, links: BookingIndex, low: datetime, 
         for booking_id in missing - {b.id for b in again.bookings} - {s.booking_id for s in again.skipped}:
             observed[booking_id] = None
     holders = {b: set(linked[b]) for b in observed if b in linked}
-    return Observations("full", observed, skipped, start.delta_links, holders=holders)
+    return Observations("full", observed, skipped, delta_links, holders=holders, tracking_off=tracking_off)
 
 
 def route(observations: Observations, holders: Mapping[str, set[str]], environment: str, registered: Registered, *,
@@ -257,7 +267,7 @@ async def persist(state: CollectState, environment: str, observations: Observati
     observed = observations.observed
     outcome = CollectResult(environment, observations.mode, bookings_read=sum(1 for b in observed.values() if b is not None),
                             deleted=sum(1 for b in observed.values() if b is None), unregistered=routing.unregistered,
-                            removal_candidates=routing.to_holders, left_alone=routing.left_alone)
+                            removal_candidates=routing.to_holders, left_alone=routing.left_alone, tracking_off=observations.tracking_off)
     for s in observations.skipped:
         outcome.skipped[s.reason] = outcome.skipped.get(s.reason, 0) + 1
         log.warning("booking skipped: environment=%s booking=%s reason=%s", environment, s.booking_id, s.reason)

@@ -7,7 +7,7 @@ and a real implementation (sync/adapters/), and one contract suite (tests/contra
 from ..core.domain import Booking
 from ..core.operations import CalendarOp, OpKind, OpResult, Outcome
 from .calendar import Calendar, MailboxProbe
-from .errors import ChangeTokenExpired, MailboxUnavailable, PermanentError, StoreConflict, SyncError, TransientError
+from .errors import ChangeTokenExpired, ChangeTrackingOff, MailboxUnavailable, PermanentError, StoreConflict, SyncError, TransientError
 from .records import (
     ROW_SCHEMA,
     UNREADABLE_OBSERVATION,
@@ -38,10 +38,11 @@ from .state import (
 )
 
 __all__ = [
-    "FILTER_FIELDS", "ROW_SCHEMA", "UNREADABLE_OBSERVATION", "WRITE_COUNTS", "Booking", "BookingIndex", "BookingSource",
-    "Calendar", "CalendarOp", "ChangeSet", "ChangeTokenExpired", "Cursor", "Cursors", "DeploymentConfig", "DurableClient",
-    "Journal", "LeaseAsRead", "LeaseHeld", "MailboxCommit", "MailboxFields", "MailboxLease", "MailboxPartitions",
-    "MailboxProbe", "MailboxRecord", "MailboxRegistry", "MailboxState", "MailboxUnavailable", "NamedLeases", "Observation",
-    "Observed", "OpKind", "OpResult", "Outcome", "PermanentError", "ReadResult", "Services", "State", "StoreConflict",
-    "SyncError", "TransientError", "UserResource", "WakeRows",
+    "FILTER_FIELDS", "ROW_SCHEMA", "UNREADABLE_OBSERVATION", "WRITE_COUNTS", "Booking", "BookingIndex",
+    "BookingSource", "Calendar", "CalendarOp", "ChangeSet", "ChangeTokenExpired", "ChangeTrackingOff", "Cursor",
+    "Cursors", "DeploymentConfig", "DurableClient", "Journal", "LeaseAsRead", "LeaseHeld", "MailboxCommit",
+    "MailboxFields", "MailboxLease", "MailboxPartitions", "MailboxProbe", "MailboxRecord", "MailboxRegistry",
+    "MailboxState", "MailboxUnavailable", "NamedLeases", "Observation", "Observed", "OpKind", "OpResult", "Outcome",
+    "PermanentError", "ReadResult", "Services", "State", "StoreConflict", "SyncError", "TransientError",
+    "UserResource", "WakeRows",
 ]

@@ -28,5 +28,14 @@ class ChangeTokenExpired(Exception):
     """Dataverse no longer knows the delta token: read the whole window instead (T4)."""
 
 
+class ChangeTrackingOff(Exception):
+    """A table's change tracking is off in the environment (Dataverse's 0x80072491): every cycle reads the whole
+    window instead (T5). `table` names it (its logical name), for the run record and the preflight."""
+
+    def __init__(self, table: str):
+        super().__init__(f"change tracking is off for {table or 'a table the sync reads'}")
+        self.table = table
+
+
 class StoreConflict(Exception):
     """Someone else changed the row since it was read (ETag mismatch)."""

@@ -87,6 +87,24 @@ async def test_r_t4_delta_reports_creates_updates_deletes_and_work_order_changes
         assert not (again.changed_bookings or again.deleted_bookings or again.changed_work_orders)
 
 
+async def test_r_t4_a_quiet_delta_read_answered_with_an_empty_json_object_keeps_its_delta_link(tenant):
+    """Learn, "Use change tracking to synchronize data with external systems": "An empty JSON response is returned if
+    no table changes have occurred after the initial change tracking request was called." No new delta link comes with
+    it: the one asked with still holds, for the feeds read alone and in the cycle's batch. (6c040fe: KeyError.)"""
+    seed = DvSeed(tenant)
+    tech = seed.technician("tech@contoso.example")
+    a = seed.booking(tech, NOW + timedelta(days=1))
+    async with client(tenant) as dv:
+        start = await dv.read_changes(None)
+        quiet = await dv.read_changes(start.delta_links)
+        assert quiet.delta_links == start.delta_links and not quiet.changed_bookings
+        changes, _ = await dv.read_cycle(quiet.delta_links, None, NOW)
+        assert changes.delta_links == start.delta_links
+        seed.update("bookableresourcebookings", a, {"starttime": "2026-12-01T08:00:00Z"})
+        moved, _ = await dv.read_cycle(changes.delta_links, None, NOW)
+        assert moved.changed_bookings == {a} and moved.delta_links["bookableresourcebookings"] != start.delta_links["bookableresourcebookings"]
+
+
 async def test_r_t4_a_cycles_change_feeds_come_in_pages_as_large_as_dataverse_gives(tenant):
     """Change-feed rows hold ids only, so read_cycle asks for 5,000-row pages, as starting to track does, whatever
     the page size of booking reads: more changes than one booking page still come in the cycle's one request."""

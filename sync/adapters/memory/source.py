@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from ...core.domain import RESOURCE_TYPE_USER, Booking, SkippedRow
-from ...ports import ChangeSet, ChangeTokenExpired, ReadResult, UserResource
+from ...ports import ChangeSet, ChangeTokenExpired, ChangeTrackingOff, ReadResult, UserResource
 
 
 class FakeBookingSource:
@@ -20,6 +20,7 @@ class FakeBookingSource:
         self._version = 0
         self.min_valid = 0
         self.requests = 0
+        self.untracked: set[str] = set()          # tables whose change tracking is off (T5): their changes are refused
 
     def _bump(self) -> int:
         self._version += 1
@@ -82,6 +83,8 @@ class FakeBookingSource:
 
     async def read_changes(self, delta_links: dict[str, str] | None) -> ChangeSet:
         self.requests += 1
+        if self.untracked:
+            raise ChangeTrackingOff(sorted(self.untracked)[0])
         changes = ChangeSet(delta_links={"bookableresourcebookings": str(self._version), "msdyn_workorders": str(self._version)})
         if not delta_links:
             return changes
