@@ -131,8 +131,15 @@ class ControlApi:
         org = self.tenant.org(request.match_info["org"])
         body = await request.json()
         if not isinstance(body, dict) or not str(body.get("url", "")).startswith("http"):
-            return _bad("a webhook needs a url; optional headers, drop (lose the next N), size_exceeded, delay_ms")
-        return web.json_response(org.webhooks.register(body), status=201)
+            return _bad("a webhook needs a url; optional auth ({type: WebhookKey|HttpHeader|HttpQueryString, value|values}), "
+                        "drop (lose the next N), size_exceeded, delay_ms")
+        # The domain name Dataverse sends as x-ms-dynamics-organization: the emulator's orgs share one host, so its
+        # host and the org's path (the product matches an environment URL with a path that way).
+        body.setdefault("organization", f"{request.host}/orgs/{org.name}")
+        try:
+            return web.json_response(org.webhooks.register(body), status=201)
+        except ValueError as exc:
+            return _bad(str(exc))
 
     async def webhook_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.tenant.org(request.match_info["org"]).webhooks.status())

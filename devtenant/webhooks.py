@@ -1,6 +1,13 @@
 """Dataverse webhook delivery: a registered service endpoint receives a RemoteExecutionContext for each
 create, update and delete of a booking, posted asynchronously as Dataverse's asynchronous steps do.
 
+What a request carries follows Learn, "Use webhooks to create external handlers for server events", Data passed to
+the service: in the query string only the authentication values (WebhookKey: `code=<value>`; HttpQueryString: the
+registered pairs); in the headers, the HttpHeader authentication's pairs and `x-ms-dynamics-organization` ("the
+domain name of the environment sending the request"), `x-ms-dynamics-entity-name`, `x-ms-dynamics-request-name`,
+`x-ms-correlation-request-id`, and `x-ms-dynamics-msg-size-exceeded` when the payload was cut. The three
+authentication types are those of "Register a webhook", Authentication options.
+
 Redelivery follows Microsoft Learn, "Use webhooks to create external handlers for server events", Troubleshoot
 WebHook registrations: "The timeout is 60 seconds. Generally, if no response is returned before the timeout
 period or if the response StatusCode value is not within the 2xx range to indicate success it will fail. The
@@ -16,10 +23,12 @@ import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
 SIZE_EXCEEDED_HEADER = "x-ms-dynamics-msg-size-exceeded"
+AUTH_TYPES = ("WebhookKey", "HttpHeader", "HttpQueryString")
 RETRIED_STATUSES = {502, 503, 504}
 TIMEOUT_S = 60.0
 
@@ -61,6 +70,15 @@ def remote_execution_context(org: str, message: str, row: dict, before: dict | N
     }
 
 
+def _url(endpoint: dict) -> str:
+    """The endpoint URL with the query-string authentication added (WebhookKey's `code`, HttpQueryString's pairs)."""
+    auth = endpoint["auth"] or {}
+    pairs = {"code": auth["value"]} if auth.get("type") == "WebhookKey" else auth.get("values", {}) if auth.get("type") == "HttpQueryString" else {}
+    if not pairs:
+        return endpoint["url"]
+    return endpoint["url"] + ("&" if "?" in endpoint["url"] else "?") + urlencode(pairs)
+
+
 class WebhookRegistry:
     def __init__(self) -> None:
         self.endpoints: list[dict] = []
@@ -73,7 +91,11 @@ class WebhookRegistry:
         self._tasks: set[asyncio.Task] = set()
 
     def register(self, spec: dict) -> dict:
-        endpoint = {"url": spec["url"], "headers": spec.get("headers", {}), "drop": int(spec.get("drop", 0)),
+        auth = spec.get("auth") or ({"type": "HttpHeader", "values": spec["headers"]} if spec.get("headers") else None)
+        if auth is not None and (auth.get("type") not in AUTH_TYPES
+                                 or not isinstance(auth.get("value") if auth["type"] == "WebhookKey" else auth.get("values"), (str, dict))):
+            raise ValueError(f"auth: a type of {', '.join(AUTH_TYPES)} with its value (WebhookKey) or values (the others)")
+        endpoint = {"url": spec["url"], "auth": auth, "organization": spec.get("organization", ""), "drop": int(spec.get("drop", 0)),
                     "size_exceeded": bool(spec.get("size_exceeded", False)), "delay_ms": float(spec.get("delay_ms", 0)),
                     "retry_delay_ms": float(spec.get("retry_delay_ms", 1000)), "timeout_s": float(spec.get("timeout_s", TIMEOUT_S))}
         self.endpoints.append(endpoint)
@@ -92,7 +114,11 @@ class WebhookRegistry:
     async def _post(self, endpoint: dict, payload: dict) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        headers = {"Content-Type": "application/json", **endpoint["headers"]}
+        auth = endpoint["auth"] or {}
+        headers = {"Content-Type": "application/json", "x-ms-dynamics-organization": endpoint["organization"],
+                   "x-ms-dynamics-entity-name": payload["PrimaryEntityName"], "x-ms-dynamics-request-name": payload["MessageName"],
+                   "x-ms-correlation-request-id": payload["CorrelationId"],
+                   **(auth.get("values", {}) if auth.get("type") == "HttpHeader" else {})}
         if endpoint["size_exceeded"]:                                # Dataverse strips the large parts and says so
             headers[SIZE_EXCEEDED_HEADER] = "true"
             payload = {**payload, "InputParameters": [], "PreEntityImages": [], "PostEntityImages": [], "ParentContext": None}
@@ -114,7 +140,7 @@ class WebhookRegistry:
         """The endpoint's status, or None when it did not answer within the timeout or the connection failed."""
         assert self._session is not None
         try:
-            async with self._session.post(endpoint["url"], data=json.dumps(payload), headers=headers,
+            async with self._session.post(_url(endpoint), data=json.dumps(payload), headers=headers,
                                           timeout=aiohttp.ClientTimeout(total=endpoint["timeout_s"])) as resp:
                 await resp.read()
                 return resp.status

@@ -27,7 +27,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 
 from ..core import scope
 from ..core.domain import Booking, SkippedRow
-from ..core.ids import environment_named, is_guid
+from ..core.ids import environment_named, environment_of_domain, is_guid
 from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
@@ -92,20 +92,33 @@ def parse(body: bytes, headers: dict[str, str]) -> Notification:
     return Notification(message, str(booking_id).lower(), correlation)
 
 
-def sending_environment(params: dict[str, str], environments: tuple[str, ...]) -> str:
-    """The configured environment the message came from, as configured. Never guessed: with several served, a
-    message that names none is refused (Dataverse shows the 400 on the step's System Job), since a read from the
-    wrong environment would answer 404 for a booking that exists."""
+ORGANIZATION_HEADER = "x-ms-dynamics-organization"
+
+
+def sending_environment(headers: dict[str, str], params: dict[str, str], environments: tuple[str, ...]) -> str:
+    """The configured environment the message came from, as configured, from the domain name Dataverse puts in every
+    webhook request (`x-ms-dynamics-organization`); `?environment=` is a documented override for a registration made
+    without it. Never guessed: a domain this app does not serve, a parameter that names another environment, or
+    (with several served) no name at all is refused with 400 (Dataverse shows it on the step's System Job), since a
+    read from the wrong environment would answer 404 for a booking that exists."""
+    domain = next((v for k, v in headers.items() if k.lower() == ORGANIZATION_HEADER), None)
+    from_header = environment_of_domain(environments, domain) if domain is not None else None
+    if domain is not None and from_header is None:
+        raise WebhookRejected(400, "the message comes from an environment this app does not serve (its "
+                                   f"{ORGANIZATION_HEADER} is not the domain of any DATAVERSE_ENVIRONMENTS entry)")
     given = params.get("environment")
-    if given is None:
-        if len(environments) > 1:
-            raise WebhookRejected(400, "several environments are served: register each environment's webhook with "
-                                       "?environment=<its URL from DATAVERSE_ENVIRONMENTS> (docs/webhooks.md)")
-        return environments[0]
-    named = environment_named(environments, given)
-    if named is None:
+    named = environment_named(environments, given) if given is not None else None
+    if given is not None and named is None:
         raise WebhookRejected(400, "environment must be one of the configured DATAVERSE_ENVIRONMENTS")
-    return named
+    if from_header is not None and named is not None and named != from_header:
+        raise WebhookRejected(400, f"?environment= names another environment than the one that sent the message ({ORGANIZATION_HEADER})")
+    found = from_header or named
+    if found is None:
+        if len(environments) > 1:
+            raise WebhookRejected(400, f"several environments are served and the message names none (no {ORGANIZATION_HEADER}); "
+                                       "register each environment's webhook with ?environment=<its URL> (docs/webhooks.md)")
+        return environments[0]
+    return found
 
 
 async def route(notification: Notification, source: BookingSource, state: State, settings: SyncSettings,
@@ -188,7 +201,7 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
     except WebhookRejected as exc:
         return exc.status, {"error": str(exc)}
     try:
-        environment = sending_environment(params, settings.environments)
+        environment = sending_environment(headers, params, settings.environments)
     except WebhookRejected as exc:
         return exc.status, {"error": str(exc)}
     try:

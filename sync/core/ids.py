@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 GUID = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
@@ -66,3 +67,20 @@ def environment_named(environments: Iterable[str], given: object) -> str | None:
         return None
     wanted = given.strip().rstrip("/").lower()
     return next((e for e in environments if e.rstrip("/").lower() == wanted), None)
+
+
+def environment_of_domain(environments: Iterable[str], domain: object) -> str | None:
+    """The configured environment whose domain name is `domain`, as configured, or None.
+
+    Dataverse names "the domain name of the environment sending the request" in a webhook's
+    `x-ms-dynamics-organization` header (Learn, "Use webhooks to create external handlers for server events"):
+    `contoso.crm.dynamics.com` for `https://contoso.crm.dynamics.com`. An environment URL with a path (the local
+    emulator's orgs share one host) is named by its host and path."""
+    if not isinstance(domain, str) or not is_plain_text(domain, 300):
+        return None
+    wanted = domain.strip().rstrip("/").lower()
+    for environment in environments:
+        parts = urlsplit(environment.strip())
+        if (parts.netloc + parts.path).rstrip("/").lower() == wanted:
+            return environment
+    return None

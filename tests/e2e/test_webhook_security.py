@@ -6,6 +6,7 @@ failing, or held by D5's guard) when an authorised message names its booking wit
 environment answers 404, which is a delete for the first environment's links only."""
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -170,3 +171,38 @@ async def test_r_e2_a_mailboxs_request_slots_live_only_while_it_has_requests(ten
     async with slots.hold("b@contoso.example"):
         assert len(slots) == 1
     assert len(slots) == 0
+
+
+async def test_r_t3_the_environment_is_the_one_dataverse_names_in_its_organization_header(tenant, two_environments):
+    """Learn, "Use webhooks to create external handlers for server events": every request carries
+    x-ms-dynamics-organization, "the domain name of the environment sending the request", and the query string holds
+    only the authentication values. The emulator now sends it (its orgs share a host: host and org path): with two
+    environments served, a webhook registered as Dataverse registers it (no ?environment=) syncs its environment's
+    mailbox. (6c040fe answered 400: it read the environment from the query string only.)"""
+    settings, seed, tech, host, url, first, second = two_environments
+    booking = seed.booking(tech, NOW + timedelta(days=1))
+    await run_cycle(settings)
+    tenant.control("POST", "/orgs/second/webhooks", {"url": url, "auth": {"type": "WebhookKey", "value": KEY}})
+    start = NOW + timedelta(days=5)
+    seed.update("bookableresourcebookings", booking, {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
+    for _ in range(100):
+        if tenant.control("GET", "/orgs/second/webhooks")["delivered"]:
+            break
+        await asyncio.sleep(0.05)
+    await host.client.idle()
+    assert tenant.control("GET", "/orgs/second/webhooks")["failed"] == 0
+    assert events(tenant, TECH)[0]["start"]["dateTime"].startswith(start.strftime("%Y-%m-%dT%H:%M"))
+
+
+@pytest.mark.parametrize("case", ["an environment not served", "a parameter naming the other environment"])
+async def test_r_t3_m4_a_message_whose_named_environment_is_not_the_sender_is_refused(tenant, two_environments, case):
+    settings, seed, tech, host, url, first, second = two_environments
+    booking = seed.booking(tech, NOW + timedelta(days=1))
+    await run_cycle(settings)
+    domain = second.split("://", 1)[1]
+    headers, params = ({"x-ms-dynamics-organization": "contoso.crm4.dynamics.com"}, {"code": KEY}) if case.startswith("an") else \
+        ({"x-ms-dynamics-organization": domain}, {"code": KEY, "environment": first})
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(url, params=params, headers=headers, content=forged("Delete", booking))
+    assert answer.status_code == 400 and "environment" in answer.json()["error"], answer.text
+    assert host.client.starts == 0

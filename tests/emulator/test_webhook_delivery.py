@@ -19,10 +19,12 @@ class Receiver:
 
     def __init__(self, statuses: list[int], hang: int = 0):
         self.statuses, self.hang, self.attempts = list(statuses), hang, 0
+        self.requests: list[tuple[dict[str, str], dict[str, str]]] = []     # (query, headers) of each attempt
 
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
         self.attempts += 1
+        self.requests.append((dict(request.query), {k.lower(): v for k, v in request.headers.items()}))
         if self.hang:
             self.hang -= 1
             await asyncio.sleep(5)
@@ -94,3 +96,31 @@ async def test_no_answer_within_the_timeout_fails_without_another_attempt(tenant
     receiver = Receiver([], hang=1)
     state, _ = await deliver(tenant, receiver, 1, linger_s=1.0, timeout_s=0.5)
     assert receiver.attempts == 1 and state["failed"] == 1 and state["redelivered"] == 0
+
+
+@pytest.mark.parametrize("auth,query,header", [
+    ({"type": "WebhookKey", "value": "k-1"}, {"code": "k-1"}, {}),
+    ({"type": "HttpQueryString", "values": {"Key1": "Value1", "Key2": "Value2"}}, {"Key1": "Value1", "Key2": "Value2"}, {}),
+    ({"type": "HttpHeader", "values": {"x-fssync-webhook-key": "s-1"}}, {}, {"x-fssync-webhook-key": "s-1"}),
+])
+async def test_a_delivery_carries_the_documented_headers_and_only_its_authentication_in_the_query(tenant, auth, query, header):
+    """Learn, "Use webhooks to create external handlers for server events", Data passed to the service: "The only data
+    you pass as a query string are the authentication values if you configure the WebHook to use the WebhookKey or
+    HttpQueryString options"; every request carries x-ms-dynamics-organization ("The domain name of the environment
+    sending the request"), x-ms-dynamics-entity-name, x-ms-dynamics-request-name and x-ms-correlation-request-id.
+    The authentication types are "Register a webhook"'s: HttpHeader, WebhookKey (`?code=`), HttpQueryString."""
+    receiver = Receiver([])
+    await deliver(tenant, receiver, 1, auth=auth)
+    [(got_query, got_headers)] = receiver.requests
+    assert got_query == query
+    assert {k: got_headers[k] for k in header} == header
+    assert got_headers["x-ms-dynamics-organization"] == f"{tenant.emulator_url.split('://', 1)[1]}/orgs/default"
+    assert got_headers["x-ms-dynamics-entity-name"] == "bookableresourcebooking"
+    assert got_headers["x-ms-dynamics-request-name"] == "Create" and got_headers["x-ms-correlation-request-id"]
+
+
+def test_a_registration_with_an_unknown_authentication_type_is_refused(tenant):
+    import httpx
+    answer = httpx.post(f"{tenant.emulator_url}/_control/orgs/default/webhooks",
+                        json={"url": "http://127.0.0.1:9/hook", "auth": {"type": "Basic", "value": "x"}})
+    assert answer.status_code == 400 and "WebhookKey" in answer.text
