@@ -42,7 +42,7 @@ from ..core.operations import CalendarOp, OpKind, OpResult, Outcome
 from ..core.render import TAG_BOOKING, TAG_ENVIRONMENT
 from ..core.tenants import HOME, TENANT_REASONS
 from ..ports import MailboxProbe
-from .graph_errors import RETRYABLE, classified, classify, error_code, mailbox_reason, refused_probe, tenant_refusal
+from .graph_errors import RETRYABLE, classified, classify, error_code, mailbox_reason, refused_probe, tenant_refusal, token_failure_probe
 from .graph_transport import AiohttpTransport
 
 MAX_BATCH = 20
@@ -156,7 +156,7 @@ class GraphCalendar:
                 if refused is not None:
                     return MailboxProbe(False, refused[0], refused[1])
                 if isinstance(err, ClientAuthenticationError):
-                    return refused_probe(mailbox_reasons.AUTH_FAILED)
+                    return token_failure_probe()
                 status, code = err.response_status_code or 0, error_code(err)
                 if status in RETRYABLE:
                     return MailboxProbe(False, "transient", f"Graph answered {status}; try again later.", transient=True)
@@ -164,7 +164,7 @@ class GraphCalendar:
             except Exception as exc:
                 name = type(exc).__name__
                 if "Authentication" in name or "Credential" in name:
-                    return refused_probe(mailbox_reasons.AUTH_FAILED)
+                    return token_failure_probe()
                 return MailboxProbe(False, "transient", f"Graph did not answer ({name}); try again later.", transient=True)
         if calendar is not None and calendar.can_edit is False:
             return refused_probe(mailbox_reasons.CALENDAR_READ_ONLY)

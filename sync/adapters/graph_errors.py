@@ -81,6 +81,14 @@ def refused_probe(reason: str) -> MailboxProbe:
     return MailboxProbe(False, reason, mailbox_reasons.sentence(reason))
 
 
+def token_failure_probe() -> MailboxProbe:
+    """The app's own identity got no token. On Functions the managed identity's endpoint fails now and then (reports in
+    the Functions host's issue tracker), so the mailbox is not marked Failure on it: the test says so and may be run
+    again; a credential that never works shows in every test and in the preflight."""
+    return MailboxProbe(False, mailbox_reasons.AUTH_FAILED, mailbox_reasons.sentence(mailbox_reasons.AUTH_FAILED) +
+                        " A token endpoint that failed once answers at the next try: test the mailbox again.", transient=True)
+
+
 @contextlib.asynccontextmanager
 async def classified(tenant: str) -> AsyncIterator[None]:
     """A direct Graph read (the recovery look-up by tag, a calendar listing) fails like any write would: transient

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from ..core import scope
 from ..core.domain import Booking, SkippedRow
@@ -32,7 +32,7 @@ from ..core.pseudonym import mailbox_ref
 from ..core.serialize import booking_to_dict
 from ..core.settings import SyncSettings
 from ..engine.collect import Registered, needs_no_sync, with_waiting
-from ..ports import BookingSource, DurableClient, MailboxRecord, Services, State, TransientError, WakeRows
+from ..ports import BookingSource, DurableClient, MailboxRecord, PermanentError, Services, State, TransientError, WakeRows
 from .orchestrators import MAILBOX_ORCHESTRATOR
 from .settings import UNRESOLVED_SECRET, AppSettings
 
@@ -209,7 +209,13 @@ async def handle(body: bytes, headers: dict[str, str], params: dict[str, str], s
                              datetime.fromisoformat(now_iso))
         started = await start_mailbox_syncs(client, services.store.wakes, await services.store.config.telemetry_key(), sorted(routed),
                                             datetime.fromisoformat(now_iso))
-    except (TransientError, ServiceRequestError, ServiceResponseError) as exc:
+    except (TransientError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+        # A token endpoint that failed (the managed identity's fails now and then on Functions) is a 503 too: Dataverse
+        # posts a change once more after 502, 503 or 504 only, and a 500 would leave it to the next timer cycle.
+        return _unavailable(notification, exc)
+    except PermanentError as exc:
+        if exc.code != "auth_failed":                    # the Dataverse client's word for a token it could not get
+            raise
         return _unavailable(notification, exc)
     except HttpResponseError as exc:
         if (exc.status_code or 0) < 500 and exc.status_code != 429:

@@ -9,7 +9,7 @@ from sync.adapters.credentials import LoopbackDevCredential
 from sync.adapters.graph import GraphCalendar
 from sync.core.render import TAG_BOOKING, render
 from sync.ports import CalendarOp, OpKind, Outcome
-from tests.factories import booking
+from tests.factories import NOW, booking
 
 pytestmark = pytest.mark.stack
 ADDRESS = "tech@contoso.example"
@@ -248,3 +248,35 @@ async def test_a_burst_of_concurrent_mailboxes_reuses_its_connections(tenant):
         second = await burst()
     assert first > 20                                          # more in use at once than httpx's own pool keeps alive
     assert second == 0                                         # none closed, none new
+
+
+async def test_r_m2_a_token_endpoint_that_fails_leaves_the_mailbox_to_test_again_not_failed(tenant):
+    """The managed identity's token endpoint fails now and then on Functions; the credential is the seam (the endpoint
+    cannot run here) and refuses its first tokens as azure-identity does. The probe is auth_failed and transient, so
+    test & enable leaves the mailbox's status as it was (6c040fe: Failure, until someone tested again), and the
+    next test passes."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from sync.adapters.memory import MemoryState
+    from sync.admin.mailboxes import MailboxAdmin
+    from sync.core.domain import MailboxTestStatus
+
+    class FailsTwice(LoopbackDevCredential):                      # the bulk $batch, then its one-by-one retry
+        left = 2
+
+        async def get_token(self, *scopes, **kw):
+            if FailsTwice.left:
+                FailsTwice.left -= 1
+                raise ClientAuthenticationError("ManagedIdentityCredential authentication unavailable")
+            return await super().get_token(*scopes, **kw)
+
+    add_mailbox(tenant)
+    state = MemoryState()
+    async with GraphCalendar(tenant.emulator_url + "/v1.0", FailsTwice()) as graph:
+        admin = MailboxAdmin(state.mailboxes, graph)
+        await admin.register(ADDRESS, "https://contoso.crm.dynamics.com", approved=True)
+        [first] = await admin.test_and_enable([ADDRESS], NOW)
+        assert (first.ok, first.reason) == (False, "auth_failed") and "again" in (first.message or "")
+        assert (await state.mailboxes.get(ADDRESS)).mailbox.test_status == MailboxTestStatus.NOT_TESTED
+        [second] = await admin.test_and_enable([ADDRESS], NOW)
+    assert second.ok and (await state.mailboxes.get(ADDRESS)).mailbox.test_status == MailboxTestStatus.SUCCESS

@@ -306,3 +306,34 @@ async def test_r_t3_dataverse_down_answers_503_and_the_one_redelivery_reaches_ou
     await wait_for(lambda: len(events(tenant, A)) == 1)
     state = tenant.control("GET", "/orgs/default/webhooks")
     assert state["delivered"] == 1 and state["failed"] == 0 and state["failed_jobs"] == []
+
+
+async def test_r_e1_t3_a_token_endpoint_that_fails_answers_503_so_dataverse_posts_the_change_again(tenant, world, monkeypatch):
+    """The managed identity's token endpoint fails now and then on Functions (reports in the Functions host's issue
+    tracker). The endpoint cannot run here, so the credential is the seam: it refuses its next tokens as
+    azure-identity does (ClientAuthenticationError). The webhook answers 503, after which Dataverse posts once more
+    (Learn, "Use webhooks ...", Troubleshoot), never 500 (6c040fe: 500, and the change waited for the timer)."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from sync.adapters.credentials import LoopbackDevCredential
+    settings, seed, techs, host, url = world
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    failing = [2]
+    issue = LoopbackDevCredential.get_token
+
+    async def flaky(self, *scopes, **kw):
+        if failing[0] > 0:
+            failing[0] -= 1
+            raise ClientAuthenticationError("ManagedIdentityCredential authentication unavailable: the endpoint did not answer")
+        return await issue(self, *scopes, **kw)
+
+    monkeypatch.setattr(LoopbackDevCredential, "get_token", flaky)
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(url, params={"code": KEY}, content=webhook_payload(tenant, booking, "Update"))
+    assert answer.status_code == 503, answer.text
+    failing[0] = 0
+    async with httpx.AsyncClient() as client:
+        again = await client.post(url, params={"code": KEY}, content=webhook_payload(tenant, booking, "Update"))
+    assert again.status_code == 202
+    await host.client.idle()
+    assert len(events(tenant, A)) == 1
