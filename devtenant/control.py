@@ -4,6 +4,7 @@ No authentication: the emulator binds to loopback only. See the README's "Local 
 """
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import fields
 from datetime import datetime
@@ -14,9 +15,10 @@ from aiohttp import web
 from . import demo
 from .graph import GraphError, GraphService
 from .schema import DATAVERSE
-from .tenant import HOME_TENANT, Directory, FaultRule, Mailbox, Tenant
+from .tenant import HOME_TENANT, Directory, FaultRule, Mailbox, Tenant, scope_now
 
 PREFIX = "/_control"
+SCOPE_DELAY_S = 1800.0           # Exchange: "between 30 minutes and 2 hours" (the shortest)
 
 
 def _bad(message: str, status: int = 400) -> web.Response:
@@ -50,6 +52,7 @@ class ControlApi:
             web.get(p + "/mailboxes/{mailbox}/events", self.mailbox_events),
             web.post(p + "/mailboxes/{mailbox}/events", self.add_personal_event),
             web.delete(p + "/mailboxes/{mailbox}/events/{event}", self.owner_deletes_event),
+            web.post(p + "/mailboxes/{mailbox}/events/{event}/move", self.owner_moves_event),
             web.get(p + "/mailboxes/{mailbox}/cancellations", self.cancellations),
             web.put(p + "/graph/limits", self.graph_limits),
             web.put(p + "/faults", self.set_faults),
@@ -225,18 +228,30 @@ class ControlApi:
     async def update_mailbox(self, request: web.Request) -> web.Response:
         mailbox = self._mailbox(request)
         body = await request.json()
-        for key, attr in (("state", "state"), ("in_scope", "in_scope"), ("timeZone", "time_zone")):
+        for key, attr in (("state", "state"), ("timeZone", "time_zone")):
             if key in body:
                 setattr(mailbox, attr, body[key])
+        if "in_scope" in body:
+            # M8: Exchange applies a scope change after 30 minutes to 2 hours; `scope_delay_s` (default 1800) sets when
+            # it lands here, and 0 applies it at once (a test's shortcut, as Test-ServicePrincipalAuthorization sees it).
+            delay = float(body.get("scope_delay_s", SCOPE_DELAY_S))
+            if delay <= 0:
+                mailbox.in_scope, mailbox.scope_change = bool(body["in_scope"]), None
+            else:
+                mailbox.scope_change = (bool(body["in_scope"]), time.monotonic() + delay)
         if "roles" in body:
             mailbox.roles = set(body["roles"])
-        return web.json_response({"id": mailbox.id, "state": mailbox.state, "in_scope": mailbox.in_scope, "roles": sorted(mailbox.roles)})
+        return web.json_response({"id": mailbox.id, "state": mailbox.state, "in_scope": scope_now(mailbox),
+                                  "roles": sorted(mailbox.roles), "scope_change_pending": mailbox.scope_change is not None})
 
     async def mailbox_events(self, request: web.Request) -> web.Response:
         mailbox = self._mailbox(request)
         events = []
         for e in sorted(mailbox.events.values(), key=lambda e: (e["_start"], e["id"])):
-            rendered = self.graph.render(mailbox, e, {"$expand": "singleValueExtendedProperties"}, {})
+            # Named by their immutable ids, the ids the product holds (it asks for them on every request: C9); the
+            # default id, which a move changes, rides along.
+            rendered = {**self.graph.render(mailbox, e, {"$expand": "singleValueExtendedProperties"}, {"Prefer": 'IdType="ImmutableId"'}),
+                        "defaultId": e["id"]}
             events.append(rendered)
         return web.json_response({"value": events})
 
@@ -249,10 +264,23 @@ class ControlApi:
         return web.json_response(body, status=status)
 
     async def owner_deletes_event(self, request: web.Request) -> web.Response:
+        from .graph import find_event
         mailbox = self._mailbox(request)
-        if mailbox.events.pop(request.match_info["event"], None) is None:
+        event = find_event(mailbox, request.match_info["event"])
+        if event is None:
             return _bad("no such event", 404)
+        del mailbox.events[event["id"]]
         return web.Response(status=204)
+
+    async def owner_moves_event(self, request: web.Request) -> web.Response:
+        """The mailbox's owner drags an event into another calendar ({"calendar": NAME}, default "Other")."""
+        from .graph import move_event
+        mailbox = self._mailbox(request)
+        body = await request.json() if request.can_read_body else {}
+        moved = move_event(mailbox, request.match_info["event"], str((body or {}).get("calendar") or "Other"))
+        if moved is None:
+            return _bad("no such event", 404)
+        return web.json_response({"id": moved["id"], "immutableId": moved["_immutable"]})
 
     async def cancellations(self, request: web.Request) -> web.Response:
         return web.json_response({"value": self._mailbox(request).cancellations})

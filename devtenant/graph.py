@@ -23,7 +23,7 @@ from aiohttp import web
 
 from . import odata
 from .schema import GRAPH
-from .tenant import HOME_TENANT, FaultRule, Mailbox, Tenant, iso, redacted, token_tenant, utcnow
+from .tenant import HOME_TENANT, FaultRule, Mailbox, Tenant, iso, redacted, scope_now, token_tenant, utcnow
 
 WINDOWS_ZONES = {
     "utc": "UTC", "pacific standard time": "America/Los_Angeles", "mountain standard time": "America/Denver",
@@ -96,6 +96,37 @@ def validate(type_name: str, value: Any, path: str = "") -> None:
 
 def new_id(prefix: str = "AAMkAG") -> str:
     return prefix + base64.urlsafe_b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes[:6]).decode().rstrip("=") + "AAA="
+
+
+IMMUTABLE = re.compile(r'IdType\s*=\s*"ImmutableId"', re.I)
+
+
+def wants_immutable_ids(headers: dict) -> bool:
+    """Graph, "Obtain immutable identifiers for Outlook resources": `Prefer: IdType="ImmutableId"` "only applies to
+    the request it is included with"."""
+    return bool(IMMUTABLE.search(str(_ci_get(headers, "prefer") or "")))
+
+
+def find_event(mailbox: Mailbox, event_id: str) -> dict | None:
+    """An event by its id: the current one, or its immutable id (the emulator's guess: Graph takes either in a URL)."""
+    found = mailbox.events.get(event_id)
+    if found is not None:
+        return found
+    return next((e for e in mailbox.events.values() if e["_immutable"] == event_id), None)
+
+
+def move_event(mailbox: Mailbox, event_id: str, calendar: str) -> dict | None:
+    """The owner moves an event to another calendar of the mailbox: its default id changes (Graph: "By default, this
+    value changes when the item is moved from one container (such as a folder or calendar) to another"), its
+    immutable id stays, and it leaves the default calendar's listings."""
+    event = find_event(mailbox, event_id)
+    if event is None:
+        return None
+    del mailbox.events[event["id"]]
+    event["id"] = new_id()
+    event["_calendar"] = calendar
+    mailbox.events[event["id"]] = event
+    return event
 
 
 def require_role(mailbox: Mailbox, method: str, rest: str) -> None:
@@ -200,7 +231,7 @@ class GraphService:
             if mailbox is None:
                 raise GraphError(404, "ErrorInvalidUser", f"The requested user '{m.group(1)}' is invalid.")
             self.check_tenant(mailbox, tid)
-            if not mailbox.in_scope:
+            if not scope_now(mailbox):
                 raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
             if mailbox.state != "enabled":
                 raise GraphError(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
@@ -256,7 +287,7 @@ class GraphService:
                 return self.create_event(mailbox, body, headers)
         m = re.fullmatch(r"(?:/calendar)?/events/([^/]+)(/cancel)?", rest)
         if m:
-            event = mailbox.events.get(m.group(1))
+            event = find_event(mailbox, m.group(1))
             if event is None:
                 raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             if m.group(2):
@@ -325,11 +356,12 @@ class GraphService:
             "attendees": body.get("attendees", []),
             "organizer": {"emailAddress": {"name": mailbox.display_name, "address": mailbox.address}},
             "_extended": {p["id"].lower(): {"id": p["id"], "value": p.get("value")} for p in body.get("singleValueExtendedProperties", [])},
-            "_cancellations_sent": 0,
+            "_cancellations_sent": 0, "_immutable": new_id("AAkALg"), "_calendar": mailbox.calendar_id,
         }
         event["bodyPreview"] = re.sub(r"<[^>]+>", "", event["body"]["content"])[:255]
         mailbox.events[event_id] = event
-        return 201, {"Location": f"https://graph.microsoft.com/v1.0/users('{mailbox.id}')/events('{event_id}')"}, self.render(mailbox, event, {}, headers)
+        shown = event["_immutable"] if wants_immutable_ids(headers) else event_id
+        return 201, {"Location": f"https://graph.microsoft.com/v1.0/users('{mailbox.id}')/events('{shown}')"}, self.render(mailbox, event, {}, headers)
 
     def update_event(self, mailbox: Mailbox, event: dict, body: Any, headers: dict) -> tuple[int, dict, dict]:
         if not isinstance(body, dict):
@@ -380,6 +412,8 @@ class GraphService:
             tz = m.group(1)
             zone(tz)
         out = {k: v for k, v in event.items() if not k.startswith("_")}
+        if wants_immutable_ids(headers):
+            out["id"] = event["_immutable"]
         out["start"] = graph_datetime(event["_start"], tz)
         out["end"] = graph_datetime(event["_end"], tz)
         out["@odata.etag"] = f'W/"{event["changeKey"]}"'
@@ -398,7 +432,8 @@ class GraphService:
         return out
 
     def list_events(self, mailbox: Mailbox, query: dict, headers: dict) -> dict:
-        events = sorted(mailbox.events.values(), key=lambda e: (e["_start"], e["id"]))
+        # "The user's events. Default is to show Events under the Default Calendar." (the OpenAPI subset's description)
+        events = sorted((e for e in mailbox.events.values() if e["_calendar"] == mailbox.calendar_id), key=lambda e: (e["_start"], e["id"]))
         if "$filter" in query:
             try:
                 expr = odata.parse_filter(query["$filter"])

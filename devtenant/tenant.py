@@ -120,6 +120,10 @@ class Mailbox:
     time_zone: str = "UTC"
     state: str = "enabled"        # enabled | disabled (soft-deleted / inactive / on-premises)
     in_scope: bool = True         # inside the app's Exchange RBAC for Applications scope
+    # A change of that scope, and when it takes effect (time.monotonic()): Exchange applies changes to app permissions
+    # after "cache maintenance that varies between 30 minutes and 2 hours" ("Role Based Access Control for
+    # Applications", Limitations). The control API delays a change by 30 minutes unless told otherwise.
+    scope_change: tuple[bool, float] | None = None
     tenant_id: str = HOME_TENANT  # the Entra tenant whose Exchange Online holds the mailbox
     # The application roles the app holds for this mailbox's scope (Exchange RBAC for Applications). The default is
     # exactly what docs/deploy.md and infra/scripts/grant-mailbox-access.ps1 grant: "Application Calendars.ReadWrite".
@@ -129,6 +133,13 @@ class Mailbox:
     cancellations: list = field(default_factory=list)     # cancel messages sent to attendees
     inflight: int = 0
     window: deque = field(default_factory=deque)
+
+
+def scope_now(mailbox: Mailbox) -> bool:
+    """Whether the mailbox is in the app's scope now, a pending change applied once its time came."""
+    if mailbox.scope_change is not None and time.monotonic() >= mailbox.scope_change[1]:
+        mailbox.in_scope, mailbox.scope_change = mailbox.scope_change[0], None
+    return mailbox.in_scope
 
 
 class GraphTenant:

@@ -11,9 +11,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
-import time
 import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,6 +19,8 @@ from typing import Any
 
 from .admin.audit import audited
 from .app.settings import AppSettings, SettingError, load
+from .local.console import CYCLE_COLUMNS, Progress, cycle_notes, cycle_rows, table
+from .local.console import summary as _summary
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_CODES = """exit codes:
@@ -39,70 +39,6 @@ def _audit_time() -> datetime:
     """When an operation happened, to the microsecond: the audit trail lists operations in this order (an HTTP
     operation a moment before a CLI one in the same second must stay before it)."""
     return datetime.now(UTC)
-
-
-def table(rows: list[dict], columns: Sequence[str]) -> str:
-    if not rows:
-        return "(none)"
-    def cell(r: dict, c: str) -> str:
-        value = r.get(c)
-        return "" if value is None else str(value)
-
-    widths = {c: max(len(c), *(len(cell(r, c)) for r in rows)) for c in columns}
-    line = "  ".join(c.ljust(widths[c]) for c in columns)
-    out = [line, "  ".join("-" * widths[c] for c in columns)]
-    out += ["  ".join(cell(r, c).ljust(widths[c]) for c in columns).rstrip() for r in rows]
-    if sys.stdout.isatty():                      # on a terminal, long last columns are cut at its width
-        width = shutil.get_terminal_size().columns
-        out = [o if len(o) <= width else o[: max(10, width - 1)] + "…" for o in out]
-    return "\n".join(out)
-
-
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled and sys.stderr.isatty()
-        self.started = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.enabled:
-            width = 30
-            filled = int(width * done / max(1, total))
-            elapsed = time.monotonic() - self.started
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {elapsed:.0f} s")
-            if done == total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _summary(result: dict[str, Any]) -> str:
-    """A readable summary of a mailbox operation's result (no Python reprs)."""
-    if "discovered" in result:
-        lines = []
-        for environment, counts in result["discovered"].items():
-            lines.append(f"{environment}: {counts['registered']} registered as pending, {counts['already']} already registered, "
-                         f"{counts['bound_elsewhere']} bound to another environment, {counts['no_mailbox']} without a mailbox"
-                         + (f", {counts['no_tenant']} whose domain is in no tenant of MAILBOX_TENANTS" if counts.get("no_tenant") else "")
-                         + (f", {counts['invalid_address']} whose address is not a valid mailbox address (fix it on the user "
-                            "record in Dynamics 365)" if counts.get("invalid_address") else ""))
-        return "\n".join(lines) or "no environment"
-    return "\n".join(f"{k}: {v}" for k, v in result.items())
-
-
-def _cycle_rows(summary: dict) -> list[dict]:
-    rows = []
-    for r in summary.get("mailboxes", []):
-        counts = r.get("counts") or {}
-        rows.append({"mailbox": r["mailbox"], "outcome": r["outcome"], "created": counts.get("created", 0),
-                     "updated": counts.get("updated", 0),
-                     "deleted": counts.get("deleted", 0) + counts.get("cancelled", 0), "unlinked": counts.get("unlinked", 0),
-                     "skipped": counts.get("skipped", 0), "failed": counts.get("failed", 0) + counts.get("invalid", 0),
-                     "error": (r.get("error") or "")[:60]})
-    return rows
-
-
-CYCLE_COLUMNS = ("mailbox", "outcome", "created", "updated", "deleted", "unlinked", "skipped", "failed", "error")
 
 
 async def _run_cycle(settings: AppSettings, force: bool, trigger: str, progress: Progress | None = None) -> dict:
@@ -147,13 +83,9 @@ def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
 
 async def cmd_run(args: argparse.Namespace, settings: AppSettings) -> int:
     summary = await _run_cycle(settings, args.force, "manual", Progress("syncing mailboxes", not args.json))
-    rows = _cycle_rows(summary)
-    failed = [e for e in summary.get("environments", []) if e.get("error")]
-    notes = "".join(f"\nenvironment not collected: {e['environment']}: {e['error']}" for e in failed)
-    notes += "".join(f"\nchange tracking is off for {', '.join(e['tracking_off'])} in {e['environment']}: every cycle reads the whole "
-                     "window (T5); turn it on (docs/deploy.md, step 2)" for e in summary.get("environments", []) if e.get("tracking_off"))
+    rows = cycle_rows(summary)
     _print(args, summary, table(rows, CYCLE_COLUMNS) + f"\n\ncycle: {summary.get('outcome')}  totals: {summary.get('totals', {})}  "
-                                                       f"outcomes: {summary.get('outcomes', {})}{notes}")
+                                                       f"outcomes: {summary.get('outcomes', {})}{cycle_notes(summary)}")
     return EXIT_OK if summary.get("outcome") == "succeeded" else EXIT_PARTIAL
 
 
@@ -179,7 +111,7 @@ async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
     first = await _run_cycle(settings, False, "demo")
     after_first = _emulator_stats()
     print("\ncycle 1:")
-    print(table(_cycle_rows(first), CYCLE_COLUMNS))
+    print(table(cycle_rows(first), CYCLE_COLUMNS))
     print(f"totals: {first.get('totals')}")
     if before and after_first:
         print(f"Graph HTTP requests: {_graph_requests(after_first) - _graph_requests(before)}, "

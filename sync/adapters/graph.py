@@ -46,6 +46,10 @@ from .graph_errors import RETRYABLE, classified, classify, error_code, mailbox_r
 from .graph_transport import AiohttpTransport
 
 MAX_BATCH = 20
+# Graph, "Obtain immutable identifiers for Outlook resources": by default an event's id changes when it moves to another
+# calendar or folder; with this header the id does not change while the event stays in the mailbox. "This header only
+# applies to the request it is included with": the client sends it on every request, and on every $batch item.
+IMMUTABLE_IDS = 'IdType="ImmutableId"'
 MAILBOX_CONCURRENCY = 4
 # Connections to Graph the client may hold open at once, all kept alive between requests: a worker's 8
 # activities with up to 4 requests each (host.json) must not close and reopen TLS connections (httpx's own pool
@@ -116,8 +120,9 @@ class GraphCalendar:
         middleware.append(GraphTelemetryHandler())
         # trust_env=False: the transport has read the environment's proxy already, once.
         self.transport = AiohttpTransport(self.base_url, connections=GRAPH_CONNECTIONS)
+        # C9: ids that survive the owner moving an event to another calendar, on every request the client sends.
         self.http = GraphClientFactory.create_with_custom_middleware(middleware, client=httpx.AsyncClient(
-            timeout=timeout_s, transport=self.transport, trust_env=False))
+            timeout=timeout_s, transport=self.transport, trust_env=False, headers={"Prefer": IMMUTABLE_IDS}))
         self.adapter = GraphRequestAdapter(auth, client=self.http)
         self.adapter.base_url = self.base_url
         # No end-user identifiable attributes (request URLs) on Kiota's spans.
@@ -262,7 +267,8 @@ class GraphCalendar:
         if op.kind == OpKind.CANCEL:
             url += "/cancel"
         method = {OpKind.CREATE: "POST", OpKind.UPDATE: "PATCH", OpKind.DELETE: "DELETE", OpKind.CANCEL: "POST"}[op.kind]
-        item: dict[str, Any] = {"id": item_id, "method": method, "url": url, "headers": {"accept": "application/json"}}
+        item: dict[str, Any] = {"id": item_id, "method": method, "url": url,
+                                "headers": {"accept": "application/json", "prefer": IMMUTABLE_IDS}}
         if previous is not None:
             item["dependsOn"] = [previous]
         if op.kind != OpKind.DELETE:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from ..core import mailbox_reasons
 from ..core.domain import Mailbox, MailboxTestStatus, SyncFilter
 from ..core.tenants import TenantMap
 from ..ports import BookingSource, Calendar, MailboxFields, MailboxRegistry
@@ -32,6 +33,16 @@ class TestReport:
 
 def _none(done: int, total: int) -> None:
     return None
+
+
+def _retest_until(reason: str | None, until: str, now: datetime) -> str:
+    """M8: an access denied is retested by the cycles until Exchange has surely applied the app's scope (2 hours from
+    the first refusal, not from each retest); any other result ends the wait."""
+    if reason != mailbox_reasons.ACCESS_DENIED:
+        return ""
+    if until and datetime.fromisoformat(until) > now:
+        return until
+    return (now + timedelta(seconds=mailbox_reasons.SCOPE_CHANGE_DELAY_S)).isoformat()
 
 
 class MailboxAdmin:
@@ -103,8 +114,11 @@ class MailboxAdmin:
         """M2: check with the app's own Graph identity that each mailbox exists and its calendar can be written."""
         addresses = [a.lower() for a in addresses]
         mailboxes = {}
+        retest_until: dict[str, str] = {}
         for address in addresses:
             mailbox = await self._require(address)
+            found = await self.registry.get(address)
+            retest_until[address] = found.retest_until if found is not None else ""
             if environment and mailbox.environment and mailbox.environment != environment.lower():
                 raise AdminError(f"mailbox {address} syncs with {mailbox.environment}; use `move` to change it")
             mailboxes[address] = mailbox
@@ -127,7 +141,8 @@ class MailboxAdmin:
                         status = MailboxTestStatus.SUCCESS if probe.ok else MailboxTestStatus.FAILURE
                         updated = replace(mailbox, test_status=status, test_reason=None if probe.ok else f"{probe.reason}: {probe.message}",
                                           time_zone=probe.time_zone or mailbox.time_zone, enabled=True if probe.ok else mailbox.enabled)
-                        extra: MailboxFields = {"tested_at": now.isoformat(), "test_warning": probe.warning or ""}
+                        extra: MailboxFields = {"tested_at": now.isoformat(), "test_warning": probe.warning or "",
+                                                "retest_until": _retest_until(probe.reason, retest_until[address], now)}
                         if probe.ok:
                             extra["needs_initial_read"] = True
                         await self.registry.put(updated, **extra)

@@ -24,7 +24,14 @@ from ..ports import PermanentError, TransientError
 from . import telemetry
 from .clients import Clients
 from .listing import CycleListing
-from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
+from .orchestrators import (
+    COLLECT_ACTIVITY,
+    FINISH_MAILBOX_SYNC_ACTIVITY,
+    GUARD_ACTIVITY,
+    RECORD_RUN_ACTIVITY,
+    RETEST_ACTIVITY,
+    SYNC_MAILBOX_ACTIVITY,
+)
 from .settings import AppSettings, load
 
 log = logging.getLogger("sync.activities")
@@ -77,7 +84,8 @@ class Activities:
     def by_name(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]:
         """The activity functions under the names the orchestrators call them by."""
         return {COLLECT_ACTIVITY: self.collect_environment, SYNC_MAILBOX_ACTIVITY: self.sync_mailbox, RECORD_RUN_ACTIVITY: self.record_run,
-                FINISH_MAILBOX_SYNC_ACTIVITY: self.finish_mailbox_sync, GUARD_ACTIVITY: self.check_removals}
+                FINISH_MAILBOX_SYNC_ACTIVITY: self.finish_mailbox_sync, GUARD_ACTIVITY: self.check_removals,
+                RETEST_ACTIVITY: self.retest_mailboxes}
 
     @property
     def settings(self) -> AppSettings:
@@ -105,6 +113,7 @@ class Activities:
             self.listing.remember(await self._telemetry_key_of(clients), result.listed, payload["cycle"], result.global_filters)
         out["mailboxes"] = await self.mailbox_refs(out["mailboxes"])     # orchestrations carry pseudonyms only
         out["carried"] = await self.mailbox_refs(out["carried"])
+        out["retest"] = await self.mailbox_refs(out["retest"])
         out["seconds"] = round(time.monotonic() - started, 3)
         out["dataverse_requests"] = source.requests - requests_before
         telemetry.record_collect(out)
@@ -169,6 +178,21 @@ class Activities:
         if verdict.message:
             log.error("cycle's removals held by the deployment-wide guard: removals=%d links=%d", verdict.removals, verdict.links)
         return verdict.to_dict()
+
+    async def retest_mailboxes(self, payload: dict) -> dict:
+        """M8: test again the mailboxes Exchange refused while it may still be applying the app's scope; those that pass
+        are enabled and read their window at the next collect. Answered, never raised (a cycle goes on without it)."""
+        from ..admin.mailboxes import AdminError, MailboxAdmin
+        clients = await self.clients()
+        cycle = payload.get("cycle")
+        addresses = [a for a in [await self._address(clients, ref, cycle) for ref in payload["mailboxes"]] if a]
+        admin = MailboxAdmin(clients.store.mailboxes, clients.calendar, tenants=self.settings.tenants)
+        try:
+            reports = await admin.test_and_enable(addresses, datetime.fromisoformat(payload["now"]))
+        except (AdminError, TransientError, AzureError) as exc:
+            log.warning("mailbox retest failed: mailboxes=%d error=%s", len(addresses), type(exc).__name__)
+            return {"tested": 0, "succeeded": 0, "error": _error_text(exc)}
+        return {"tested": len(reports), "succeeded": sum(r.ok for r in reports)}
 
     async def finish_mailbox_sync(self, payload: dict) -> dict:
         """Ends a webhook-started sync unless a change was recorded since it last looked (then: go round again)."""

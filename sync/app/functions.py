@@ -20,7 +20,14 @@ from ..admin.audit import audited
 from ..core.access import Forbidden, Principal, authorize
 from . import orchestrators as orchestration
 from .gc_tuning import freeze_loaded
-from .orchestrators import COLLECT_ACTIVITY, FINISH_MAILBOX_SYNC_ACTIVITY, GUARD_ACTIVITY, RECORD_RUN_ACTIVITY, SYNC_MAILBOX_ACTIVITY
+from .orchestrators import (
+    COLLECT_ACTIVITY,
+    FINISH_MAILBOX_SYNC_ACTIVITY,
+    GUARD_ACTIVITY,
+    RECORD_RUN_ACTIVITY,
+    RETEST_ACTIVITY,
+    SYNC_MAILBOX_ACTIVITY,
+)
 from .principal import MalformedPrincipal, principal_from
 from .settings import SettingError
 
@@ -59,6 +66,11 @@ async def sync_mailbox(payload: dict) -> dict:
 @bp.activity_trigger(input_name="payload", activity=FINISH_MAILBOX_SYNC_ACTIVITY)
 async def finish_mailbox_sync(payload: dict) -> dict:
     return await activities().finish_mailbox_sync(payload)
+
+
+@bp.activity_trigger(input_name="payload", activity=RETEST_ACTIVITY)
+async def retest_mailboxes(payload: dict) -> dict:
+    return await activities().retest_mailboxes(payload)
 
 
 @bp.activity_trigger(input_name="payload", activity=GUARD_ACTIVITY)

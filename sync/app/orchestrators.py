@@ -25,6 +25,7 @@ SYNC_MAILBOX_ACTIVITY = "sync_mailbox"
 RECORD_RUN_ACTIVITY = "record_run"
 FINISH_MAILBOX_SYNC_ACTIVITY = "finish_mailbox_sync"
 GUARD_ACTIVITY = "check_removals"
+RETEST_ACTIVITY = "retest_mailboxes"
 CYCLE_INSTANCE_ID = "fieldservice-outlook-sync-cycle"
 MAILBOX_GROUP = 50
 RETRY_ROUNDS = 2
@@ -49,6 +50,7 @@ def sync_cycle(context: df.DurableOrchestrationContext):
     context.set_custom_status({"phase": "collect", "environments": len(environments)})
     mailboxes: set[str] = set()
     carried: set[str] = set()                       # mailboxes whose work was waiting before this cycle (D5's guard)
+    retest: set[str] = set()
     for index, environment in enumerate(environments):
         # The last collect's listing of the mailbox rows, made after every collect of the cycle wrote, can be the one
         # its activities share (`cycle`); an earlier one's cannot.
@@ -59,9 +61,13 @@ def sync_cycle(context: df.DurableOrchestrationContext):
                                                                  "cycle": run["id"] if last else None})
         except Exception as exc:
             collected = {"environment": environment, "error": str(exc)[:500], "mailboxes": []}
-        run["environments"].append({k: v for k, v in collected.items() if k not in ("mailboxes", "carried")})
+        run["environments"].append({k: v for k, v in collected.items() if k not in ("mailboxes", "carried", "retest")})
         mailboxes.update(collected.get("mailboxes", []))
         carried.update(collected.get("carried", []))
+        retest.update(collected.get("retest", []))
+    if retest:                                      # M8: mailboxes Exchange refused while it may still apply the app's scope
+        run["retested"] = yield context.call_activity(RETEST_ACTIVITY, {"mailboxes": sorted(retest), "now": now.isoformat(),
+                                                                        "cycle": run["id"]})
 
     results: dict[str, dict] = {}
     todo = sorted(mailboxes)

@@ -10,12 +10,17 @@ MAILBOX_DISABLED = "mailbox_disabled"
 ACCESS_DENIED = "access_denied"
 CALENDAR_READ_ONLY = "calendar_read_only"
 AUTH_FAILED = "auth_failed"
+# M8: Exchange, "Role Based Access Control for Applications", Limitations: "Changes to app permissions are subject to
+# cache maintenance that varies between 30 minutes and 2 hours".
+SCOPE_CHANGE_DELAY_S = 2 * 3600
 
 SENTENCES = {
     MAILBOX_NOT_FOUND: "Exchange Online has no mailbox for this address; check the user's primary email address and licence.",
     MAILBOX_DISABLED: "The mailbox is inactive, soft-deleted or hosted on-premises; Graph cannot write to it.",
     ACCESS_DENIED: "Access denied: the app's Exchange RBAC for Applications scope does not include this mailbox; "
-                   "add it to the management scope of the app's Calendars.ReadWrite role assignment.",
+                   "add it to the management scope of the app's Calendars.ReadWrite role assignment. Exchange applies a "
+                   "change of that scope after 30 minutes to 2 hours (Test-ServicePrincipalAuthorization shows it at once), "
+                   "so the cycles test the mailbox again for 2 hours.",
     CALENDAR_READ_ONLY: "The app can read but not write this mailbox's calendar.",
     AUTH_FAILED: "The app could not get a token for Microsoft Graph; check its managed identity and Graph permission.",
 }

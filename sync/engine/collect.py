@@ -68,6 +68,7 @@ class CollectResult:
     left_alone: int = 0                                     # observations not kept: X1 leaves their events as they are
     removals_held: int = 0                                  # mailboxes whose removals an earlier cycle's guard held
     tracking_off: list[str] = field(default_factory=list)   # T5: tables without change tracking; the window was read whole
+    retest: list[str] = field(default_factory=list)         # M8: mailboxes refused within Exchange's delay, to test again
     mailboxes: list[str] = field(default_factory=list)      # mailboxes with pending work
     carried: list[str] = field(default_factory=list)        # of them, those whose work was waiting before this collect
     # The mailboxes as listed at the end (every mark written): the listing the cycle's syncs can share.
@@ -78,7 +79,7 @@ class CollectResult:
         return {"environment": self.environment, "mode": self.mode, "bookings_read": self.bookings_read, "deleted": self.deleted,
                 "skipped": self.skipped, "routed": len(self.routed), "observations": sum(self.routed.values()),
                 "unregistered": self.unregistered, "removal_candidates": self.removal_candidates, "left_alone": self.left_alone,
-                "removals_held": self.removals_held, "mailboxes": self.mailboxes, "carried": self.carried,
+                "removals_held": self.removals_held, "mailboxes": self.mailboxes, "carried": self.carried, "retest": self.retest,
                 **({"tracking_off": self.tracking_off} if self.tracking_off else {})}
 
 
@@ -129,6 +130,7 @@ async def collect(source: BookingSource, state: CollectState, settings: SyncSett
     # What was waiting came from an earlier cycle or a webhook; its removals are not among this cycle's candidates.
     result.carried = sorted(m for m in registered.waiting if registered.serves(m, environment))
     result.global_filters = registered.global_filters
+    result.retest = sorted(a for a, r in registered.records.items() if r.retest_due(now) and registered.serves(a, environment))
     return result
 
 

@@ -29,6 +29,7 @@ class MailboxFields(TypedDict, total=False):
     linked_count: int
     tested_at: str
     test_warning: str
+    retest_until: str
     pending_mark: str
     consumed_mark: str
     pending_left: int
@@ -50,6 +51,9 @@ class MailboxRecord:
     linked_count: int | None = None         # links its last sync left (D5's deployment total); None: never counted
     tested_at: str = ""
     test_warning: str = ""
+    # M8: Exchange refused the app (access denied) within the time it takes to apply a change of the app's scope; the
+    # cycles test the mailbox again until then (ISO 8601; "" when nothing waits).
+    retest_until: str = ""
     # Which mailboxes have work: adding observations sets a fresh `pending_mark` after their rows are written; a
     # sync records the mark it read before its observations (`consumed_mark`) and how many it kept (`pending_left`).
     pending_mark: str = ""
@@ -76,6 +80,11 @@ class MailboxRecord:
     def syncs(self) -> bool:
         """M1: the mailbox is eligible, and its row reads (a row that does not is never synced on a guess)."""
         return not self.unreadable and self.mailbox.eligible
+
+    def retest_due(self, now: datetime) -> bool:
+        """M8: refused access within Exchange's delay for a scope change, so a cycle tests it again."""
+        return (self.mailbox.test_status.value == "failure" and bool(self.retest_until)
+                and datetime.fromisoformat(self.retest_until) > now)
 
     @property
     def filtered(self) -> bool:

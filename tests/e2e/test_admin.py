@@ -42,7 +42,7 @@ async def test_r_g1_every_reason_code_on_the_local_stack(tenant, settings):
     people = {name: seed.technician(f"{name}@contoso.example", name.title()) for name in
               ["healthy", "unapproved", "untested", "failing", "sync_off", "method_none", "bound", "filtered", "broken"]}
     people["unregistered"] = seed.technician("unregistered@contoso.example", "Unregistered")
-    tenant.control("PATCH", "/mailboxes/failing@contoso.example", {"in_scope": False})
+    tenant.control("PATCH", "/mailboxes/failing@contoso.example", {"in_scope": False, "scope_delay_s": 0})   # at once
     crew = seed.technician(None, "Crew", resourcetype=6)
     nomail = seed.technician(None, "No Mail")
     ids = {

@@ -10,8 +10,8 @@ from sync.admin.diagnose import diagnose
 from sync.admin.mailboxes import MailboxAdmin
 from sync.app.clients import Clients
 from sync.local.cycle import run_cycle
-from tests.dvseed import DvSeed
-from tests.stack_helpers import stack_settings
+from tests.dvseed import DvSeed, iso
+from tests.stack_helpers import enable_all_mailboxes, stack_settings
 
 pytestmark = pytest.mark.stack
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -186,3 +186,29 @@ async def test_r_m1_the_sync_method_is_set_like_approve_and_test(tenant, table_p
         assert (await diagnose(booking, rt.source(settings.environments[0]), rt.store, settings.sync, NOW)).code == "sync_method_none"
         await mailbox_action(rt, settings.environments, "set-method", [TECH], False, None, NOW, method="server-side")
     assert (await run_cycle(settings))["totals"].get("created") == 1
+
+
+async def test_r_c9_an_event_the_technician_moves_to_another_calendar_keeps_its_link_and_is_never_duplicated(tenant, table_prefix,
+                                                                                                             monkeypatch):
+    """Graph, "Obtain immutable identifiers for Outlook resources": an event's id changes when it moves to another
+    calendar unless the request says Prefer: IdType="ImmutableId"; the emulator now does so. The technician drags the
+    synced event into another calendar, then the booking moves: the sync updates that event where it is, and the
+    mailbox holds one event for the booking. (6c040fe: the update answered 404, C5 created the event again, two.)"""
+    from sync.app.settings import load
+    for key, value in {**tenant.environment(), "STATE_TABLE_PREFIX": table_prefix}.items():
+        monkeypatch.setenv(key, value)
+    settings = load()
+    seed = DvSeed(tenant)
+    tech = seed.technician("tech@contoso.example")
+    booking = seed.booking(tech, datetime.now(UTC) + timedelta(days=1))
+    await enable_all_mailboxes(settings)
+    assert (await run_cycle(settings))["totals"].get("created") == 1
+    [event] = tenant.control("GET", "/mailboxes/tech@contoso.example/events")["value"]
+    moved = tenant.control("POST", f"/mailboxes/tech@contoso.example/events/{event['id']}/move", {"calendar": "Jobs"})
+    assert moved["id"] != event["defaultId"] and moved["immutableId"] == event["id"]   # a client without the header loses it
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+    seed.update("bookableresourcebookings", booking, {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
+    summary = await run_cycle(settings)
+    assert summary["totals"] == {"updated": 1}, summary["totals"]
+    events = tenant.control("GET", "/mailboxes/tech@contoso.example/events")["value"]
+    assert [e["defaultId"] for e in events] == [moved["id"]] and events[0]["start"]["dateTime"].startswith(start.strftime("%Y-%m-%dT%H:%M"))

@@ -72,7 +72,7 @@ async def _make_waiting(kind: str, tenant, settings, seed: DvSeed, tech: str, mo
     if kind == "disabled":
         await _set_enabled(settings, False)
     elif kind == "failing":
-        tenant.control("PATCH", f"/mailboxes/{TECH}", {"in_scope": False})     # M6: access denied, the mailbox fails
+        tenant.control("PATCH", f"/mailboxes/{TECH}", {"in_scope": False, "scope_delay_s": 0})     # M6: access denied, at once
     start = NOW + timedelta(days=3, hours=2)
     seed.update("bookableresourcebookings", moved, {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
     if kind == "held":
@@ -87,7 +87,7 @@ async def _release(kind: str, tenant, settings) -> dict:
     if kind == "disabled":
         await _set_enabled(settings, True)
     elif kind == "failing":
-        tenant.control("PATCH", f"/mailboxes/{TECH}", {"in_scope": True})
+        tenant.control("PATCH", f"/mailboxes/{TECH}", {"in_scope": True, "scope_delay_s": 0})
         await _retest(settings)
     return await run_cycle(settings, force=kind == "held")
 

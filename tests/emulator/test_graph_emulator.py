@@ -111,6 +111,24 @@ def test_update_delete_and_event_gone(tenant, graph):
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "ErrorItemNotFound"
 
 
+def test_an_events_id_changes_when_its_owner_moves_it_unless_the_request_asks_for_immutable_ids(tenant, graph):
+    """Graph, "Obtain immutable identifiers for Outlook resources": "By default, this value changes when the item is
+    moved from one container (such as a folder or calendar) to another"; with Prefer: IdType="ImmutableId" it does
+    not while the item stays in the mailbox, and "this header only applies to the request it is included with". A
+    moved event leaves the default calendar's listing ("Default is to show Events under the Default Calendar")."""
+    address = mailbox(tenant)
+    immutable = {"Prefer": 'IdType="ImmutableId"'}
+    created = graph.post(f"users/{address}/events", json=event_body(), headers=immutable).json()
+    default_id = graph.get(f"users/{address}/events", params={"$select": "subject"}).json()["value"][0]["id"]
+    assert created["id"] != default_id                                             # two id formats of one event
+    moved = tenant.control("POST", f"/mailboxes/{address}/events/{default_id}/move", {"calendar": "Jobs"})
+    assert moved["id"] != default_id and moved["immutableId"] == created["id"]
+    assert graph.get(f"users/{address}/events/{default_id}").status_code == 404    # the old default id no longer finds it
+    again = graph.get(f"users/{address}/events/{created['id']}", headers=immutable)
+    assert again.status_code == 200 and again.json()["id"] == created["id"]
+    assert graph.get(f"users/{address}/events").json()["value"] == []              # no longer in the default calendar
+
+
 def test_cancel_with_attendees_notifies_them_and_without_is_refused(tenant, graph):
     address = mailbox(tenant)
     documented = example("event-cancel.1.json")
