@@ -180,6 +180,31 @@ class Query:
 
         return {**odata.BASIC_FUNCTIONS, "microsoft.dynamics.crm.in": in_, "microsoft.dynamics.crm.notin": not_in}
 
+    def validate(self, expr: Any) -> None:
+        """Refuses a filter naming what the table does not have before any row is read, as Dataverse validates a query
+        against the table's metadata: on an empty table too (an error found only while matching rows would answer an
+        empty table's query with 200)."""
+        no_row: dict = {}
+        check = self.resolver(self.table, no_row)
+        try:
+            for parts in odata.referenced_paths(expr):
+                self._check_path(parts)
+            for call in _calls(expr):
+                odata.evaluate(call, check, self.functions(self.table))
+        except odata.ODataSyntaxError as exc:
+            raise DataverseError(400, "0x80060888", str(exc)) from exc
+
+    def _check_path(self, parts: list[str]) -> None:
+        table = self.table
+        for i, part in enumerate(parts):
+            if i < len(parts) - 1:
+                nav = table.navigations.get(part)
+                if nav is None:
+                    raise _property_error(table, part)
+                table = DATAVERSE.tables[nav.target]
+            elif part not in table.web_api_properties and part not in table.navigations:
+                raise _property_error(table, part)
+
     def matches(self, expr: Any, row: dict) -> bool:
         try:
             return bool(odata.evaluate(expr, self.resolver(self.table, row), self.functions(self.table)))
@@ -193,6 +218,21 @@ class Query:
             return [row for row in rows if test(self.resolver(self.table, row))]
         except odata.ODataSyntaxError as exc:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
+
+
+def _calls(node: Any) -> list[odata.Call]:
+    """Every function call in a filter, however deep (validation visits each, where evaluation may short-circuit)."""
+    found: list[odata.Call] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, odata.Call):
+            found.append(current)
+        if hasattr(current, "__dataclass_fields__"):
+            for name in current.__dataclass_fields__:
+                value = getattr(current, name)
+                stack.extend(value if isinstance(value, list) else value.values() if isinstance(value, dict) else [value])
+    return found
 
 
 def _validate_shape(table: Table, select: list[str] | None, expand: list[odata.ExpandItem]) -> None:
@@ -483,6 +523,7 @@ class DataverseService:
             expr = odata.parse_filter(params["$filter"])
         except odata.ODataSyntaxError as exc:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
+        query.validate(expr)
         lookup = _values_of_one_property(expr)
         if lookup is None:
             return query.matching(expr, rows)

@@ -356,3 +356,15 @@ def test_or_chains_of_ids_answer_exactly_the_rows_named_with_or_without_more_con
         answers = [sorted(r["bookableresourcebookingid"] for r in dataverse.get(
             "bookableresourcebookings", params={"$filter": f, "$select": "name"}).json()["value"]) for f in (expression, f"{expression} or statecode eq 99")]
         assert answers[0] == answers[1] and answers[0]
+
+
+@pytest.mark.parametrize("flt", ["nosuchcolumn eq 1", "Resource/nosuchcolumn eq 'x'",
+                                 "Microsoft.Dynamics.CRM.In(PropertyName='_msdyn_workorder_value',PropertyValues=['00000000-0000-0000-0000-000000000001'])",
+                                 "statecode eq 0 or nosuchcolumn eq 1"])
+def test_a_filter_naming_what_the_table_lacks_is_refused_before_any_row_is_read(dataverse, flt):
+    """Dataverse checks a query against the table's metadata, not row by row: on an empty table, and past a short-circuit
+    (`x or bad`), a filter naming a column the table lacks is 400, as it is on a full one (Learn, "Filter rows", and
+    the field report of Microsoft.Dynamics.CRM.In refusing a lookup's _x_value property)."""
+    answer = dataverse.get("bookableresourcebookings", params={"$select": "name", "$filter": flt})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] in ("0x80060888", "0x80041103")
