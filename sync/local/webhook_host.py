@@ -58,7 +58,9 @@ class LocalWebhookHost:
     def __init__(self, settings: AppSettings, function_key: str):
         self.settings, self.function_key = settings, function_key
         self.activities = Activities(lambda: settings)
-        runner = DurableRunner(ORCHESTRATORS, self.activities.by_name())
+        # Durable timers wait, as on the Functions host: a busy mailbox's sync waits BUSY_WAIT_S per round for the
+        # timer cycle to finish, instead of spending its rounds in milliseconds and giving up.
+        runner = DurableRunner(ORCHESTRATORS, self.activities.by_name(), sleep_timers=True)
         self.client = LocalDurableClient(runner)
         self.requests = 0
         self._runner: web.AppRunner | None = None

@@ -337,3 +337,24 @@ async def test_r_e1_t3_a_token_endpoint_that_fails_answers_503_so_dataverse_post
     assert again.status_code == 202
     await host.client.idle()
     assert len(events(tenant, A)) == 1
+
+
+async def test_r_t3_a_webhook_sync_of_a_busy_mailbox_waits_for_the_timer_cycle_as_on_the_functions_host(tenant, world):
+    """The mailbox's orchestration waits on a durable timer while the timer cycle holds the mailbox; the local host's
+    timers now wait as the Functions host's do, so the change lands once the cycle lets go (6c040fe: its 20 rounds
+    went by in milliseconds and the change waited for the next timer cycle)."""
+    from sync.ports import LeaseHeld, MailboxCommit
+    settings, seed, techs, host, url = world
+    booking = seed.booking(techs[A], NOW + timedelta(days=1))
+    await run_cycle(settings)
+    async with Clients(settings) as rt:
+        held, _ = await rt.store.partitions.claim(A, "timer-cycle", datetime.now(UTC), 600, (await rt.store.partitions.load(A)).lease)
+        start = NOW + timedelta(days=6)
+        seed.update("bookableresourcebookings", booking, {"starttime": iso(start), "endtime": iso(start + timedelta(hours=2))})
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(url, params={"code": KEY}, content=webhook_payload(tenant, booking, "Update"))
+        assert answer.status_code == 202 and answer.json()["started"] == 1
+        await asyncio.sleep(3)                                           # the cycle holds the mailbox a while
+        assert not events(tenant, A)[0]["start"]["dateTime"].startswith(start.strftime("%Y-%m-%dT%H:%M"))
+        await rt.store.partitions.commit(A, MailboxCommit(LeaseHeld(held)))   # ... and lets go
+    await wait_for(lambda: events(tenant, A)[0]["start"]["dateTime"].startswith(start.strftime("%Y-%m-%dT%H:%M")), timeout=10)
