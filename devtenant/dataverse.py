@@ -414,6 +414,15 @@ class DataverseService:
             return ({"@odata.context": f"{base}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
                      "BusinessUnitId": "00000000-0000-0000-0000-000000000001", "UserId": "00000000-0000-0000-0000-0000000000a1",
                      "OrganizationId": "00000000-0000-0000-0000-0000000000f1"}, {})
+        definition = re.fullmatch(r"EntityDefinitions\(LogicalName='(\w+)'\)", path)
+        if definition:
+            # Learn, "Use change tracking to synchronize data with external systems" and "Query table definitions using
+            # the Web API": EntityDefinitions(LogicalName='x')?$select=ChangeTrackingEnabled.
+            name = definition.group(1)
+            if name not in org.rows:
+                raise DataverseError(404, "0x80060888", f"Could not find an entity with LogicalName = '{name}'.")
+            return ({"@odata.context": f"{base}/$metadata#EntityDefinitions(ChangeTrackingEnabled)/$entity",
+                     "ChangeTrackingEnabled": name not in org.untracked, "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_URL, name))}, {})
         m = re.fullmatch(r"(\w+)(?:\(([^)]*)\))?", path)
         table = DATAVERSE.by_entity_set.get(m.group(1)) if m else None
         if m is None or table is None:

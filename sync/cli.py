@@ -281,6 +281,26 @@ async def cmd_runs(args: argparse.Namespace, settings: AppSettings) -> int:
     return EXIT_OK
 
 
+async def cmd_preflight(args: argparse.Namespace, settings: AppSettings) -> int:
+    """G3: exit 0 when nothing failed (warnings say what costs more or waits), 1 when a check failed."""
+    from .admin.preflight import preflight
+    from .app.clients import Clients
+    from .core.ids import environment_named
+    environments = settings.environments
+    if args.environment:
+        named = environment_named(settings.environments, args.environment)
+        if named is None:
+            print(f"not a configured environment (DATAVERSE_ENVIRONMENTS): {args.environment}", file=sys.stderr)
+            return EXIT_USAGE
+        environments = (named,)
+    async with Clients(settings) as clients:
+        result = await preflight(clients, environments, _now())
+    rows = [{"check": c["check"], "status": c["status"], "found": ", ".join(f"{k}={v}" for k, v in c["found"].items()),
+             "advice": c["advice"]} for c in result["checks"]]
+    _print(args, result, table(rows, ("check", "status", "found", "advice")) + f"\n\npreflight: {result['verdict']}")
+    return EXIT_PARTIAL if result["verdict"] == "fail" else EXIT_OK
+
+
 async def cmd_state(args: argparse.Namespace, settings: AppSettings) -> int:
     """`state downgrade`: before deploying a version older than the partition layout of observations and errors
     (before 2026-12). A rollback by one version needs no step (sync/adapters/tables/migrations.py)."""
@@ -357,17 +377,20 @@ def parser() -> argparse.ArgumentParser:
     flt.add_argument("--type", action="append", help="work order type name (repeatable)")
     flt.add_argument("--territory", action="append", help="territory name (repeatable)")
     flt.add_argument("--dry-run", action="store_true", help="show what the change would remove, per mailbox; change nothing")
+    pre = sub.add_parser("preflight", help=OPERATIONS["preflight"].help)
+    pre.add_argument("--environment", help="one environment URL (default: every configured one)")
     state = sub.add_parser("state", help="before a rollback to a version before 2026-12: downgrade to its layout "
                                          "(a rollback by one version needs nothing)")
     state.add_argument("action", choices=["downgrade"])
-    for child in (run, mb, runs, diag, flt, plan, hook, audit, state):
+    for child in (run, mb, runs, diag, flt, plan, hook, audit, state, pre):
         child.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "mailboxes": cmd_mailboxes, "runs": cmd_runs, "diagnose": cmd_diagnose,
-            "filters": cmd_filters, "plan": cmd_plan, "serve-webhook": cmd_serve_webhook, "audit": cmd_audit, "state": cmd_state}
+            "filters": cmd_filters, "plan": cmd_plan, "serve-webhook": cmd_serve_webhook, "audit": cmd_audit, "state": cmd_state,
+            "preflight": cmd_preflight}
 
 
 def _unreachable(exc: BaseException) -> str | None:

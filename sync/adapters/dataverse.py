@@ -22,28 +22,25 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.core.pipeline import policies
 from azure.core.rest import HttpRequest
 
-from ..core.domain import Address, Booking, BookingLocation, BookingStatus, SkippedRow, WorkOrder
+from ..core.domain import Booking, SkippedRow
 from ..core.ids import checked_guid, is_address, is_guid
 from ..ports import ChangeSet, ChangeTokenExpired, ChangeTrackingOff, PermanentError, ReadResult, TransientError, UserResource
 from .credentials import is_loopback_url
+from .dataverse_rows import booking_from_row
 from .transport import endpoint_transport, proxies_for
 
 API = "/api/data/v9.2/"
-FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 MAX_DOP = 52
 ID_BATCH = 125                # ids per `or` filter: URLs near 9 KB, well under the 32 KB Dataverse accepts
 MAX_PAGE_SIZE = 5000            # odata.maxpagesize at most (Learn, "Page results using Web API": 5,000 for standard tables)
 WINDOW_SLICES = 4               # a window read's slices, read together
-MAX_TEXT = 65_536             # a text value longer than this marks the row malformed
 EXPIRED_TOKEN_CODES = {"0x80044352"}
 # Learn, "Web service error codes": ChangeTrackingNotEnabledForEntity, "Entity {0} isn't enabled for change tracking."
 TRACKING_OFF_CODE = "0x80072491"
 TRACKING_OFF_ENTITY = re.compile(r"Entity (\S+) isn't enabled for change tracking")
-KNOWN_STATUS = {1, 2, 3}
 # Characters left as they are when a relative query is encoded: OData syntax, and % because filter
 # literals arrive already percent-encoded (filter_literal).
 URL_SAFE = "$(),;=/:@%[]?&*"
-KNOWN_FS_STATUS = {None, 690970000, 690970001, 690970002, 690970003, 690970004, 690970005}
 
 # Every name the client sends, in one place (tests/contract/test_dataverse_names.py checks them against
 # Microsoft's column reference).
@@ -129,93 +126,17 @@ def odata_datetime(dt: datetime) -> str:
 
 # ---- mapping -----------------------------------------------------------------------------------------
 
-def _dt(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
+def _json(response: Any) -> dict:
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return response.json()
+    except Exception:
+        return {}
 
 
-def _text(row: dict, key: str, formatted: bool = False) -> str | None:
-    value = row.get(key + FORMATTED) if formatted else row.get(key)
-    return None if value is None else str(value)
+def booking_query(filter_expr: str) -> str:
+    return (f"bookableresourcebookings?$select={','.join(BOOKING_SELECT)}&$expand={BOOKING_EXPAND}"
+            f"&$filter={filter_expr}")
 
-
-def _oversized(value: Any) -> bool:
-    """Whether any text in the row (or its expansions) is longer than MAX_TEXT; iterative, as it runs for every row."""
-    waiting = [value]
-    while waiting:
-        item = waiting.pop()
-        if isinstance(item, str):
-            if len(item) > MAX_TEXT:
-                return True
-        elif isinstance(item, dict):
-            waiting.extend(item.values())
-    return False
-
-
-def booking_from_row(row: dict, environment: str) -> Booking | SkippedRow:
-    """A Web API row (with the expansions of BOOKING_EXPAND) -> Booking, or the reason it is malformed."""
-    raw_id = row.get("bookableresourcebookingid")
-    if not isinstance(raw_id, str) or not is_guid(raw_id):
-        return SkippedRow(str(raw_id)[:64], "malformed_id")
-    booking_id = raw_id.lower()
-    start, end = _dt(row.get("starttime")), _dt(row.get("endtime"))
-    if start is None:
-        return SkippedRow(booking_id, "missing_start")
-    if end is None:
-        return SkippedRow(booking_id, "missing_end")
-    if end < start:
-        return SkippedRow(booking_id, "end_before_start")
-    if _oversized(row):
-        return SkippedRow(booking_id, "oversized_text")
-    status_row = row.get("BookingStatus") or {}
-    status = BookingStatus(status_row.get("bookingstatusid"), _text(status_row, "name"), status_row.get("status"),
-                           status_row.get("msdyn_fieldservicestatus"))
-    if status.status not in KNOWN_STATUS or status.field_service_status not in KNOWN_FS_STATUS:
-        return SkippedRow(booking_id, "unknown_status")
-    statecode = row.get("statecode")
-    if statecode not in (0, 1):
-        return SkippedRow(booking_id, "unknown_state")
-    resource = row.get("Resource") or {}
-    user = resource.get("UserId") or {}
-    address = (user.get("internalemailaddress") or "").strip().lower() or None
-    if address is not None and not is_address(address):
-        return SkippedRow(booking_id, "invalid_mailbox_address")
-    wo_row = row.get("msdyn_workorder")
-    work_order = None
-    if row.get("_msdyn_workorder_value") and wo_row:
-        work_order = WorkOrder(
-            id=str(wo_row.get("msdyn_workorderid", "")).lower(), number=_text(wo_row, "msdyn_name") or "",
-            priority=_text(wo_row, "_msdyn_priority_value", True),
-            work_order_type=_text(wo_row, "_msdyn_workordertype_value", True),
-            work_order_type_id=wo_row.get("_msdyn_workordertype_value"),
-            primary_incident_type=_text(wo_row, "_msdyn_primaryincidenttype_value", True),
-            summary=_text(wo_row, "msdyn_workordersummary"),
-            service_account=_text(wo_row, "_msdyn_serviceaccount_value", True),
-            reported_by_contact=_text(wo_row, "_msdyn_reportedbycontact_value", True),
-            territory=_text(wo_row, "_msdyn_serviceterritory_value", True),
-            territory_id=wo_row.get("_msdyn_serviceterritory_value"),
-            address=Address(name=_text(wo_row, "msdyn_addressname"), line1=_text(wo_row, "msdyn_address1"),
-                            line2=_text(wo_row, "msdyn_address2"), line3=_text(wo_row, "msdyn_address3"),
-                            city=_text(wo_row, "msdyn_city"), state=_text(wo_row, "msdyn_stateorprovince"),
-                            postal_code=_text(wo_row, "msdyn_postalcode"), country=_text(wo_row, "msdyn_country"),
-                            latitude=wo_row.get("msdyn_latitude"), longitude=wo_row.get("msdyn_longitude")))
-    return Booking(id=booking_id, environment=environment.lower(), start=start, end=end, active=statecode == 0, status=status,
-                   resource_id=row.get("_resource_value"), resource_type=resource.get("resourcetype"), mailbox=address,
-                   work_order=work_order, name=_text(row, "name"), modified_on=_dt(row.get("modifiedon")),
-                   location=BookingLocation(row.get("msdyn_worklocation"), _number(row.get("msdyn_latitude")),
-                                            _number(row.get("msdyn_longitude"))))
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-# ---- the client ----------------------------------------------------------------------------------------
 
 class DataverseClient:
     """One environment. Async; create it inside the event loop that uses it."""
@@ -270,17 +191,10 @@ class DataverseClient:
         self._adjust_dop(response.headers.get("x-ms-dop-hint"))
         return response
 
-    @staticmethod
-    def _json(response: Any) -> dict:
-        try:
-            return response.json()
-        except Exception:
-            return {}
-
     async def _get(self, url: str, prefer: list[str]) -> dict:
         request = HttpRequest("GET", self._absolute(url), headers={"Prefer": ",".join(prefer)} if prefer else None)
         response = await self._send(request)
-        return self._answer(response.status_code, self._json(response), response.reason)
+        return self._answer(response.status_code, _json(response), response.reason)
 
     def _answer(self, status: int, body: dict, reason: str | None = None) -> dict:
         if status == 200:
@@ -317,7 +231,7 @@ class DataverseClient:
         answers = parse_batch_response(response.headers.get("Content-Type", ""), response.content)
         if response.status_code != 200:
             failing = next(((status, body) for status, body in answers if status >= 400), None)
-            status, body = failing or (response.status_code, self._json(response))
+            status, body = failing or (response.status_code, _json(response))
             self._answer(status, body, response.reason)
         if len(answers) != len(parts):
             raise TransientError(f"environment {self.environment} answered {len(answers)} of {len(parts)} batched requests", code="batch")
@@ -347,12 +261,8 @@ class DataverseClient:
                 return rows, body
             url = next_link
 
-    def _booking_query(self, filter_expr: str) -> str:
-        return (f"bookableresourcebookings?$select={','.join(BOOKING_SELECT)}&$expand={BOOKING_EXPAND}"
-                f"&$filter={filter_expr}")
-
     async def _read(self, filter_expr: str) -> ReadResult:
-        rows, _ = await self._pages(self._booking_query(filter_expr), [ANNOTATIONS])
+        rows, _ = await self._pages(booking_query(filter_expr), [ANNOTATIONS])
         return self._map(rows)
 
     def _map(self, rows: list[dict]) -> ReadResult:
@@ -451,7 +361,7 @@ class DataverseClient:
         window_filter = None
         if slice_start is not None and slice_end > slice_start:
             window_filter = f"starttime lt {odata_datetime(slice_end)} and endtime gt {odata_datetime(slice_start)}"
-            parts.append((self._booking_query(window_filter), [ANNOTATIONS, f"odata.maxpagesize={self.page_size}"]))
+            parts.append((booking_query(window_filter), [ANNOTATIONS, f"odata.maxpagesize={self.page_size}"]))
         answers = await self._batch_get(parts)
         changes = ChangeSet()
         for (entity, key), body in zip(TRACKED, answers, strict=False):
@@ -471,6 +381,19 @@ class DataverseClient:
                 rows.extend(body.get("value", []))
             result = self._map(rows)
         return changes, result
+
+    async def who_am_i(self) -> str:
+        """The application user the app's identity signs in as (WhoAmI: its UserId)."""
+        return str((await self._get("WhoAmI", []))["UserId"])
+
+    async def change_tracking(self) -> dict[str, bool]:
+        """Whether each table the sync reads changes from has change tracking on (T5), from its definition."""
+        names = {"bookableresourcebookings": "bookableresourcebooking", "msdyn_workorders": "msdyn_workorder"}
+        out = {}
+        for entity, _ in TRACKED:
+            body = await self._get(f"EntityDefinitions(LogicalName='{names[entity]}')?$select=ChangeTrackingEnabled", [])
+            out[names[entity]] = bool(body.get("ChangeTrackingEnabled"))
+        return out
 
     async def filter_values(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}

@@ -94,6 +94,7 @@ declare("filters-list", roles=EITHER, help="the sync filters, global or a mailbo
 declare("filters-change", roles=ONLY_OPERATOR, help="add or remove a sync filter (S5), or preview what it would remove", changes=True)
 declare("diagnose", roles=EITHER, help="is this booking in Outlook, and if not, why (G1)", changes=False)
 declare("audit", roles=EITHER, help="who did what, on which mailboxes, when, with what result", changes=False)
+declare("preflight", roles=EITHER, help="check, with the app's own identity, what a real deployment needs (G3)", changes=False)
 
 
 @operation("discover", roles=ONLY_APPROVER, targets=Targets.NOTHING, help="register the environment's user resources as pending (M3)")

@@ -20,14 +20,6 @@ from ..admin.audit import audited
 from ..core.access import Forbidden, Principal, authorize
 from . import orchestrators as orchestration
 from .gc_tuning import freeze_loaded
-from .orchestrators import (
-    COLLECT_ACTIVITY,
-    FINISH_MAILBOX_SYNC_ACTIVITY,
-    GUARD_ACTIVITY,
-    RECORD_RUN_ACTIVITY,
-    RETEST_ACTIVITY,
-    SYNC_MAILBOX_ACTIVITY,
-)
 from .principal import MalformedPrincipal, principal_from
 from .settings import SettingError
 
@@ -53,32 +45,32 @@ def activities() -> Activities:
     return _activities
 
 
-@bp.activity_trigger(input_name="payload", activity=COLLECT_ACTIVITY)
+@bp.activity_trigger(input_name="payload", activity=orchestration.COLLECT_ACTIVITY)
 async def collect_environment(payload: dict) -> dict:
     return await activities().collect_environment(payload)
 
 
-@bp.activity_trigger(input_name="payload", activity=SYNC_MAILBOX_ACTIVITY)
+@bp.activity_trigger(input_name="payload", activity=orchestration.SYNC_MAILBOX_ACTIVITY)
 async def sync_mailbox(payload: dict) -> dict:
     return await activities().sync_mailbox(payload)
 
 
-@bp.activity_trigger(input_name="payload", activity=FINISH_MAILBOX_SYNC_ACTIVITY)
+@bp.activity_trigger(input_name="payload", activity=orchestration.FINISH_MAILBOX_SYNC_ACTIVITY)
 async def finish_mailbox_sync(payload: dict) -> dict:
     return await activities().finish_mailbox_sync(payload)
 
 
-@bp.activity_trigger(input_name="payload", activity=RETEST_ACTIVITY)
+@bp.activity_trigger(input_name="payload", activity=orchestration.RETEST_ACTIVITY)
 async def retest_mailboxes(payload: dict) -> dict:
     return await activities().retest_mailboxes(payload)
 
 
-@bp.activity_trigger(input_name="payload", activity=GUARD_ACTIVITY)
+@bp.activity_trigger(input_name="payload", activity=orchestration.GUARD_ACTIVITY)
 async def check_removals(payload: dict) -> dict:
     return await activities().check_removals(payload)
 
 
-@bp.activity_trigger(input_name="payload", activity=RECORD_RUN_ACTIVITY)
+@bp.activity_trigger(input_name="payload", activity=orchestration.RECORD_RUN_ACTIVITY)
 async def record_run(payload: dict) -> dict:
     return await activities().record_run(payload)
 
@@ -300,6 +292,24 @@ async def audit_trail(req: func.HttpRequest) -> func.HttpResponse:
     if not re.fullmatch(r"[0-9]{1,4}", limit) or not 1 <= int(limit) <= 1000:     # str.isdigit() takes "¹", int() does not
         return _json(400, {"error": "limit must be a whole number from 1 to 1000"})
     return _json(200, {"audit": await (await activities().clients()).store.audit.recent(int(limit))})
+
+
+@bp.route(route="preflight", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def preflight_check(req: func.HttpRequest) -> func.HttpResponse:
+    """G3: GET /api/preflight[?environment=URL]: each prerequisite of the deployment, checked with the app's identity."""
+    from ..admin.preflight import preflight
+    from ..core.ids import environment_named
+    who = signed_in(req, "preflight")
+    if isinstance(who, func.HttpResponse):
+        return who
+    settings = activities().settings
+    environments = settings.environments
+    if req.params.get("environment") is not None:
+        named = environment_named(settings.environments, req.params.get("environment"))
+        if named is None:
+            return _json(400, {"error": "environment must be one of the configured DATAVERSE_ENVIRONMENTS"})
+        environments = (named,)
+    return _json(200, await preflight(await activities().clients(), environments, datetime.now(UTC)))
 
 
 @bp.route(route="dataverse/webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -65,6 +65,14 @@ class BookingSource(Protocol):
 
     async def list_user_resources(self) -> list[UserResource]: ...
 
+    async def who_am_i(self) -> str:
+        """The application user's id (G3: the app's identity is a user of the environment)."""
+        ...
+
+    async def change_tracking(self) -> dict[str, bool]:
+        """Per table the sync reads changes from (its logical name), whether change tracking is on (T5, G3)."""
+        ...
+
     async def filter_values(self) -> dict[str, set[str]]:
         """The names a sync filter can name (FILTER_FIELDS -> names): booking statuses, work order types, territories."""
         ...

@@ -74,7 +74,7 @@ def test_importing_function_app_registers_the_expected_functions():
     result = import_app(GOOD_ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().split(",") == sorted(["audit_trail", "booking_diagnosis", "check_removals", "collect_environment", "dataverse_webhook", "finish_mailbox_sync", "mailboxes_admin",
-                                                       "mailboxes_status", "record_run", "retest_mailboxes", "sync_cycle", "sync_mailbox", "sync_mailbox_group",
+                                                       "mailboxes_status", "preflight_check", "record_run", "retest_mailboxes", "sync_cycle", "sync_mailbox", "sync_mailbox_group",
                                                        "sync_filters", "sync_mailbox_now", "sync_run_now", "sync_status", "sync_timer"])
 
 

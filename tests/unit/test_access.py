@@ -10,7 +10,7 @@ from sync.core.access import APPROVER, OPERATOR, Forbidden, Principal, authorize
 
 OPS = {"run", "move", "filters-change"}
 APPROVALS = {"discover", "register", "approve", "test", "enable", "disable", "set-method"}
-READS = {"status", "list", "filters-list", "diagnose", "audit"}
+READS = {"status", "list", "filters-list", "diagnose", "audit", "preflight"}
 
 
 @pytest.mark.parametrize("roles,allowed", [({OPERATOR}, OPS | READS), ({APPROVER}, APPROVALS | READS),

@@ -57,6 +57,12 @@ class FakeBookingSource:
         return ReadResult([b for b in self.bookings.values()
                            if b.work_order and b.work_order.id in ids and b.start < end and b.end > start])
 
+    async def who_am_i(self) -> str:
+        return "00000000-0000-0000-0000-0000000000a1"
+
+    async def change_tracking(self) -> dict[str, bool]:
+        return {t: t not in self.untracked for t in ("bookableresourcebooking", "msdyn_workorder")}
+
     async def filter_values(self) -> dict[str, set[str]]:
         self.requests += 1
         work_orders = [b.work_order for b in self.bookings.values() if b.work_order]
