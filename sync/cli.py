@@ -129,8 +129,11 @@ async def cmd_demo(args: argparse.Namespace, settings: AppSettings) -> int:
     second = await _run_cycle(settings, False, "demo")
     after_second = _emulator_stats()
     writes = sum(v for k, v in (second.get("totals") or {}).items() if k not in ("skipped",))
+    retested = (second.get("retested") or {}).get("tested", 0)
     print(f"\ncycle 2 (nothing changed): {writes} calendar writes"
-          + (f", {_graph_requests(after_second) - _graph_requests(after_first)} Graph requests" if after_first and after_second else ""))
+          + (f", {_graph_requests(after_second) - _graph_requests(after_first)} Graph requests" if after_first and after_second else "")
+          + (f" (a test of the {retested} mailbox(es) refused access: Exchange may still be applying the app's scope, M8)"
+             if retested else ""))
     return EXIT_OK if writes == 0 else EXIT_PARTIAL
 
 
