@@ -78,9 +78,15 @@ def environment_of_domain(environments: Iterable[str], domain: object) -> str | 
     emulator's orgs share one host) is named by its host and path."""
     if not isinstance(domain, str) or not is_plain_text(domain, 300):
         return None
-    wanted = domain.strip().rstrip("/").lower()
+    wanted = _without_api_label(domain.strip().rstrip("/").lower())
     for environment in environments:
         parts = urlsplit(environment.strip())
-        if (parts.netloc + parts.path).rstrip("/").lower() == wanted:
+        if _without_api_label((parts.netloc + parts.path).rstrip("/").lower()) == wanted:
             return environment
     return None
+
+
+def _without_api_label(domain: str) -> str:
+    """An environment's Web API answers at `org.crm.dynamics.com` and at `org.api.crm.dynamics.com` alike; either
+    spelling in DATAVERSE_ENVIRONMENTS names the environment whose domain Dataverse sends."""
+    return domain.replace(".api.crm", ".crm", 1)

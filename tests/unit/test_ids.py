@@ -51,3 +51,13 @@ def test_r_e3_an_environment_is_named_by_any_spelling_of_the_configured_url_and_
         assert environment_named(configured, spelling) == "https://Contoso.crm.dynamics.com"
     for other in ("https://contoso.crm.dynamics.com.evil.example", "https://other.crm.dynamics.com", "", None, ["x"]):
         assert environment_named(configured, other) is None
+
+
+def test_r_t3_the_sending_environment_is_found_by_its_domain_in_either_web_api_spelling():
+    from sync.core.ids import environment_of_domain
+    configured = ("https://contoso.api.crm.dynamics.com", "https://fabrikam.crm4.dynamics.com/", "http://127.0.0.1:8080/orgs/second")
+    assert environment_of_domain(configured, "contoso.crm.dynamics.com") == configured[0]
+    assert environment_of_domain(configured, "FABRIKAM.crm4.dynamics.com") == configured[1]
+    assert environment_of_domain(configured, "127.0.0.1:8080/orgs/second") == configured[2]
+    for other in ("contoso.crm4.dynamics.com", "127.0.0.1:8080/orgs/default", "contoso.crm.dynamics.com\u202e", "", None, 5):
+        assert environment_of_domain(configured, other) is None
