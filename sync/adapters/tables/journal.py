@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ...ports import Cursor
+from ...ports import ROW_SCHEMA, Cursor
 from .. import table_wire
 from .access import TableAccess
 from .keys import etag_of, iso, key, newest_first, required_when, upsert, when
@@ -26,7 +26,7 @@ class TableCursors:
         return Cursor(json.loads(entity.get("delta_links") or "{}"), when(entity.get("horizon")), etag_of(entity))
 
     async def put(self, environment: str, delta_links: Mapping[str, str], horizon: datetime, etag: str | None) -> None:
-        entity = {"PartitionKey": "cursor", "RowKey": key(environment), "environment": environment.lower(),
+        entity = {"PartitionKey": "cursor", "RowKey": key(environment), "schema": ROW_SCHEMA, "environment": environment.lower(),
                   "delta_links": json.dumps(dict(delta_links)), "horizon": iso(horizon)}
         await self.access.write("cursors", entity, etag)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from azure.core.exceptions import HttpResponseError
 
-from ...ports import StoreConflict
+from ...ports import ROW_SCHEMA, StoreConflict
 from .access import TableAccess
 from .keys import etag_of, iso, key, required_when
 
@@ -18,7 +18,7 @@ class TableNamedLeases:
         self.access = access
 
     def _row(self, name: str, holder: str, now: datetime, ttl_s: float) -> dict[str, object]:
-        return {"PartitionKey": "lease", "RowKey": key(name), "holder": holder,
+        return {"PartitionKey": "lease", "RowKey": key(name), "schema": ROW_SCHEMA, "holder": holder,
                 "expires": datetime.fromtimestamp(now.timestamp() + ttl_s, UTC).isoformat()}
 
     async def acquire(self, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
@@ -78,7 +78,8 @@ class TableWakeRows:
             running = entity is not None and bool(entity.get("running")) and since > now.timestamp() - stale_after_s
             if running and entity is not None and entity.get("dirty"):
                 return None                                   # already marked: the running sync goes round again
-            row = {"PartitionKey": "wake", "RowKey": key(mailbox), "generation": generation, "running": True, "dirty": True,
+            row = {"PartitionKey": "wake", "RowKey": key(mailbox), "schema": ROW_SCHEMA, "generation": generation, "running": True,
+                   "dirty": True,
                    "since": entity["since"] if running and entity is not None else iso(now)}
             if not running:
                 row.update(generation=generation + 1, dirty=False)
@@ -95,7 +96,8 @@ class TableWakeRows:
             if entity is None or int(entity["generation"]) != generation or not entity.get("running"):
                 return True                                   # taken over (or released): this sync is done
             again = bool(entity.get("dirty")) and not release
-            row = {"PartitionKey": "wake", "RowKey": key(mailbox), "generation": generation, "running": again, "dirty": False,
+            row = {"PartitionKey": "wake", "RowKey": key(mailbox), "schema": ROW_SCHEMA, "generation": generation, "running": again,
+                   "dirty": False,
                    "since": iso(now)}
             try:
                 await self.access.write("leases", row, etag_of(entity))

@@ -44,7 +44,7 @@ def link_of(e: Any) -> Link:
 
 
 def index_entity(link: Link) -> dict[str, Any]:
-    return {"PartitionKey": key(link.environment), "RowKey": f"{key(link.booking_id)}|{key(link.mailbox)}",
+    return {"PartitionKey": key(link.environment), "RowKey": f"{key(link.booking_id)}|{key(link.mailbox)}", "schema": ROW_SCHEMA,
             "booking_id": link.booking_id.lower(), "mailbox": link.mailbox.lower()}
 
 
@@ -134,9 +134,10 @@ def error_entity(mailbox: str, booking_id: str, outcome: Mapping[str, Any], at: 
 
 def journal_entity(pk: str, rk: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     """Nested values as JSON text (Table columns are flat); `journal_of` gives them back as objects."""
-    return {"PartitionKey": pk, "RowKey": rk, **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in entry.items()}}
+    return {"PartitionKey": pk, "RowKey": rk, "schema": ROW_SCHEMA,
+            **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in entry.items()}}
 
 
 def journal_of(e: Any) -> dict[str, Any]:
     return {k: (json.loads(v) if isinstance(v, str) and v[:1] in ("[", "{") else v) for k, v in dict(e).items()
-            if k not in ("PartitionKey", "RowKey")}
+            if k not in ("PartitionKey", "RowKey", "schema")}
