@@ -185,6 +185,26 @@ class Bench:
                    "mailbox_done_s": {"p50": pick(0.50), "p95": pick(0.95), "max": round(done[-1], 2) if done else None}}
         return Scenario(name, changed, figures)
 
+    async def preflight(self) -> dict:
+        """G3 at the service latency in force: the preflight over every enabled mailbox (the spares of the bulk test
+        enabled again for it, so that 1,000 and more are)."""
+        from sync.admin.mailboxes import MailboxAdmin
+        from sync.admin.preflight import preflight
+        from sync.app.clients import Clients
+        async with Clients(self.settings) as rt:
+            admin = MailboxAdmin(rt.store.mailboxes, rt.calendar)
+            spares = [r.address for r in await rt.store.mailboxes.all() if r.address.startswith("spare")]
+            for a in spares:
+                await admin.set_enabled(a, True)
+            enabled = sum(1 for r in await rt.store.mailboxes.all() if r.syncs)
+            started = time.monotonic()
+            result = await preflight(rt, self.settings.environments, self.now)
+            seconds = time.monotonic() - started
+            for a in spares:
+                await admin.set_enabled(a, False)
+        return {"enabled_mailboxes": enabled, "seconds": round(seconds, 2), "verdict": result["verdict"],
+                "checks": {c["check"].split(":")[0]: c["status"] for c in result["checks"]}}
+
     async def enable(self, mailboxes: list[str]) -> None:
         """Registers, approves, tests and enables mailboxes, unmeasured (their first cycle reads their window)."""
         from sync.admin.mailboxes import MailboxAdmin
@@ -421,6 +441,7 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
         scenarios.append(await bench.cycle(f"initial sync of {len(newcomers)} more mailboxes x {scale['bookings']} bookings, realistic latency",
                                            len(newcomers) * scale["bookings"]))
         scenarios[-1].graph_ms, scenarios[-1].mailboxes = 200.0, len(newcomers)
+        checked = await bench.preflight()                       # G3, at the realistic latency
         stack.control("PUT", "/faults", {"latency_ms": {"graph": graph_ms, "dataverse": dataverse_ms}, "jitter_ms": {"graph": 0, "dataverse": 0}})
         changed = bench.change(0.02, "move")
         await bench.cycle("cycle with 2 % moved (for activity memory)", changed)
@@ -443,6 +464,7 @@ async def run(scale_name: str, graph_ms: float, dataverse_ms: float, activities:
                "machine": machine(), "command": " ".join(["python -m bench", *sys.argv[1:]]), "scenarios": [], "micro": micro(scale)}
     results["micro"]["mailbox_activity_peak_heap_mb"] = memory
     results["webhook_latency"] = latency
+    results["preflight"] = checked
     for s in scenarios:
         entry = {"name": s.name, "changed_bookings": s.changed, **s.figures}
         if not s.name.startswith("bulk"):
@@ -489,6 +511,10 @@ def table(results: dict) -> str:
              f"- `function_app` import (cold start): {m['function_app_import_s']} s",
              f"- planner: {m['planner_bookings']} bookings in {m['planner_cpu_s']} s CPU ({m['planner_bookings_per_s']} bookings/s)",
              f"- one mailbox activity: peak Python heap {m['mailbox_activity_peak_heap_mb']} MB"]
+    pre = results.get("preflight")
+    if pre:
+        rows.append(f"- preflight (G3) at realistic latency, {pre['enabled_mailboxes']} enabled mailboxes: {pre['seconds']} s, "
+                    f"verdict {pre['verdict']}")
     w = results.get("webhook_latency")
     if w:
         rows.append(f"- webhook (T3): booking change -> event updated, over {w['changes']} changes: p50 {w['p50_s']} s, p95 {w['p95_s']} s, "
