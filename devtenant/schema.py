@@ -86,6 +86,19 @@ def _with_emulator_tables(doc: dict) -> dict:
                     "name": {"type": "String", "web_api": "name"},
                     "versionnumber": {"type": "BigInt", "web_api": "versionnumber"}},
         "single_navigation_properties": {}, "web_api_properties": ["name", "territoryid", "versionnumber"]})
+    # M7: a user's Dynamics mailbox and how it synchronizes appointments, contacts and tasks (Learn, "Mailbox table/entity
+    # reference": actdeliverymethod 0 Dynamics 365 for Outlook, 1 Server-Side Synchronization, 2 None; actstatus 0 Not
+    # Run, 1 Success, 2 Failure). Not in the vendored reference either; the columns the preflight and the test read.
+    doc["tables"].setdefault("mailbox", {
+        "entity_set": "mailboxes", "primary_id": "mailboxid", "primary_name": "name",
+        "columns": {"mailboxid": {"type": "Uniqueidentifier", "web_api": "mailboxid"}, "name": {"type": "String", "web_api": "name"},
+                    "emailaddress": {"type": "String", "web_api": "emailaddress"},
+                    "actdeliverymethod": {"type": "Picklist", "web_api": "actdeliverymethod"},
+                    "actstatus": {"type": "Picklist", "web_api": "actstatus"},
+                    "enabledforact": {"type": "Boolean", "web_api": "enabledforact"},
+                    "versionnumber": {"type": "BigInt", "web_api": "versionnumber"}},
+        "single_navigation_properties": {},
+        "web_api_properties": ["actdeliverymethod", "actstatus", "emailaddress", "enabledforact", "mailboxid", "name", "versionnumber"]})
     return doc
 
 

@@ -167,7 +167,8 @@ async def cmd_mailboxes(args: argparse.Namespace, settings: AppSettings) -> int:
         await clients.store.ensure_tables()
         try:
             work = mailbox_action(clients, settings.environments, args.action, addresses, args.all, args.environment, _now(),
-                                  Progress(args.action, not args.json), method=args.method)
+                                  Progress(args.action, not args.json), method=args.method,
+                                  confirm_dynamics_sync=args.confirm_dynamics_sync)
             if MAILBOX_OPERATIONS[args.action].changes:
                 result = await audited(clients.store.audit, await clients.operator(), f"mailboxes {args.action}", addresses,
                                        _audit_time(), work, detail="all" if args.all else "")
@@ -357,6 +358,8 @@ def parser() -> argparse.ArgumentParser:
     mb.add_argument("--all", action="store_true", help="every registered mailbox")
     mb.add_argument("--environment", help="environment URL (discover, register, move)")
     mb.add_argument("--method", choices=SYNC_METHODS, help="set-method: the mailbox's synchronization method (M1)")
+    mb.add_argument("--confirm-dynamics-sync", action="store_true",
+                    help="test: enable mailboxes Dynamics' own server-side sync already serves (M7: bookings twice)")
     runs = sub.add_parser("runs", help="the most recent cycles")
     runs.add_argument("--limit", type=_limit, default=10, help="how many cycles to show (1-1000)")
     audit = sub.add_parser("audit", help=OPERATIONS["audit"].help + " (newest first)")

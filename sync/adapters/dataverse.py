@@ -24,7 +24,16 @@ from azure.core.rest import HttpRequest
 
 from ..core.domain import Booking, SkippedRow
 from ..core.ids import checked_guid, is_address, is_guid
-from ..ports import ChangeSet, ChangeTokenExpired, ChangeTrackingOff, PermanentError, ReadResult, TransientError, UserResource
+from ..ports import (
+    ChangeSet,
+    ChangeTokenExpired,
+    ChangeTrackingOff,
+    EnvironmentFacts,
+    PermanentError,
+    ReadResult,
+    TransientError,
+    UserResource,
+)
 from .credentials import is_loopback_url
 from .dataverse_rows import booking_from_row
 from .transport import endpoint_transport, proxies_for
@@ -382,18 +391,21 @@ class DataverseClient:
             result = self._map(rows)
         return changes, result
 
-    async def who_am_i(self) -> str:
-        """The application user the app's identity signs in as (WhoAmI: its UserId)."""
-        return str((await self._get("WhoAmI", []))["UserId"])
-
-    async def change_tracking(self) -> dict[str, bool]:
-        """Whether each table the sync reads changes from has change tracking on (T5), from its definition."""
+    async def environment_facts(self) -> EnvironmentFacts:
+        """The application user the app's identity signs in as (WhoAmI), then whether each table the sync reads changes
+        from has change tracking on (T5), from its definition (EntityDefinitions)."""
+        user = str((await self._get("WhoAmI", []))["UserId"])
         names = {"bookableresourcebookings": "bookableresourcebooking", "msdyn_workorders": "msdyn_workorder"}
-        out = {}
+        tracking = {}
         for entity, _ in TRACKED:
             body = await self._get(f"EntityDefinitions(LogicalName='{names[entity]}')?$select=ChangeTrackingEnabled", [])
-            out[names[entity]] = bool(body.get("ChangeTrackingEnabled"))
-        return out
+            tracking[names[entity]] = bool(body.get("ChangeTrackingEnabled"))
+        return EnvironmentFacts(user, tracking)
+
+    async def dynamics_synced(self) -> set[str]:
+        # Learn, "Mailbox table/entity reference": actdeliverymethod 1 is Server-Side Synchronization, actstatus 1 Success.
+        rows, _ = await self._pages("mailboxes?$select=emailaddress&$filter=actdeliverymethod eq 1 and actstatus eq 1", [])
+        return {str(r["emailaddress"]).strip().lower() for r in rows if r.get("emailaddress")}
 
     async def filter_values(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}

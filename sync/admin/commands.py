@@ -15,8 +15,8 @@ from enum import Enum
 from typing import Any
 
 from ..core.access import APPROVER, EITHER, OPERATOR
-from ..ports import MailboxRecord, Services
-from .mailboxes import MailboxAdmin, Progress, _none
+from ..ports import MailboxRecord, PermanentError, Services
+from .mailboxes import AdminError, MailboxAdmin, Progress, _none
 from .status import mailbox_status_rows
 
 SYNC_METHODS = ("server-side", "none")
@@ -35,6 +35,7 @@ class MailboxRequest:
     environment: str | None = None
     method: str | None = None
     progress: Progress = _none
+    confirm_dynamics_sync: bool = False          # M7: enable mailboxes Dynamics' own sync serves, knowing it
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,16 @@ async def _approve(ctx: Context, request: MailboxRequest) -> dict[str, Any]:
 
 @operation("test", roles=ONLY_APPROVER, help="test each mailbox with the app's own Graph identity, and enable those that pass (M2)")
 async def _test(ctx: Context, request: MailboxRequest) -> dict[str, Any]:
-    reports = await ctx.admin.test_and_enable(ctx.targets(request), request.now, request.environment, request.progress)
+    synced: set[str] = set()
+    for environment in [request.environment] if request.environment else ctx.environments:
+        try:
+            synced |= await ctx.services.source(environment).dynamics_synced()
+        except PermanentError as exc:
+            raise AdminError(f"the Dynamics mailboxes of {environment} could not be read ({exc.code}), so mailboxes its own "
+                             "server-side sync serves cannot be told apart (M7): give the app's security role read access to "
+                             "the Mailbox table (docs/deploy.md, step 2)") from exc
+    reports = await ctx.admin.test_and_enable(ctx.targets(request), request.now, request.environment, request.progress,
+                                              dynamics_synced=synced, confirmed=request.confirm_dynamics_sync)
     return {"tested": len(reports), "succeeded": sum(r.ok for r in reports),
             "results": [{"mailbox": r.address, "result": "success" if r.ok else "failure", "reason": r.reason,
                          "message": r.message or r.warning} for r in reports]}

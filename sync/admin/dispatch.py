@@ -43,12 +43,13 @@ def validate(action: str, addresses: Any, all_: Any, environment: Any, environme
 
 async def mailbox_action(services: Services, environments: tuple[str, ...], action: str, addresses: list[str], all_: bool,
                          environment: str | None, now: datetime, progress: Progress = _none, *,
-                         method: str | None = None) -> dict[str, Any]:
+                         method: str | None = None, confirm_dynamics_sync: bool = False) -> dict[str, Any]:
     """One mailbox operation (M1-M5, G2), for the CLI and HTTP alike; raises AdminError when refused."""
     declared = MAILBOX_OPERATIONS[action]
     admin = MailboxAdmin(services.store.mailboxes, services.calendar, tenants=services.tenants)
     context = Context(services, environments, admin, await services.store.mailboxes.all())
-    request = MailboxRequest(addresses, now, all_, environment_named(environments, environment) if environment else None, method, progress)
+    request = MailboxRequest(addresses, now, all_, environment_named(environments, environment) if environment else None, method, progress,
+                             confirm_dynamics_sync)
     assert declared.handler is not None
     return await declared.handler(context, request)
 

@@ -6,7 +6,7 @@ limit of 4 is never approached) and report progress through a callback.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -110,8 +110,10 @@ class MailboxAdmin:
         return len(addresses)
 
     async def test_and_enable(self, addresses: Iterable[str], now: datetime, environment: str | None = None,
-                              progress: Progress = _none) -> list[TestReport]:
-        """M2: check with the app's own Graph identity that each mailbox exists and its calendar can be written."""
+                              progress: Progress = _none, *, dynamics_synced: Collection[str] = (),
+                              confirmed: bool = False) -> list[TestReport]:
+        """M2: check with the app's own Graph identity that each mailbox exists and its calendar can be written. M7: a
+        mailbox of `dynamics_synced` (Dynamics' own server-side sync serves it) is refused unless `confirmed`."""
         addresses = [a.lower() for a in addresses]
         mailboxes = {}
         retest_until: dict[str, str] = {}
@@ -122,7 +124,7 @@ class MailboxAdmin:
             if environment and mailbox.environment and mailbox.environment != environment.lower():
                 raise AdminError(f"mailbox {address} syncs with {mailbox.environment}; use `move` to change it")
             mailboxes[address] = mailbox
-        approved = [a for a in addresses if mailboxes[a].approved]
+        approved = [a for a in addresses if mailboxes[a].approved and (confirmed or a not in dynamics_synced)]
         if approved and self.calendar is None:
             raise AdminError("testing mailboxes needs the Graph calendar")
         probes = await self.calendar.test_mailboxes(approved) if approved and self.calendar is not None else {}
@@ -134,6 +136,11 @@ class MailboxAdmin:
             async with slots:
                 if not mailbox.approved:
                     report = TestReport(address, False, "not_approved", "Approve the mailbox before testing it.")
+                elif address in dynamics_synced and not confirmed:
+                    reason = mailbox_reasons.DYNAMICS_SYNC
+                    report = TestReport(address, False, reason, mailbox_reasons.sentence(reason))
+                    await self.registry.put(replace(mailbox, test_status=MailboxTestStatus.FAILURE,
+                                                    test_reason=mailbox_reasons.stated(reason)), tested_at=now.isoformat())
                 else:
                     probe = probes[address]
                     report = TestReport(address, probe.ok, probe.reason, probe.message, probe.warning)

@@ -2,7 +2,8 @@
 says for each check what it found and what to do (sync/core/preflight.py). Checks made so far:
 
 - the state store: its tables, a write and a read (a named lease taken and given back);
-- per environment: the application user (WhoAmI), and change tracking on the tables the sync reads (T5);
+- per environment: the application user (WhoAmI), change tracking on the tables the sync reads (T5), and the
+  registered mailboxes whose Dynamics mailbox already syncs appointments through server-side synchronization (M7);
 - Exchange: the test of the mailboxes that sync (a sample of at most SAMPLE), refusals told apart, with M8's delay
   (a mailbox already in Failure is listed by `mailboxes list` with its reason; this finds a scope that drifted);
 - each other Entra tenant: its mailboxes' tests refused by the tenant (consent, federated trust).
@@ -72,18 +73,13 @@ async def _environment(services: Services, environment: str) -> list[Check]:
     async def run() -> list[Check]:
         source = services.source(environment)
         try:
-            user = await source.who_am_i()
+            facts = await source.environment_facts()
         except (SyncError, AzureError, OSError) as exc:
             return [Check(f"dataverse: {environment}", FAIL, {"error": type(exc).__name__, "code": getattr(exc, "code", "")},
                           "the app's identity is not an application user of this environment with the sync's security role: "
                           "add it (Power Platform admin center > Application users)", DATAVERSE_PAGE)]
-        checks = [Check(f"dataverse: {environment}", PASS, {"application_user": user})]
-        try:
-            tracking = await source.change_tracking()
-        except (SyncError, AzureError, OSError) as exc:
-            return [*checks, Check(f"change tracking: {environment}", FAIL, {"error": type(exc).__name__},
-                                   "the app cannot read the tables' definitions (EntityDefinitions): give its role read access to them",
-                                   DATAVERSE_PAGE)]
+        checks = [Check(f"dataverse: {environment}", PASS, {"application_user": facts.application_user})]
+        tracking = facts.tracking
         off = sorted(t for t, on in tracking.items() if not on)
         if off:
             checks.append(Check(f"change tracking: {environment}", WARN, {"off": off},
@@ -91,8 +87,20 @@ async def _environment(services: Services, environment: str) -> list[Check]:
                                 "Tables > the table > Properties > Advanced options > Track changes", DATAVERSE_PAGE))
         else:
             checks.append(Check(f"change tracking: {environment}", PASS, {"tables": sorted(tracking)}))
+        checks.append(await _dynamics_sync(services, source, environment))
         return checks
     return await _bounded(f"dataverse: {environment}", DEPLOY, run())
+
+
+async def _dynamics_sync(services: Services, source: Any, environment: str) -> Check:
+    """M7: registered mailboxes that Dynamics' own server-side sync already serves would get every booking twice."""
+    synced = await source.dynamics_synced()
+    both = sorted(r.address for r in await services.store.mailboxes.all()
+                  if r.address in synced and (r.mailbox.environment or environment).lower() == environment.lower())
+    if not both:
+        return Check(f"dynamics sync: {environment}", PASS, {"served_by_dynamics": len(synced), "registered_here": 0})
+    return Check(f"dynamics sync: {environment}", WARN, {"served_by_dynamics": len(synced), "registered_here": len(both)},
+                 mailbox_reasons.sentence(mailbox_reasons.DYNAMICS_SYNC), f"{DEPLOY}#5-turn-off-the-built-in-field-service-booking-sync")
 
 
 async def _exchange(services: Services, now: datetime) -> list[Check]:

@@ -203,8 +203,10 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
     except BadBody:
         return _json(400, {"error": "the body must be JSON"})
     body = {} if body is None else body
-    if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment", "method"}:
-        return _json(400, {"error": "the body accepts addresses, all, environment and method"})
+    if not isinstance(body, dict) or set(body) - {"addresses", "all", "environment", "method", "confirm_dynamics_sync"}:
+        return _json(400, {"error": "the body accepts addresses, all, environment, method and confirm_dynamics_sync"})
+    if not isinstance(body.get("confirm_dynamics_sync", False), bool):
+        return _json(400, {"error": "'confirm_dynamics_sync' must be true or false"})
     settings = activities().settings
     try:
         addresses = validate(action, body.get("addresses"), body.get("all", False), body.get("environment"), settings.environments,
@@ -214,7 +216,7 @@ async def _mailbox_action(req: func.HttpRequest, action: str) -> func.HttpRespon
     try:
         clients, now = await activities().clients(), datetime.now(UTC)
         work = mailbox_action(clients, settings.environments, action, addresses, body.get("all", False), body.get("environment"), now,
-                              method=body.get("method"))
+                              method=body.get("method"), confirm_dynamics_sync=body.get("confirm_dynamics_sync", False))
         detail = "all" if body.get("all") else ""
         result = await (audited(clients.store.audit, who, f"mailboxes {action}", addresses, now, work, detail=detail)
                         if MAILBOX_OPERATIONS[action].changes else work)

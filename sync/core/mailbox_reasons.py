@@ -10,6 +10,7 @@ MAILBOX_DISABLED = "mailbox_disabled"
 ACCESS_DENIED = "access_denied"
 CALENDAR_READ_ONLY = "calendar_read_only"
 AUTH_FAILED = "auth_failed"
+DYNAMICS_SYNC = "dynamics_sync"
 # M8: Exchange, "Role Based Access Control for Applications", Limitations: "Changes to app permissions are subject to
 # cache maintenance that varies between 30 minutes and 2 hours".
 SCOPE_CHANGE_DELAY_S = 2 * 3600
@@ -23,6 +24,10 @@ SENTENCES = {
                    "so the cycles test the mailbox again for 2 hours.",
     CALENDAR_READ_ONLY: "The app can read but not write this mailbox's calendar.",
     AUTH_FAILED: "The app could not get a token for Microsoft Graph; check its managed identity and Graph permission.",
+    DYNAMICS_SYNC: "Dynamics 365 already synchronizes this mailbox's appointments through server-side synchronization, and "
+                   "bookings from Field Service start synchronizing automatically: enabled here too, every booking would be "
+                   "in the calendar twice (M7). Set the Dynamics mailbox's Appointments, Contacts, and Tasks to None, or "
+                   "confirm (mailboxes test --confirm-dynamics-sync).",
 }
 
 

@@ -23,7 +23,7 @@ from .records import (
     Observation,
 )
 from .services import DurableClient, Services
-from .source import FILTER_FIELDS, BookingSource, ChangeSet, ReadResult, UserResource
+from .source import FILTER_FIELDS, BookingSource, ChangeSet, EnvironmentFacts, ReadResult, UserResource
 from .state import (
     BookingIndex,
     Cursors,
@@ -40,7 +40,7 @@ from .state import (
 __all__ = [
     "FILTER_FIELDS", "ROW_SCHEMA", "UNREADABLE_OBSERVATION", "WRITE_COUNTS", "Booking", "BookingIndex",
     "BookingSource", "Calendar", "CalendarOp", "ChangeSet", "ChangeTokenExpired", "ChangeTrackingOff", "Cursor",
-    "Cursors", "DeploymentConfig", "DurableClient", "Journal", "LeaseAsRead", "LeaseHeld", "MailboxCommit",
+    "Cursors", "DeploymentConfig", "DurableClient", "EnvironmentFacts", "Journal", "LeaseAsRead", "LeaseHeld", "MailboxCommit",
     "MailboxFields", "MailboxLease", "MailboxPartitions", "MailboxProbe", "MailboxRecord", "MailboxRegistry",
     "MailboxState", "MailboxUnavailable", "NamedLeases", "Observation", "Observed", "OpKind", "OpResult", "Outcome",
     "PermanentError", "ReadResult", "Services", "State", "StoreConflict", "SyncError", "TransientError",

@@ -28,6 +28,12 @@ class ChangeSet:
 
 
 @dataclass(frozen=True)
+class EnvironmentFacts:
+    application_user: str                      # WhoAmI's UserId
+    tracking: dict[str, bool]                  # table (logical name) -> change tracking on (T5)
+
+
+@dataclass(frozen=True)
 class UserResource:
     resource_id: str
     user_id: str | None
@@ -65,12 +71,13 @@ class BookingSource(Protocol):
 
     async def list_user_resources(self) -> list[UserResource]: ...
 
-    async def who_am_i(self) -> str:
-        """The application user's id (G3: the app's identity is a user of the environment)."""
+    async def environment_facts(self) -> EnvironmentFacts:
+        """What the preflight checks of the environment (G3): the application user, and change tracking (T5)."""
         ...
 
-    async def change_tracking(self) -> dict[str, bool]:
-        """Per table the sync reads changes from (its logical name), whether change tracking is on (T5, G3)."""
+    async def dynamics_synced(self) -> set[str]:
+        """The addresses whose Dynamics mailbox already synchronizes appointments, contacts and tasks through
+        server-side synchronization (M7): Field Service bookings reach their calendars from Dynamics itself."""
         ...
 
     async def filter_values(self) -> dict[str, set[str]]:

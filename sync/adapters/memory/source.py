@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from ...core.domain import RESOURCE_TYPE_USER, Booking, SkippedRow
-from ...ports import ChangeSet, ChangeTokenExpired, ChangeTrackingOff, ReadResult, UserResource
+from ...ports import ChangeSet, ChangeTokenExpired, ChangeTrackingOff, EnvironmentFacts, ReadResult, UserResource
 
 
 class FakeBookingSource:
@@ -21,6 +21,7 @@ class FakeBookingSource:
         self.min_valid = 0
         self.requests = 0
         self.untracked: set[str] = set()          # tables whose change tracking is off (T5): their changes are refused
+        self.synced_by_dynamics: set[str] = set()  # addresses Dynamics' own server-side sync already serves (M7)
 
     def _bump(self) -> int:
         self._version += 1
@@ -57,11 +58,12 @@ class FakeBookingSource:
         return ReadResult([b for b in self.bookings.values()
                            if b.work_order and b.work_order.id in ids and b.start < end and b.end > start])
 
-    async def who_am_i(self) -> str:
-        return "00000000-0000-0000-0000-0000000000a1"
+    async def environment_facts(self) -> EnvironmentFacts:
+        return EnvironmentFacts("00000000-0000-0000-0000-0000000000a1",
+                                {t: t not in self.untracked for t in ("bookableresourcebooking", "msdyn_workorder")})
 
-    async def change_tracking(self) -> dict[str, bool]:
-        return {t: t not in self.untracked for t in ("bookableresourcebooking", "msdyn_workorder")}
+    async def dynamics_synced(self) -> set[str]:
+        return set(self.synced_by_dynamics)
 
     async def filter_values(self) -> dict[str, set[str]]:
         self.requests += 1
