@@ -189,7 +189,7 @@ class Query:
         try:
             for parts in odata.referenced_paths(expr):
                 self._check_path(parts)
-            for call in _calls(expr):
+            for call in odata.calls(expr):
                 odata.evaluate(call, check, self.functions(self.table))
         except odata.ODataSyntaxError as exc:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
@@ -218,21 +218,6 @@ class Query:
             return [row for row in rows if test(self.resolver(self.table, row))]
         except odata.ODataSyntaxError as exc:
             raise DataverseError(400, "0x80060888", str(exc)) from exc
-
-
-def _calls(node: Any) -> list[odata.Call]:
-    """Every function call in a filter, however deep (validation visits each, where evaluation may short-circuit)."""
-    found: list[odata.Call] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, odata.Call):
-            found.append(current)
-        if hasattr(current, "__dataclass_fields__"):
-            for name in current.__dataclass_fields__:
-                value = getattr(current, name)
-                stack.extend(value if isinstance(value, list) else value.values() if isinstance(value, dict) else [value])
-    return found
 
 
 def _validate_shape(table: Table, select: list[str] | None, expand: list[odata.ExpandItem]) -> None:

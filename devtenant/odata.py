@@ -353,6 +353,21 @@ def compiled(node: Any, functions: dict[str, Callable[..., Any]] | None = None) 
     return lambda resolve: evaluate(node, resolve, functions)
 
 
+def calls(node: Any) -> list[Call]:
+    """Every function call in a filter, however deep (validation visits each, where evaluation may short-circuit)."""
+    found: list[Call] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Call):
+            found.append(current)
+        if hasattr(current, "__dataclass_fields__"):
+            for name in current.__dataclass_fields__:
+                value = getattr(current, name)
+                stack.extend(value if isinstance(value, list) else value.values() if isinstance(value, dict) else [value])
+    return found
+
+
 def referenced_paths(node: Any) -> list[list[str]]:
     """Every property path a filter names (lambda variables excluded), for validation."""
     found: list[list[str]] = []

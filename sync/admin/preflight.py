@@ -23,7 +23,7 @@ from azure.core.exceptions import AzureError
 from ..core import mailbox_reasons
 from ..core.preflight import FAIL, PASS, WARN, Check, verdict
 from ..core.tenants import TENANT_REASONS
-from ..ports import Services, SyncError
+from ..ports import MailboxRecord, Services, SyncError
 
 SAMPLE = 25                       # enabled mailboxes tested (Exchange's scope is per mailbox: a sample shows a gap)
 TIMEOUT_S = 25.0                  # each check's budget: the whole preflight answers within 30 s
@@ -32,8 +32,9 @@ DATAVERSE_PAGE = f"{DEPLOY}#2-give-the-identity-read-access-to-dataverse-least-p
 
 
 async def preflight(services: Services, environments: tuple[str, ...], now: datetime) -> dict[str, Any]:
-    store = await _store(services, now)               # first: the other checks read the mailboxes it holds
-    found: list[Any] = [store, *await asyncio.gather(*(_environment(services, e) for e in environments), _exchange(services, now))]
+    store, records = await _store(services, now)      # first: the other checks weigh the mailboxes it read
+    found: list[Any] = [store, *await asyncio.gather(*(_environment(services, e, records) for e in environments),
+                                                     _exchange(services, records))]
     flat: list[Check] = []
     for checks in found:
         flat.extend(checks if isinstance(checks, list) else [checks])
@@ -51,14 +52,18 @@ async def _bounded(name: str, page: str, work: Any) -> Any:
                      "app's identity (see the other checks)", page)
 
 
-async def _store(services: Services, now: datetime) -> Check:
+async def _store(services: Services, now: datetime) -> tuple[Check, list[MailboxRecord]]:
+    """The store's check, and the mailboxes it read (none when it could not)."""
+    read: list[MailboxRecord] = []
+
     async def run() -> Check:
         holder = f"preflight-{uuid.uuid4()}"
         try:
             await services.store.ensure_tables()
             wrote = await services.store.leases.acquire("preflight", holder, now, 30)
             await services.store.leases.release("preflight", holder)
-            mailboxes = len(await services.store.mailboxes.all())
+            read.extend(await services.store.mailboxes.all())
+            mailboxes = len(read)
         except (AzureError, OSError, SyncError) as exc:
             return Check("state store", FAIL, {"error": type(exc).__name__},
                          "the app cannot write its Table Storage: check STATE_STORAGE_* and the identity's Storage Table Data "
@@ -66,10 +71,10 @@ async def _store(services: Services, now: datetime) -> Check:
         if not wrote:
             return Check("state store", WARN, {"mailboxes": mailboxes}, "another preflight holds its probe row; run it again", DEPLOY)
         return Check("state store", PASS, {"mailboxes": mailboxes, "write_and_read": True})
-    return await _bounded("state store", DEPLOY, run())
+    return await _bounded("state store", DEPLOY, run()), read
 
 
-async def _environment(services: Services, environment: str) -> list[Check]:
+async def _environment(services: Services, environment: str, records: list[MailboxRecord]) -> list[Check]:
     async def run() -> list[Check]:
         source = services.source(environment)
         try:
@@ -87,15 +92,15 @@ async def _environment(services: Services, environment: str) -> list[Check]:
                                 "Tables > the table > Properties > Advanced options > Track changes", DATAVERSE_PAGE))
         else:
             checks.append(Check(f"change tracking: {environment}", PASS, {"tables": sorted(tracking)}))
-        checks.append(await _dynamics_sync(services, source, environment))
+        checks.append(await _dynamics_sync(source, environment, records))
         return checks
     return await _bounded(f"dataverse: {environment}", DEPLOY, run())
 
 
-async def _dynamics_sync(services: Services, source: Any, environment: str) -> Check:
+async def _dynamics_sync(source: Any, environment: str, records: list[MailboxRecord]) -> Check:
     """M7: registered mailboxes that Dynamics' own server-side sync already serves would get every booking twice."""
     synced = await source.dynamics_synced()
-    both = sorted(r.address for r in await services.store.mailboxes.all()
+    both = sorted(r.address for r in records
                   if r.address in synced and (r.mailbox.environment or environment).lower() == environment.lower())
     if not both:
         return Check(f"dynamics sync: {environment}", PASS, {"served_by_dynamics": len(synced), "registered_here": 0})
@@ -103,9 +108,9 @@ async def _dynamics_sync(services: Services, source: Any, environment: str) -> C
                  mailbox_reasons.sentence(mailbox_reasons.DYNAMICS_SYNC), f"{DEPLOY}#5-turn-off-the-built-in-field-service-booking-sync")
 
 
-async def _exchange(services: Services, now: datetime) -> list[Check]:
+async def _exchange(services: Services, records: list[MailboxRecord]) -> list[Check]:
     async def run() -> list[Check]:
-        enabled = [r for r in await services.store.mailboxes.all() if r.syncs]
+        enabled = [r for r in records if r.syncs]
         sample = sorted(r.address for r in enabled)[:SAMPLE]
         if not sample:
             return [Check("exchange scope", WARN, {"enabled": 0}, "no mailbox is enabled yet: discover, approve and test them "

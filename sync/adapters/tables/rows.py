@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 from ...core.domain import Link, LinkState, Mailbox, MailboxTestStatus
@@ -20,11 +20,6 @@ from .keys import RELEASED, etag_of, iso, key, required_when, unkey, when
 OBSERVATION_PREFIX, ERROR_PREFIX, LEASE_ROW = "^p|", "^e|", "^lease"
 COUNT_PREFIX = "count_"
 _RECORD_FIELDS = frozenset(f.name for f in fields(MailboxRecord)) - {"mailbox", "etag", "counts", "unreadable"}
-
-
-def normalized(link: Link) -> Link:
-    """Ids and addresses compare case-insensitively everywhere; links store them lower case."""
-    return replace(link, booking_id=link.booking_id.lower(), mailbox=link.mailbox.lower(), environment=link.environment.lower())
 
 
 def link_entity(link: Link) -> dict[str, Any]:
